@@ -1,0 +1,40 @@
+"""The dataset registry and ``build_dataset``.
+
+A dataset builder is registered by name and called as
+``builder(split, transform, **options) -> torch.utils.data.Dataset`` where ``split`` is
+``"train"`` or ``"test"``, ``transform`` maps a PIL RGB image to a ``[3, H, W]`` float tensor,
+and ``options`` are the config's ``data.options`` (``root`` and the like). The dataset has
+``classes: list[str]`` (the class order of its targets) and follows ``mlkd.data.batch``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Callable
+
+from mlkd.registry import Registry
+
+DATASETS = Registry("dataset")
+
+# Modules whose import registers their datasets (imported on first use).
+_DATASET_MODULES = ("mosaic", "voc", "coco", "nuswide", "listfile")
+
+
+def _load_all() -> None:
+    for module in _DATASET_MODULES:
+        try:
+            importlib.import_module(f"mlkd.data.{module}")
+        except ModuleNotFoundError as err:  # a module not written yet must not hide the others
+            if err.name != f"mlkd.data.{module}":
+                raise
+
+
+def build_dataset(name: str, split: str, transform: Callable | None = None, **options: Any):
+    """Build the registered dataset ``name`` for ``split`` ("train" or "test")."""
+    _load_all()
+    return DATASETS.get(name)(split, transform, **options)
+
+
+def dataset_names() -> list[str]:
+    _load_all()
+    return DATASETS.names()

@@ -1,0 +1,56 @@
+"""One small decorator registry used by data, models and losses.
+
+Names are explicit keys (never looked up through a module's ``__dict__``)::
+
+    LOSSES = Registry("loss term")
+
+    @LOSSES.register("mld")
+    class MLDTerm(nn.Module): ...
+
+    LOSSES.get("mld")  # -> MLDTerm
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterator, TypeVar
+
+from mlkd.errors import ConfigError
+
+T = TypeVar("T")
+
+
+class Registry:
+    """A name -> object mapping filled by a decorator."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._entries: dict[str, Any] = {}
+
+    def register(self, name: str, *aliases: str) -> Callable[[T], T]:
+        """Decorator registering ``obj`` under ``name`` and each alias."""
+
+        def add(obj: T) -> T:
+            for key in (name, *aliases):
+                if key in self._entries:
+                    raise ValueError(f"{self.kind} {key!r} is registered twice")
+                self._entries[key] = obj
+            return obj
+
+        return add
+
+    def get(self, name: str) -> Any:
+        """The object registered as ``name``; a ConfigError lists the known names."""
+        try:
+            return self._entries[name]
+        except KeyError:
+            known = ", ".join(sorted(self._entries))
+            raise ConfigError(f"unknown {self.kind} {name!r}; known: {known}") from None
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
