@@ -1,0 +1,185 @@
+"""Validated experiment configs: YAML files + ``key.sub=value`` overrides -> ``Config``.
+
+Every section forbids unknown keys, so a typo is an error naming the key and the file before
+any training starts. Defaults follow the official L2D recipe (SPEC.md section 5).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from mlkd.errors import ConfigError
+
+PositiveInt = Field(gt=0)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    """Dataset, transforms and loader. ``options`` go to the dataset builder (root, ...)."""
+
+    name: str = "mosaic"
+    options: dict[str, Any] = Field(default_factory=dict)
+    img_size: int = Field(224, gt=0)
+    recipe: Literal["official", "paper", "none"] = "official"
+    normalize: bool = False
+    batch_size: int = Field(64, gt=0)
+    eval_batch_size: Optional[int] = Field(None, gt=0)
+    num_workers: int = Field(2, ge=0)
+    on_bad_image: Literal["error", "skip"] = "error"
+
+
+class ModelConfig(_Section):
+    """Backbone name (paper alias or any timm name) and label-wise head settings."""
+
+    name: str = "resnet18"
+    pretrained: Union[bool, str] = False
+    img_size: Optional[int] = Field(None, gt=0)
+    head: Literal["label_wise", "linear"] = "label_wise"
+    embed_dim: int = Field(768, gt=0)
+    num_heads: int = Field(8, gt=0)
+    ffn_dim: int = Field(2048, gt=0)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    learnable_queries: bool = False
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _name_not_empty(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must be a model name such as resnet18 or any timm model name")
+        return value
+
+
+class OptimConfig(_Section):
+    """Adam(W) + OneCycleLR; weight decay on weights only (not biases / norms)."""
+
+    name: Literal["adam", "adamw"] = "adam"
+    lr: float = Field(1e-4, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    epochs: int = Field(80, gt=0)
+    stop_epoch: Optional[int] = Field(None, gt=0)
+    pct_start: float = Field(0.2, gt=0, lt=1)
+    grad_clip: Optional[float] = Field(None, gt=0)
+
+
+class DistillConfig(_Section):
+    """The method (a named objective) and, for distillation, the teacher checkpoint."""
+
+    method: str = "vanilla"
+    teacher: Optional[str] = None
+    weights: dict[str, float] = Field(default_factory=dict)
+    options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+
+class TrainConfig(_Section):
+    """Device, precision, seed, logging and evaluation of the training engine."""
+
+    device: str = "auto"
+    amp: Literal["auto", "off", "fp16", "bf16"] = "auto"
+    seed: int = 0
+    deterministic: bool = False
+    eval_every: int = Field(1, ge=0)
+    protocols: list[str] = Field(default_factory=lambda: ["thr@0.5", "oracle-k"])
+    log_interval: int = Field(50, gt=0)
+    progress: Literal["auto", "on", "off"] = "auto"
+    tensorboard: bool = False
+    channels_last: bool = False
+    compile: bool = False
+    nonfinite: Literal["stop", "skip"] = "stop"
+
+
+class Config(_Section):
+    """A whole experiment. ``run_dir`` receives config, checkpoints and metrics.jsonl."""
+
+    run_dir: str = "runs/default"
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    distill: DistillConfig = Field(default_factory=DistillConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def _format_validation_error(err: ValidationError, source: str) -> str:
+    parts = []
+    for problem in err.errors():
+        key = ".".join(str(p) for p in problem["loc"]) or "<root>"
+        if problem["type"] == "extra_forbidden":
+            parts.append(f"unknown key '{key}'")
+        else:
+            parts.append(f"'{key}': {problem['msg']} (got {problem.get('input')!r})")
+    return f"{source}: " + "; ".join(parts)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split ``"a.b=value"`` into (["a", "b"], value) with the value parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like key.sub=value (e.g. optim.lr=3e-4)")
+    key, raw = text.split("=", 1)
+    path = [part for part in key.strip().split(".") if part]
+    if not path:
+        raise ConfigError(f"override {text!r} has an empty key; expected key.sub=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as err:
+        raise ConfigError(f"override {text!r}: value is not valid YAML ({err})") from None
+    return path, value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Set each ``key.sub=value`` override in the nested dict ``data`` (in place)."""
+    for text in overrides:
+        path, value = parse_override(text)
+        node = data
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {text!r}: '{part}' is a value, not a section")
+            node = child
+        node[path[-1]] = value
+    return data
+
+
+def read_yaml(path: Union[str, Path]) -> dict[str, Any]:
+    """Read a YAML mapping; a missing, unreadable or non-mapping file is a ConfigError."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections (data, model, ...)")
+    return data
+
+
+def config_from_dict(data: dict[str, Any], source: str = "config") -> Config:
+    """Validate a nested dict into a Config; errors name the key and ``source``."""
+    try:
+        return Config.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err, source)) from None
+
+
+def load_config(path: Optional[Union[str, Path]] = None, overrides: Optional[list[str]] = None) -> Config:
+    """Load ``path`` (or the defaults), apply ``overrides`` and validate."""
+    data = read_yaml(path) if path else {}
+    apply_overrides(data, list(overrides or []))
+    source = str(path) if path else "defaults"
+    if overrides:
+        source += " + overrides"
+    return config_from_dict(data, source)
+
+
+def save_config(config: Config, path: Union[str, Path]) -> None:
+    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
