@@ -1,0 +1,60 @@
+"""Datasets and DataLoaders from a DataConfig (the same code under torchrun and alone)."""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import DataLoader, DistributedSampler
+
+from mlkd.config import DataConfig
+from mlkd.data.batch import collate
+from mlkd.data.registry import build_dataset
+from mlkd.data.transforms import build_transform
+from mlkd.engine.distributed import DistInfo, ShardSampler
+from mlkd.errors import DataError
+
+
+def build_datasets(cfg: DataConfig):
+    """(train, test) datasets with the recipe's train / eval transforms; same class list."""
+    options = {"on_bad_image": cfg.on_bad_image, **cfg.options}
+    train = build_dataset(cfg.name, "train", build_transform(cfg.recipe, cfg.img_size, True, cfg.normalize), **options)
+    test = build_dataset(cfg.name, "test", build_transform(cfg.recipe, cfg.img_size, False, cfg.normalize), **options)
+    if list(train.classes) != list(test.classes):
+        raise DataError(f"dataset {cfg.name!r}: train and test splits have different class lists")
+    for split, dataset in (("train", train), ("test", test)):
+        if len(dataset) == 0:
+            raise DataError(f"dataset {cfg.name!r}: the {split} split is empty (check data.options)")
+    return train, test
+
+
+def _loader(dataset, batch_size: int, sampler, workers: int, drop_last: bool, pin: bool) -> DataLoader:
+    return DataLoader(
+        dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+        collate_fn=collate, pin_memory=pin, drop_last=drop_last,
+        persistent_workers=workers > 0,
+    )
+
+
+def train_loader(dataset, cfg: DataConfig, info: DistInfo, seed: int, pin: bool) -> DataLoader:
+    """Shuffled with (seed, epoch) via DistributedSampler.set_epoch; last partial batch dropped.
+
+    Each rank takes ``batch_size // world_size`` images, so the global batch is ``batch_size``.
+    """
+    per_rank = max(1, cfg.batch_size // info.world_size)
+    sampler = DistributedSampler(dataset, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=seed, drop_last=True)
+    drop_last = len(sampler) >= per_rank
+    return _loader(dataset, per_rank, sampler, cfg.num_workers, drop_last, pin)
+
+
+def eval_loader(dataset, cfg: DataConfig, info: DistInfo, pin: bool) -> DataLoader:
+    """In order; rank r takes samples r, r+W, ... so every sample is evaluated exactly once."""
+    batch = cfg.eval_batch_size or cfg.batch_size
+    sampler = ShardSampler(len(dataset), info.rank, info.world_size)
+    return _loader(dataset, batch, sampler, cfg.num_workers, False, pin)
+
+
+def to_device(batch: dict, device: torch.device, channels_last: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Move images / targets to ``device`` without blocking the host."""
+    images = batch["images"].to(device, non_blocking=True)
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    return images, batch["targets"].to(device, non_blocking=True)

@@ -1,0 +1,98 @@
+"""Atomic checkpoints that carry their class list, config and metrics.
+
+A run folder keeps ``checkpoints/last.pt`` and the one before it, ``checkpoints/prev.pt``.
+Writes go to a temporary file that is fsynced and renamed over the target, so a crash never
+leaves a half-written ``last.pt``; ``load_latest`` falls back to ``prev.pt`` when ``last.pt``
+cannot be read.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mlkd.errors import CheckpointError
+
+log = logging.getLogger(__name__)
+
+LAST, PREV = "last.pt", "prev.pt"
+REQUIRED_KEYS = ("model", "classes", "config", "epoch")
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    """torch.save to a temporary file in the same folder, fsync, then os.replace."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(obj, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_rotating(state: dict[str, Any], folder: Path) -> Path:
+    """Write ``state`` as ``last.pt``; the previous ``last.pt`` becomes ``prev.pt``."""
+    last, prev = folder / LAST, folder / PREV
+    if last.exists():
+        os.replace(last, prev)
+    atomic_save(state, last)
+    return last
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint; a missing, corrupt or incomplete file is a CheckpointError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as err:  # torch raises many types for damaged files
+        raise CheckpointError(f"checkpoint {path} is unreadable or corrupt ({type(err).__name__}: {err})") from None
+    if not isinstance(state, dict) or any(key not in state for key in REQUIRED_KEYS):
+        raise CheckpointError(f"checkpoint {path} is not an mlkd checkpoint (needs keys {', '.join(REQUIRED_KEYS)})")
+    return state
+
+
+def load_latest(folder: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any] | None:
+    """The newest readable checkpoint in ``folder`` (last, else prev), or None if there is none."""
+    folder = Path(folder)
+    candidates = [folder / LAST, folder / PREV]
+    if not any(path.exists() for path in candidates):
+        return None
+    errors = []
+    for path in candidates:
+        if not path.exists():
+            continue
+        try:
+            state = load_checkpoint(path, map_location)
+        except CheckpointError as err:
+            log.warning("%s; trying the previous checkpoint", err)
+            errors.append(str(err))
+            continue
+        return state
+    raise CheckpointError("no readable checkpoint in " + str(folder) + ": " + " | ".join(errors))
+
+
+def check_classes(checkpoint_classes: list[str], dataset_classes: list[str], source: str) -> None:
+    """Refuse a checkpoint whose class list differs from the dataset's (never permute silently)."""
+    if list(checkpoint_classes) == list(dataset_classes):
+        return
+    if sorted(checkpoint_classes) == sorted(dataset_classes):
+        problem = "the same classes in a different order"
+    else:
+        missing = sorted(set(dataset_classes) - set(checkpoint_classes))[:5]
+        extra = sorted(set(checkpoint_classes) - set(dataset_classes))[:5]
+        problem = f"different classes (dataset-only: {missing}, checkpoint-only: {extra})"
+    raise CheckpointError(
+        f"{source} was trained on {len(checkpoint_classes)} classes, the dataset has "
+        f"{len(dataset_classes)}: {problem}. Use a checkpoint trained on this dataset's class list."
+    )

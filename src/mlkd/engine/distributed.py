@@ -1,0 +1,90 @@
+"""DistributedDataParallel helpers (torchrun). Single-process runs use the same code paths."""
+
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import Sampler
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def init_distributed(device_type: str, timeout_s: float = 600.0) -> DistInfo:
+    """Join the process group torchrun describes in the environment (no-op without it).
+
+    NCCL on CUDA, gloo elsewhere. ``timeout_s`` bounds every collective, so a dead rank makes
+    the others fail instead of hanging forever.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    if not dist.is_initialized():
+        backend = "nccl" if device_type == "cuda" else "gloo"
+        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
+    return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def local_rank_from_env() -> int:
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+class ShardSampler(Sampler[int]):
+    """Rank r of W sees indices r, r+W, r+2W, ... exactly once: no padding, no duplicates.
+
+    For evaluation: the shards together cover every sample exactly once.
+    """
+
+    def __init__(self, length: int, rank: int, world_size: int):
+        self.indices = range(rank, length, world_size)
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def gather_arrays(arrays: dict[str, np.ndarray], info: DistInfo) -> dict[str, np.ndarray]:
+    """Concatenate each rank's arrays (same keys) on every rank; identity when single-process."""
+    if not info.enabled:
+        return arrays
+    parts: list[dict[str, np.ndarray]] = [None] * info.world_size  # type: ignore[list-item]
+    dist.all_gather_object(parts, arrays)
+    return {key: np.concatenate([part[key] for part in parts]) for key in arrays}
+
+
+def barrier(info: DistInfo) -> None:
+    if info.enabled:
+        dist.barrier()
+
+
+def all_reduce_mean(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """Mean of ``tensor`` over ranks (in place on a copy)."""
+    if not info.enabled:
+        return tensor
+    out = tensor.detach().clone()
+    dist.all_reduce(out)
+    return out / info.world_size
+
+
+def cleanup(info: DistInfo) -> None:
+    if info.enabled and dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,87 @@
+"""Predict a test set (sharded over ranks, each sample once) and score it under named protocols."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from mlkd.engine.distributed import DistInfo, gather_arrays
+from mlkd.engine.runtime import Precision
+from mlkd.metrics import evaluate_protocols
+
+
+@torch.no_grad()
+def predict(model: nn.Module, loader, device: torch.device, precision: Precision,
+            info: DistInfo = DistInfo(), channels_last: bool = False) -> dict[str, np.ndarray]:
+    """Probabilities of every sample, in dataset order, gathered from every rank.
+
+    Returns {"index": [N], "scores": [N, q] float32 probabilities, "targets": [N, q] uint8}.
+    Unreadable images skipped by the dataset are absent; ``skipped`` counts them.
+    """
+    was_training = model.training
+    model.eval()
+    index, scores, targets, skipped = [], [], [], 0
+    for batch in loader:
+        skipped += batch["skipped"]
+        if batch["images"] is None:
+            continue
+        images = batch["images"].to(device, non_blocking=True)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with precision.autocast(device):
+            logits = model(images).logits
+        scores.append(torch.sigmoid(logits.float()).cpu())
+        targets.append(batch["targets"].to(torch.uint8))
+        index.append(batch["index"])
+    model.train(was_training)
+    q = getattr(loader.dataset, "classes", None)
+    empty = np.zeros((0, len(q) if q is not None else 0))
+    local = {
+        "index": torch.cat(index).numpy() if index else np.zeros(0, dtype=np.int64),
+        "scores": torch.cat(scores).numpy() if scores else empty.astype(np.float32),
+        "targets": torch.cat(targets).numpy() if targets else empty.astype(np.uint8),
+        "skipped": np.array([skipped]),
+    }
+    merged = gather_arrays(local, info)
+    order = np.argsort(merged["index"], kind="stable")
+    return {
+        "index": merged["index"][order],
+        "scores": merged["scores"][order],
+        "targets": merged["targets"][order],
+        "skipped": int(merged["skipped"].sum()),
+    }
+
+
+def evaluate(model: nn.Module, loader, device: torch.device, precision: Precision,
+             protocols: list[str], info: DistInfo = DistInfo(), channels_last: bool = False) -> dict:
+    """Metrics of ``model`` on ``loader`` for every protocol: {protocol: metrics dict, ...}."""
+    predictions = predict(model, loader, device, precision, info, channels_last)
+    result = evaluate_protocols(predictions["scores"], predictions["targets"], protocols)
+    result["num_images"] = int(len(predictions["index"]))
+    result["skipped"] = predictions["skipped"]
+    return result
+
+
+def evaluate_checkpoint(path: str, protocols: list[str] | None = None, data_cfg=None,
+                        device: str = "auto", amp: str | None = None) -> dict:
+    """Evaluate a saved model on the test split of its own data config (or ``data_cfg``).
+
+    Uses the checkpoint's precision and eval batch size unless told otherwise, so the numbers
+    equal those its run logged.
+    """
+    from mlkd.config import Config
+    from mlkd.data.loaders import build_datasets, eval_loader
+    from mlkd.engine.builders import model_from_checkpoint
+    from mlkd.engine.checkpoint import check_classes
+    from mlkd.engine.runtime import resolve_device, resolve_precision
+
+    torch_device = resolve_device(device)
+    model, state = model_from_checkpoint(path, torch_device)
+    saved = Config.model_validate(state["config"])
+    data_cfg = data_cfg or saved.data
+    _, test_set = build_datasets(data_cfg)
+    check_classes(state["classes"], list(test_set.classes), f"checkpoint {path}")
+    precision = resolve_precision(amp or saved.train.amp, torch_device)
+    loader = eval_loader(test_set, data_cfg, DistInfo(), torch_device.type == "cuda")
+    return evaluate(model, loader, torch_device, precision, protocols or saved.train.protocols)

@@ -1,0 +1,70 @@
+"""Run-folder logs: metrics.jsonl (rewritten atomically from the run's history) and progress."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+log = logging.getLogger("mlkd")
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe copy: NaN / inf become None (JSON has no NaN)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _clean(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(item) for item in value]
+    return value
+
+
+def write_jsonl(records: Iterable[dict], path: Path) -> None:
+    """Write one JSON object per line, atomically (temporary file + rename)."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w") as handle:
+        for record in records:
+            handle.write(json.dumps(_clean(record)) + "\n")
+    os.replace(tmp, path)
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    with open(path) as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+class Progress:
+    """A tqdm bar on an interactive terminal; otherwise a log line every ``interval`` steps."""
+
+    def __init__(self, total: int, desc: str, mode: str, interval: int, enabled: bool):
+        self.interval, self.desc, self.total, self.enabled = interval, desc, total, enabled
+        interactive = mode == "on" or (mode == "auto" and sys.stderr.isatty())
+        self.bar = None
+        if enabled and interactive:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
+        self.start = time.perf_counter()
+
+    def update(self, step: int, images: int, values: dict[str, float] | None) -> None:
+        """Advance one step; ``values`` (already host floats) are shown when given."""
+        if self.bar is not None:
+            self.bar.update(1)
+        if not values or not self.enabled:
+            return
+        rate = images / max(time.perf_counter() - self.start, 1e-9)
+        text = " ".join(f"{key}={val:.4g}" for key, val in values.items()) + f" img/s={rate:.0f}"
+        if self.bar is not None:
+            self.bar.set_postfix_str(text)
+        else:
+            log.info("%s step %d/%d %s", self.desc, step, self.total, text)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

@@ -1,0 +1,39 @@
+"""Optimiser and schedule of the official recipe: Adam(W), decay on weights only, OneCycleLR."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+from torch import nn
+
+from mlkd.config import OptimConfig
+
+
+def param_groups(modules: Iterable[nn.Module], weight_decay: float) -> list[dict]:
+    """Two groups: matrices/kernels get ``weight_decay``; biases, norms and 1-d params get none."""
+    decay, no_decay = [], []
+    for module in modules:
+        for param in module.parameters():
+            if not param.requires_grad:
+                continue
+            (decay if param.ndim > 1 else no_decay).append(param)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def build_optimizer(modules: Iterable[nn.Module], cfg: OptimConfig) -> torch.optim.Optimizer:
+    """``adam``: L2 decay added to the gradient (official); ``adamw``: decoupled decay (paper)."""
+    groups = param_groups(modules, cfg.weight_decay)
+    cls = torch.optim.AdamW if cfg.name == "adamw" else torch.optim.Adam
+    return cls(groups, lr=cfg.lr)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, steps_per_epoch: int):
+    """OneCycleLR over the *scheduled* epochs (``epochs``), even when ``stop_epoch`` ends early."""
+    return torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=cfg.lr, epochs=cfg.epochs, steps_per_epoch=max(1, steps_per_epoch),
+        pct_start=cfg.pct_start,
+    )

@@ -1,0 +1,291 @@
+"""``fit``: one training loop for teachers (BCE) and students (frozen teacher + objective).
+
+The teacher stays outside DDP, in eval mode, without gradients, and runs under ``no_grad``.
+Student and objective (ReviewKD's fusion modules have parameters) are one module so DDP syncs
+both. The loss is read on the host only every ``log_interval`` steps and for the finiteness
+check. Every epoch ends with an atomic checkpoint; the last epoch's metrics are the result.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from mlkd.config import Config, save_config
+from mlkd.data.loaders import build_datasets, eval_loader, to_device, train_loader
+from mlkd.engine import checkpoint as ckpt
+from mlkd.engine.builders import load_teacher, model_from_config
+from mlkd.engine.distributed import DistInfo, barrier, cleanup, init_distributed, local_rank_from_env
+from mlkd.engine.evaluation import evaluate
+from mlkd.engine.logs import Progress, write_jsonl
+from mlkd.engine.optim import build_optimizer, build_scheduler
+from mlkd.engine.runtime import Precision, resolve_device, resolve_precision, seed_everything
+from mlkd.errors import ConfigError, NonFiniteLossError
+from mlkd.losses import build_objective
+
+log = logging.getLogger("mlkd")
+
+# Config keys that may change between a run and its resumption.
+_RESUMABLE_CHANGES = {("train", "progress"), ("train", "log_interval"), ("train", "tensorboard"),
+                      ("data", "num_workers"), ("optim", "stop_epoch"), ("distill", "teacher")}
+
+
+class StudentStep(nn.Module):
+    """Student + objective: ``forward(images, targets, teacher_out) -> (total, terms)``."""
+
+    def __init__(self, student: nn.Module, objective: nn.Module):
+        super().__init__()
+        self.student, self.objective = student, objective
+
+    def forward(self, images, targets, teacher_out):
+        return self.objective(self.student(images), teacher_out, targets)
+
+
+@dataclass
+class Run:
+    """Everything one training run holds."""
+
+    cfg: Config
+    info: DistInfo
+    device: torch.device
+    precision: Precision
+    classes: list[str]
+    student: nn.Module
+    teacher: Optional[nn.Module]
+    step: nn.Module  # StudentStep, DDP-wrapped when distributed
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+    train_loader: Any
+    test_loader: Any
+    history: list[dict] = field(default_factory=list)
+    epoch: int = 0  # completed epochs
+    global_step: int = 0
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.cfg.run_dir)
+
+
+def _rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _config_differences(old: dict, new: dict, prefix: tuple = ()) -> list[str]:
+    keys = set(old) | set(new)
+    out = []
+    for key in sorted(keys):
+        path = prefix + (key,)
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _config_differences(a, b, path)
+        elif a != b and path not in _RESUMABLE_CHANGES and path != ("run_dir",):
+            out.append(".".join(path))
+    return out
+
+
+def build_run(cfg: Config) -> Run:
+    """Datasets, models, objective, optimiser and loaders for ``cfg`` (nothing trained yet)."""
+    local_rank = local_rank_from_env()
+    device = resolve_device(cfg.train.device, local_rank)
+    info = init_distributed(device.type)
+    precision = resolve_precision(cfg.train.amp, device)
+    seed_everything(cfg.train.seed, cfg.train.deterministic)
+    train_set, test_set = build_datasets(cfg.data)
+    classes = list(train_set.classes)
+    needs_teacher = cfg.distill.method != "vanilla" or bool(cfg.distill.teacher)
+    teacher = load_teacher(cfg.distill.teacher, classes, device) if needs_teacher else None
+    student = model_from_config(cfg.model, len(classes)).to(device)
+    objective = build_objective(
+        cfg.distill.method, weights=cfg.distill.weights, options=cfg.distill.options,
+        student_channels=getattr(student, "feature_channels", None),
+        teacher_channels=getattr(teacher, "feature_channels", None),
+    ).to(device)
+    if objective.needs_teacher and teacher is None:
+        raise ConfigError(f"distill.method={cfg.distill.method} needs distill.teacher=/path/to/teacher.pt")
+    if cfg.train.channels_last:
+        student = student.to(memory_format=torch.channels_last)
+        if teacher is not None:
+            teacher = teacher.to(memory_format=torch.channels_last)
+    step: nn.Module = StudentStep(student, objective)
+    if info.enabled:
+        step = DistributedDataParallel(step, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.train.compile:
+        step = torch.compile(step)
+    pin = device.type == "cuda"
+    loader = train_loader(train_set, cfg.data, info, cfg.train.seed, pin)
+    optimizer = build_optimizer([student, objective], cfg.optim)
+    return Run(
+        cfg=cfg, info=info, device=device, precision=precision, classes=classes,
+        student=student, teacher=teacher, step=step, optimizer=optimizer,
+        scheduler=build_scheduler(optimizer, cfg.optim, len(loader)),
+        scaler=torch.amp.GradScaler(device.type, enabled=precision.use_scaler),
+        train_loader=loader, test_loader=eval_loader(test_set, cfg.data, info, pin),
+    )
+
+
+def _objective(run: Run) -> nn.Module:
+    step = run.step
+    step = getattr(step, "_orig_mod", step)
+    step = getattr(step, "module", step)
+    return step.objective
+
+
+def _state(run: Run) -> dict:
+    return {
+        "model": run.student.state_dict(), "objective": _objective(run).state_dict(),
+        "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
+        "scaler": run.scaler.state_dict(), "epoch": run.epoch, "global_step": run.global_step,
+        "rng": _rng_state(), "config": run.cfg.to_dict(), "classes": run.classes,
+        "history": run.history, "metrics": run.history[-1] if run.history else None,
+    }
+
+
+def restore(run: Run) -> bool:
+    """Load the run folder's newest good checkpoint into ``run``; False when there is none."""
+    state = ckpt.load_latest(run.run_dir / "checkpoints")
+    if state is None:
+        return False
+    changed = _config_differences(state["config"], run.cfg.to_dict())
+    if changed:
+        raise ConfigError(f"--resume: the config differs from the checkpoint's in {', '.join(changed)}; "
+                          f"resume with the same config or start a new run_dir")
+    run.student.load_state_dict(state["model"])
+    _objective(run).load_state_dict(state["objective"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    run.scaler.load_state_dict(state["scaler"])
+    run.epoch, run.global_step, run.history = state["epoch"], state["global_step"], state["history"]
+    _set_rng_state(state["rng"])
+    log.info("resumed %s after epoch %d", run.run_dir, run.epoch)
+    return True
+
+
+def _nonfinite(run: Run, total: torch.Tensor, terms: dict[str, torch.Tensor]) -> bool:
+    """True (skip the step) or raise, per ``train.nonfinite``, when the loss is NaN/inf."""
+    if bool(torch.isfinite(total)):
+        return False
+    bad = [name for name, value in terms.items() if not bool(torch.isfinite(value).all())] or ["total"]
+    message = f"non-finite loss at epoch {run.epoch + 1} step {run.global_step} in term(s) {', '.join(bad)}"
+    if run.cfg.train.nonfinite == "stop":
+        raise NonFiniteLossError(message + "; the weights were not updated (train.nonfinite=skip skips such steps)")
+    log.warning("%s; step skipped", message)
+    return True
+
+
+def train_one_epoch(run: Run) -> dict[str, float]:
+    """One pass over the training data; returns the epoch's mean of each loss term."""
+    cfg, device = run.cfg, run.device
+    run.train_loader.sampler.set_epoch(run.epoch)
+    run.step.train()
+    sums: dict[str, torch.Tensor] = {}
+    batches = images_seen = skipped = skipped_steps = 0
+    progress = Progress(len(run.train_loader), f"epoch {run.epoch + 1}", cfg.train.progress,
+                        cfg.train.log_interval, run.info.is_main)
+    start = time.perf_counter()
+    for batch in run.train_loader:
+        skipped += batch["skipped"]
+        if batch["images"] is None:
+            continue
+        images, targets = to_device(batch, device, cfg.train.channels_last)
+        teacher_out = None
+        if run.teacher is not None:
+            with torch.no_grad(), run.precision.autocast(device):
+                teacher_out = run.teacher(images)
+        with run.precision.autocast(device):
+            total, terms = run.step(images, targets, teacher_out)
+        run.global_step += 1
+        if _nonfinite(run, total, terms):
+            skipped_steps += 1
+            run.optimizer.zero_grad(set_to_none=True)
+            continue
+        run.optimizer.zero_grad(set_to_none=True)
+        run.scaler.scale(total).backward()
+        if cfg.optim.grad_clip:
+            run.scaler.unscale_(run.optimizer)
+            torch.nn.utils.clip_grad_norm_(run.step.parameters(), cfg.optim.grad_clip)
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+        run.scheduler.step()
+        for name, value in {"loss": total.detach(), **terms}.items():
+            sums[name] = sums.get(name, 0.0) + value.detach().float()
+        batches += 1
+        images_seen += images.shape[0]
+        shown = None
+        if batches % cfg.train.log_interval == 0:
+            shown = {"loss": float(total), "lr": run.scheduler.get_last_lr()[0]}
+        progress.update(batches, images_seen, shown)
+    progress.close()
+    seconds = time.perf_counter() - start
+    means = {name: float(value) / max(batches, 1) for name, value in sums.items()}
+    means.update({"images_per_s": images_seen * run.info.world_size / max(seconds, 1e-9), "seconds": seconds,
+                  "skipped_images": skipped, "skipped_steps": skipped_steps,
+                  "lr": run.scheduler.get_last_lr()[0]})
+    if skipped:
+        log.warning("epoch %d: %d unreadable image(s) skipped", run.epoch + 1, skipped)
+    return means
+
+
+def _evaluate_now(run: Run, last: bool) -> bool:
+    every = run.cfg.train.eval_every
+    return last or (every > 0 and run.epoch % every == 0)
+
+
+def fit(cfg: Config, resume: bool = False) -> dict:
+    """Train (a teacher with ``vanilla``, or a student with a teacher) and return the last record.
+
+    The record is also the last line of ``run_dir/metrics.jsonl``. Runs under torchrun as is.
+    """
+    run = build_run(cfg)
+    try:
+        if resume and restore(run):
+            pass
+        elif run.info.is_main:
+            run.run_dir.mkdir(parents=True, exist_ok=True)
+        if run.info.is_main:
+            save_config(cfg, run.run_dir / "config.yaml")
+        stop = min(cfg.optim.stop_epoch or cfg.optim.epochs, cfg.optim.epochs)
+        while run.epoch < stop:
+            train_stats = train_one_epoch(run)
+            run.epoch += 1
+            record: dict[str, Any] = {"epoch": run.epoch, "train": train_stats}
+            if _evaluate_now(run, run.epoch == stop):
+                record["eval"] = evaluate(run.student, run.test_loader, run.device, run.precision,
+                                          cfg.train.protocols, run.info, cfg.train.channels_last)
+            run.history.append(record)
+            if run.info.is_main:
+                ckpt.save_rotating(_state(run), run.run_dir / "checkpoints")
+                write_jsonl(run.history, run.run_dir / "metrics.jsonl")
+                log.info("epoch %d/%d %s", run.epoch, stop, _summary(record))
+            barrier(run.info)
+        return run.history[-1] if run.history else {}
+    finally:
+        cleanup(run.info)
+
+
+def _summary(record: dict) -> str:
+    text = f"loss={record['train'].get('loss', float('nan')):.4g}"
+    for protocol, metrics in record.get("eval", {}).items():
+        if isinstance(metrics, dict) and "mAP" in metrics:
+            text += f" [{protocol}] mAP={metrics['mAP']:.4f} OF1={metrics['OF1']:.4f} CF1={metrics['CF1']:.4f}"
+    return text
