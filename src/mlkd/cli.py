@@ -1,0 +1,176 @@
+"""The ``mlkd`` command: parses arguments, builds a Config, calls the API. No logic of its own."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Optional
+
+from mlkd.errors import MLKDError
+
+log = logging.getLogger("mlkd")
+
+OVERRIDES_HELP = "config overrides as key.sub=value (e.g. optim.lr=3e-4 data.batch_size=32)"
+
+
+def _add_config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", "-c", help="experiment YAML file (defaults when omitted)")
+    parser.add_argument("--resume", action="store_true", help="continue run_dir from its last good checkpoint")
+    parser.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
+
+
+def _cmd_train(args) -> int:
+    from mlkd.config import load_config
+    from mlkd.engine.trainer import fit
+
+    overrides = list(args.overrides)
+    if args.method:
+        overrides.append(f"distill.method={args.method}")
+    if getattr(args, "teacher", None):
+        overrides.append(f"distill.teacher={args.teacher}")
+    cfg = load_config(args.config, overrides)
+    if args.command == "distill" and cfg.distill.method == "vanilla":
+        log.warning("distill with method=vanilla trains the student on labels only (the Student row)")
+    record = fit(cfg, resume=args.resume)
+    print(json.dumps({"run_dir": cfg.run_dir, "epoch": record.get("epoch"), "eval": _headline(record)}))
+    return 0
+
+
+def _headline(record: dict) -> dict:
+    out = {}
+    for protocol, metrics in record.get("eval", {}).items():
+        if isinstance(metrics, dict) and "mAP" in metrics:
+            out[protocol] = {key: round(metrics[key], 6) for key in ("mAP", "OF1", "CF1")}
+    return out
+
+
+def _cmd_eval(args) -> int:
+    from mlkd.config import load_config
+    from mlkd.engine.evaluation import evaluate_checkpoint
+
+    data_cfg = load_config(args.config, args.overrides).data if (args.config or args.overrides) else None
+    result = evaluate_checkpoint(args.checkpoint, args.protocol or None, data_cfg, args.device)
+    text = json.dumps(result, indent=None if args.compact else 2, default=float)
+    if args.json:
+        with open(args.json, "w") as handle:
+            handle.write(text + "\n")
+    print(text)
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    from mlkd.demo import run_demo
+
+    report = run_demo(out=args.out, source=args.source, methods=args.methods, epochs=args.epochs,
+                      seed=args.seed, device=args.device)
+    print(report)
+    return 0
+
+
+def _cmd_models(args) -> int:
+    from mlkd.models import format_catalog, model_catalog
+
+    print(format_catalog(model_catalog(img_size=args.img_size, num_classes=args.num_classes)))
+    return 0
+
+
+def _cmd_data(args) -> int:
+    from mlkd.config import load_config
+    from mlkd.data.loaders import build_datasets
+    from mlkd.data.summary import format_summary, summarize_dataset
+
+    cfg = load_config(args.config, args.overrides)
+    train, test = build_datasets(cfg.data)
+    print(format_summary({"train": summarize_dataset(train), "test": summarize_dataset(test)}))
+    return 0
+
+
+def _cmd_bench(args) -> int:
+    from mlkd.bench.__main__ import main as bench_main
+
+    return bench_main([args.suite, *args.rest])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mlkd", description="Multi-label knowledge distillation (L2D and baselines).")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+    parser.add_argument("--quiet", "-q", action="store_true", help="only warnings and errors")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train a teacher or a vanilla model with BCE")
+    _add_config_args(train)
+    train.add_argument("--method", help="objective name (default from the config: vanilla)")
+    train.set_defaults(func=_cmd_train)
+
+    distill = sub.add_parser("distill", help="distil a student from a teacher checkpoint")
+    _add_config_args(distill)
+    distill.add_argument("--teacher", help="teacher checkpoint (sets distill.teacher)")
+    distill.add_argument("--method", help="vanilla, rkd, pkt, reviewkd, mse, ps, mld, l2d, mld+cd, mld+id")
+    distill.set_defaults(func=_cmd_train)
+
+    evaluate = sub.add_parser("eval", help="evaluate a checkpoint on its test split")
+    evaluate.add_argument("checkpoint", help="a checkpoint file (run_dir/checkpoints/last.pt)")
+    evaluate.add_argument("--protocol", "-p", action="append",
+                          help="thr@0.5, thr@T, topk@K or oracle-k (repeatable; default: the run's)")
+    evaluate.add_argument("--config", "-c", help="evaluate on this config's data instead of the checkpoint's")
+    evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    evaluate.add_argument("--json", help="also write the metrics to this JSON file")
+    evaluate.add_argument("--compact", action="store_true", help="one-line JSON")
+    evaluate.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
+    evaluate.set_defaults(func=_cmd_eval)
+
+    demo = sub.add_parser("demo", help="teacher + students on the embedded mosaic data, with a report")
+    demo.add_argument("--out", default="runs/demo", help="output folder (a second run reuses its teacher)")
+    demo.add_argument("--source", default="auto", choices=["auto", "fashion-mnist", "digits"],
+                      help="mosaic source: auto = fashion-mnist when installed, else digits")
+    demo.add_argument("--methods", default="core",
+                      help="core (vanilla, mld, l2d), all (every baseline too) or a comma list")
+    demo.add_argument("--epochs", type=int, default=None, help="student/teacher epochs (default: the demo's)")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--device", default="auto")
+    demo.set_defaults(func=_cmd_demo)
+
+    models = sub.add_parser("models", help="the paper's backbones with parameters and FLOPs")
+    models.add_argument("--img-size", type=int, default=224)
+    models.add_argument("--num-classes", type=int, default=80)
+    models.set_defaults(func=_cmd_models)
+
+    data = sub.add_parser("data", help="dataset tools")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    summary = data_sub.add_parser("summary", help="images, labels per image, per-class counts, skipped files")
+    summary.add_argument("config", help="experiment YAML whose data section is summarised")
+    summary.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
+    summary.set_defaults(func=_cmd_data)
+
+    bench = sub.add_parser("bench", help="benchmarks (speed / memory ratios measured in one run)")
+    bench.add_argument("suite", help="losses, data, ... (python -m mlkd.bench --help lists them)")
+    bench.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for the suite")
+    bench.set_defaults(func=_cmd_bench)
+    return parser
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    try:
+        return args.func(args)
+    except MLKDError as err:
+        if args.debug:
+            raise
+        print(f"mlkd: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("mlkd: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # an unexpected failure: one line, the traceback with --debug
+        if args.debug:
+            raise
+        print(f"mlkd: error: {type(err).__name__}: {err} (run with --debug for the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
