@@ -1,0 +1,60 @@
+"""Parameter and FLOP counts of the full MultiLabelNet (backbone + head) per backbone.
+
+Models are built on the ``meta`` device (no memory, no init cost) and one forward at batch 1
+is counted with ``torch.utils.flop_counter.FlopCounterMode``. GFLOPs are 1e9 FLOPs with
+one multiply-add = 2 FLOPs (divide by 2 for the "GMACs" many papers quote).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from mlkd.models.net import PAPER_BACKBONES, build_model, resolve_model_name
+
+
+def count_model(name: str, img_size: int = 224, num_classes: int = 80, **build_kwargs: Any) -> dict[str, Any]:
+    """{name, timm_name, params_M, gflops, img_size} of ``build_model(name, num_classes)``."""
+    with torch.device("meta"):
+        model = build_model(name, num_classes, **build_kwargs).eval()
+        x = torch.empty(1, 3, img_size, img_size)
+    params = sum(p.numel() for p in model.parameters())
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(x)
+    return {
+        "name": name,
+        "timm_name": resolve_model_name(name),
+        "params_M": round(params / 1e6, 2),
+        "gflops": round(counter.get_total_flops() / 1e9, 2),
+        "img_size": img_size,
+    }
+
+
+def model_catalog(
+    names: Iterable[str] = PAPER_BACKBONES, img_size: int = 224, num_classes: int = 80, **build_kwargs: Any
+) -> list[dict[str, Any]]:
+    """One row per backbone (default: the paper's): name, timm_name, params_M, gflops, img_size.
+
+    Swin models are counted at 224 whatever ``img_size`` is (their native size).
+    """
+    rows = []
+    for name in names:
+        size = 224 if resolve_model_name(name).startswith("swin") else img_size
+        rows.append(count_model(name, img_size=size, num_classes=num_classes, **build_kwargs))
+    return rows
+
+
+def format_catalog(rows: list[dict[str, Any]]) -> str:
+    """A markdown table of ``model_catalog`` rows."""
+    lines = [
+        "| model | timm name | params (M) | GFLOPs | input |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['name']} | {r['timm_name']} | {r['params_M']:.2f} | {r['gflops']:.2f} | {r['img_size']} |"
+        )
+    return "\n".join(lines)
