@@ -1,0 +1,95 @@
+"""Image transforms by recipe: ``build_transform(recipe, img_size, train, normalize)``.
+
+Recipes (SPEC section 5), train side:
+
+- ``official`` (the L2D code): Resize((s, s)) (aspect ratio not kept) -> Cutout (one box of
+  half the side, random colour) -> RandAugment (torchvision, 2 ops, magnitude 9) -> ToTensor.
+  No flip, no mean/std normalisation.
+- ``paper`` (the paper's text): the same with a RandomHorizontalFlip after the resize.
+- ``none``: Resize((s, s)) -> ToTensor (small embedded data, debugging).
+
+Eval side, every recipe: Resize((s, s)) -> ToTensor, deterministic. ``normalize=True`` appends
+the ImageNet mean/std normalisation (for pretrained weights that expect it). Randomness comes
+from torch's global RNG (Cutout) and Python's / torch's (RandAugment, flip), which DataLoader
+seeds per worker.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from PIL import Image
+from torchvision import transforms as T
+
+from mlkd.errors import ConfigError
+
+RECIPES = ("official", "paper", "none")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class Cutout(torch.nn.Module):
+    """Fill one box with one random RGB colour (the official ``CutoutPIL``, factor 0.5).
+
+    The box is ``round(factor * h) x round(factor * w)`` pixels, centred on a pixel drawn
+    uniformly from the whole image and clipped at the borders (so near an edge it is smaller).
+    Takes a PIL image (a filled copy is returned) or a tensor [C, H, W] (uint8 or float in
+    [0, 1], a filled clone is returned). ``last_box`` holds (top, left, bottom, right) of the
+    last box, bottom/right exclusive.
+    """
+
+    def __init__(self, factor: float = 0.5):
+        super().__init__()
+        if not 0.0 < factor <= 1.0:
+            raise ConfigError(f"Cutout factor must be in (0, 1], got {factor}")
+        self.factor = factor
+        self.last_box: tuple[int, int, int, int] | None = None
+
+    def _box(self, h: int, w: int) -> tuple[int, int, int, int]:
+        bh, bw = int(self.factor * h + 0.5), int(self.factor * w + 0.5)
+        cy, cx = (int(v) for v in (torch.randint(h, ()), torch.randint(w, ())))
+        top, left = cy - bh // 2, cx - bw // 2
+        box = (max(top, 0), max(left, 0), min(top + bh, h), min(left + bw, w))
+        self.last_box = box
+        return box
+
+    def forward(self, image):
+        colour = [int(c) for c in torch.randint(0, 256, (3,))]
+        if isinstance(image, Image.Image):
+            top, left, bottom, right = self._box(image.height, image.width)
+            image = image.copy()
+            fill = tuple(colour) if image.mode == "RGB" else colour[0]
+            image.paste(fill, (left, top, right, bottom))
+            return image
+        if isinstance(image, torch.Tensor) and image.ndim == 3:
+            top, left, bottom, right = self._box(image.shape[-2], image.shape[-1])
+            value = torch.tensor([colour[c % 3] for c in range(image.shape[0])])
+            if image.is_floating_point():
+                value = value.float() / 255.0
+            image = image.clone()
+            image[:, top:bottom, left:right] = value.to(image.dtype).view(-1, 1, 1)
+            return image
+        raise TypeError(f"Cutout takes a PIL image or a [C, H, W] tensor, got {type(image)}")
+
+    def extra_repr(self) -> str:
+        return f"factor={self.factor}"
+
+
+def build_transform(recipe: str, img_size: int, train: bool,
+                    normalize: bool = False) -> Callable:
+    """A callable PIL image -> float tensor [3, img_size, img_size] (values in [0, 1] unless
+    ``normalize``). ``recipe``: one of :data:`RECIPES`; ``train`` picks the augmenting side."""
+    if recipe not in RECIPES:
+        raise ConfigError(f"unknown transform recipe {recipe!r}; valid: {', '.join(RECIPES)}")
+    if isinstance(img_size, bool) or not isinstance(img_size, int) or img_size <= 0:
+        raise ConfigError(f"img_size must be a positive integer, got {img_size!r}")
+    ops: list[Callable] = [T.Resize((img_size, img_size))]
+    if train and recipe != "none":
+        if recipe == "paper":
+            ops.append(T.RandomHorizontalFlip())
+        ops += [Cutout(0.5), T.RandAugment()]
+    ops.append(T.ToTensor())
+    if normalize:
+        ops.append(T.Normalize(IMAGENET_MEAN, IMAGENET_STD))
+    return T.Compose(ops)
