@@ -1,0 +1,19 @@
+"""Losses of L2D and its baselines: pure functions first, then terms and the Objective.
+
+Functional API (tensors in, scalar tensor out; teacher inputs are treated as constants):
+bce_loss, mld_loss, ps_loss, logits_mse_loss (logits [B, q]); cd_loss, id_loss,
+cd_id_losses, led_loss (label embeddings [B, q, D]); rkd_loss, pkt_loss (pooled [B, F]);
+ReviewKD and hcl_loss (stage feature maps). ``build_objective(method)`` assembles a named
+method (``METHODS``) from the ``LOSS_TERMS`` registry.
+"""
+
+from mlkd.losses.embedding import cd_id_losses, cd_loss, id_loss, led_loss
+from mlkd.losses.feature import ReviewKD, hcl_loss, pkt_loss, rkd_loss
+from mlkd.losses.logits import bce_loss, logits_mse_loss, mld_loss, ps_loss
+from mlkd.losses.objective import LOSS_TERMS, METHODS, LossTerm, Objective, build_objective
+
+__all__ = [
+    "LOSS_TERMS", "METHODS", "LossTerm", "Objective", "ReviewKD", "bce_loss", "build_objective",
+    "cd_id_losses", "cd_loss", "hcl_loss", "id_loss", "led_loss", "logits_mse_loss",
+    "mld_loss", "pkt_loss", "ps_loss", "rkd_loss",
+]
