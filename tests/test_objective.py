@@ -100,7 +100,8 @@ def test_options_reach_the_terms():
     student, teacher = output(0), output(1)
     objective = build_objective(
         "rkd", weights={"pkt": 3.0},
-        options={"bce": {"reduction": "mean"}, "rkd": {"distance_weight": 1.0, "angle_weight": 0.0}})
+        options={"bce": {"reduction": "mean"},
+                 "rkd": {"distance_weight": 1.0, "angle_weight": 0.0}})
     total, _ = objective(student, teacher, TARGETS)
     expected = (bce_loss(student.logits, TARGETS, "mean")
                 + rkd_loss(student.pooled, teacher.pooled, 1.0, 0.0)

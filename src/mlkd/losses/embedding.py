@@ -39,11 +39,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from mlkd.losses.common import full_precision
 
 VARIANTS = ("official", "paper")
-_SQ_EPS = 1e-12
+_MIN_DIST = 1e-6  # sqrt of the 1e-12 clamp on squared distances
+_CHUNK = 512  # pairs per block of differences
 
 
 def _check(student: Tensor, teacher: Tensor, targets: Tensor, variant: str) -> None:
@@ -60,24 +62,23 @@ def _check(student: Tensor, teacher: Tensor, targets: Tensor, variant: str) -> N
         )
 
 
-def _groups(pos: Tensor, with_cd: bool, with_id: bool) -> tuple[Tensor, Tensor, Tensor]:
+def _groups(pos: Tensor, with_cd: bool, with_id: bool) -> tuple[Tensor, Tensor]:
     """Positives of ``pos`` [B, q] (bool) listed as contiguous groups.
 
-    Returns (rows [P]: flat index b*q+k of each positive, row-major;
-    members [M]: indices into ``rows``, CD groups (by class) first, then ID groups (by image);
-    counts [G]: group sizes, q class groups if ``with_cd`` then B image groups if ``with_id``).
+    Returns (members [M]: flat index b*q+k of each positive, CD groups (by class, images in
+    order) first, then ID groups (by image, classes in order); counts [G]: group sizes,
+    q class groups if ``with_cd`` then B image groups if ``with_id``).
     """
-    flat = pos.reshape(-1)
-    rows = flat.nonzero().squeeze(1)
+    B, q = pos.shape
     members, counts = [], []
     if with_cd:
-        rank = (flat.cumsum(0) - 1).view(pos.shape)
-        members.append(rank.t()[pos.t()])
+        by_class = pos.t().reshape(-1).nonzero().squeeze(1)  # k * B + b
+        members.append(by_class % B * q + by_class // B)
         counts.append(pos.sum(0))
     if with_id:
-        members.append(torch.arange(rows.numel(), device=pos.device))
+        members.append(pos.reshape(-1).nonzero().squeeze(1))  # b * q + k
         counts.append(pos.sum(1))
-    return rows, torch.cat(members), torch.cat(counts)
+    return torch.cat(members), torch.cat(counts)
 
 
 def _unordered_pairs(counts: Tensor, n_members: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -97,10 +98,46 @@ def _unordered_pairs(counts: Tensor, n_members: int) -> tuple[Tensor, Tensor, Te
     return first, first + 1 + offset, group_of[first]
 
 
+class _PairDistances(torch.autograd.Function):
+    """||emb[a] - emb[b]|| clamped below at 1e-6 (= sqrt(clamp(squared, 1e-12))).
+
+    emb [R, D] (R rows, here B*q), a/b [N] -> [N]. The [N, D] differences are formed in
+    chunks of pairs and recomputed in the backward instead of being stored, so memory stays
+    O(chunk x D) and no large buffer is allocated (allocation, not arithmetic, dominated on
+    CPU). The gradient is 0 where the distance is clamped (coinciding embeddings).
+    """
+
+    @staticmethod
+    def forward(ctx, emb: Tensor, a: Tensor, b: Tensor) -> Tensor:
+        dist = emb.new_empty(a.shape[0])
+        for sl in _chunks(a.shape[0]):
+            diff = emb.index_select(0, a[sl]).sub_(emb.index_select(0, b[sl]))
+            torch.linalg.vector_norm(diff, dim=1, out=dist[sl])
+        dist.clamp_(min=_MIN_DIST)
+        ctx.save_for_backward(emb, dist, a, b)
+        return dist
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor):
+        emb, dist, a, b = ctx.saved_tensors
+        coef = torch.where(dist > _MIN_DIST, grad / dist, torch.zeros_like(dist))
+        out = torch.zeros_like(emb)
+        for sl in _chunks(a.shape[0]):
+            diff = emb.index_select(0, a[sl]).sub_(emb.index_select(0, b[sl]))
+            diff.mul_(coef[sl, None])
+            out.index_add_(0, a[sl], diff).index_add_(0, b[sl], diff, alpha=-1)
+        return out, None, None
+
+
+def _chunks(n: int) -> list[slice]:
+    """Slices of at most _CHUNK pairs covering range(n) (a loop over pair blocks only)."""
+    return [slice(i, min(i + _CHUNK, n)) for i in range(0, n, _CHUNK)] or [slice(0, 0)]
+
+
 def _pair_distances(emb: Tensor, a: Tensor, b: Tensor) -> Tensor:
-    """||emb[a] - emb[b]|| for emb [P, D], a/b [N] -> [N], sqrt of the clamped square."""
-    diff = emb.index_select(0, a) - emb.index_select(0, b)
-    return (diff * diff).sum(-1).clamp(min=_SQ_EPS).sqrt()
+    """||emb[a] - emb[b]|| for emb [R, D], a/b [N] -> [N], sqrt of the clamped square."""
+    return _PairDistances.apply(emb, a, b)
 
 
 def _normalised(d: Tensor, group: Tensor, n_pairs: Tensor) -> Tensor:
@@ -115,12 +152,12 @@ def _group_losses(student: Tensor, teacher: Tensor, targets: Tensor, variant: st
     _check(student, teacher, targets, variant)
     B, q = targets.shape
     with full_precision(student, teacher.detach()) as (s, t):
-        rows, members, counts = _groups(targets > 0.5, with_cd, with_id)
+        members, counts = _groups(targets > 0.5, with_cd, with_id)
         first, second, group = _unordered_pairs(counts, members.numel())
         a, b = members[first], members[second]
-        d_s = _pair_distances(s.reshape(B * q, -1).index_select(0, rows), a, b)
+        d_s = _pair_distances(s.reshape(B * q, -1), a, b)
         with torch.no_grad():
-            d_t = _pair_distances(t.reshape(B * q, -1).index_select(0, rows), a, b)
+            d_t = _pair_distances(t.reshape(B * q, -1), a, b)
         size = counts.to(d_s.dtype)
         if variant == "official":
             n_pairs = size * (size - 1) / 2

@@ -59,7 +59,7 @@ def mld_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float 
 
 
 def _partial_softmax_parts(z: Tensor, pos: Tensor) -> tuple[Tensor, Tensor]:
-    """For z [B, q]: (log-sum-exp over negatives [B, 1], lse_p = log(e^z_p + sum_n e^z_n) [B, q])."""
+    """z [B, q] -> (log-sum-exp over negatives [B, 1], log(e^z_p + sum_n e^z_n) [B, q])."""
     lse_neg = torch.logsumexp(z.masked_fill(pos, _MASKED), dim=1, keepdim=True)
     return lse_neg, torch.logaddexp(z, lse_neg)
 

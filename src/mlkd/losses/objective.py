@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 from typing import Any, Mapping, Optional, Sequence
 
-import torch
 from torch import Tensor, nn
 
 from mlkd.errors import ConfigError
