@@ -142,6 +142,16 @@ def test_led_random_matches_oracle(variant, seed):
                    + 3 * id_loss_loop(s, t, y, variant), [s])
 
 
+def test_pair_blocks_match_oracle(monkeypatch):
+    import mlkd.losses.embedding as embedding
+
+    monkeypatch.setattr(embedding, "_CHUNK", 3)  # many blocks, a partial last one
+    s, t = embeddings(*EDGE_TARGETS.shape)
+    y = EDGE_TARGETS
+    assert_matches(led_loss(s, t, y), 100 * cd_loss_loop(s, t, y) + 1000 * id_loss_loop(s, t, y),
+                   [s])
+
+
 def test_no_positive_pairs_gives_zero_with_grad():
     s, t = embeddings(3, 4)
     y = torch.zeros(3, 4, dtype=F64)

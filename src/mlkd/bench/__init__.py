@@ -1,0 +1,12 @@
+"""Benchmarks, run as ``python -m mlkd.bench <name> [options]`` (see ``BENCHES``).
+
+Each benchmark is a module ``mlkd.bench.<name>`` with a ``main(argv) -> int`` that prints a
+markdown table (and writes JSON with ``--json PATH``). Speed is reported as ratios measured in
+one run, never asserted by tests.
+"""
+
+# name -> module; add a line here to register a new benchmark.
+BENCHES = {
+    "losses": "mlkd.bench.losses",
+    "data": "mlkd.bench.data",
+}
