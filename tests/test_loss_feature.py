@@ -42,6 +42,14 @@ def test_rkd_pkt_finite_with_coinciding_and_zero_features():
     assert_matches(rkd_loss(s, t), rkd_oracle(s, t), [s])
 
 
+def test_rkd_pkt_single_sample_is_zero():
+    s, t = pooled(B=1)
+    for fn in (rkd_loss, pkt_loss):
+        loss = fn(s, t)
+        (grad,) = torch.autograd.grad(loss, s)
+        assert loss.item() == 0 and torch.isfinite(grad).all()
+
+
 def test_rkd_pkt_bf16_autocast():
     g = torch.Generator().manual_seed(1)
     s, t = torch.randn(8, 16, generator=g), torch.randn(8, 32, generator=g)

@@ -20,15 +20,16 @@ Groups with fewer than two positives are skipped in both variants. A distance is
 ``sqrt(clamp(squared distance, 1e-12))`` with the diagonal 0, so gradients stay finite when
 two embeddings coincide.
 
-How it is fast: no loop over classes or images. The positives are listed once; each group is
-a contiguous run of that list (CD runs ordered by class, then ID runs ordered by image), and
-all unordered pairs (a < b) of all groups are enumerated with a few ``repeat_interleave``
-calls. Distances are computed only for those pairs (by direct differences: exact zeros, no
-cancellation), and per-group means and sums are ``index_add`` reductions. Diagonal entries
-(zero in both matrices) and the mirrored half of each symmetric matrix are never materialised:
-an unordered pair stands for its two ordered entries. Enumerating the pairs needs the number
-of positives, hence one host-device sync per call on an accelerator. The math runs in float32
-at least, with autocast off.
+How it is fast: no loop over classes or images. The positives are listed as contiguous
+groups (CD groups by class, then ID groups by image) and all unordered pairs (a < b) of all
+groups are enumerated at once with ``repeat_interleave``. Distances are computed only for
+those pairs, by direct differences (exact zeros, no cancellation), in blocks of 512 pairs by
+a custom autograd function that recomputes the differences in its backward rather than
+storing them (no Python work per class or image; the block loop only bounds memory).
+Per-group means and sums are ``index_add`` reductions. Diagonal entries (zero in both
+matrices) and the mirrored half of each symmetric matrix are never formed: an unordered pair
+stands for its two ordered entries. Enumerating the pairs needs their number, so a call makes
+a few host-device syncs on an accelerator. The math runs in float32 at least, autocast off.
 
 A positive is a target > 0.5. Student and teacher embedding widths may differ (only
 distances are compared). The teacher embeddings are treated as constants (no gradient).

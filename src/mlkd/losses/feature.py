@@ -28,7 +28,8 @@ def _normalised_distances(x: Tensor) -> Tensor:
     diff = x[:, None, :] - x[None, :, :]
     d = (diff * diff).sum(-1).clamp(min=1e-12).sqrt()
     d = d * (1 - torch.eye(len(x), dtype=d.dtype, device=d.device))
-    return d / (d.sum() / max(len(x) * (len(x) - 1), 1))
+    mean = d.sum() / max(len(x) * (len(x) - 1), 1)
+    return d / mean.clamp(min=1e-12)  # the clamp only matters for B = 1 (no pairs)
 
 
 def _angles(x: Tensor) -> Tensor:
