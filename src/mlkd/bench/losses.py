@@ -2,9 +2,10 @@
 
 ``python -m mlkd.bench losses [--repeats N] [--device cpu] [--threads T] [--json PATH]``
 times forward + backward of ``led_loss`` and of ``mlkd.losses.reference.led_loss_loop`` (a
-Python loop over classes and images) on the same random float32 inputs, interleaved, and
-reports the median of the repeats and the speed ratio, at COCO-like (B=64, q=80, ~2.9
-positives per image) and VOC-like (q=20, ~1.6 positives per image, B=16 and 256) shapes.
+Python loop over classes and images) on the same random float32 inputs, each in its own
+block of repeats after a warm-up, and reports the medians and the speed ratio, at COCO-like
+(B=64, q=80, ~2.9 positives per image) and VOC-like (q=20, ~1.6 positives per image, B=16
+and 256) shapes. On a small shared CPU, ``--threads 1`` gives steadier figures.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
+from torch import Tensor
 
 from mlkd.losses import led_loss
 from mlkd.losses.reference import led_loss_loop
@@ -36,35 +38,37 @@ def _inputs(B: int, q: int, D: int, per_image: float, device: str, seed: int = 0
     return student, teacher, targets
 
 
-def _time_once(fn: Callable, student, teacher, targets) -> tuple[float, torch.Tensor]:
-    """Seconds of one forward + backward (device synchronised) and the loss value."""
-    if student.device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    loss = fn(student, teacher, targets)
-    loss.backward()
-    if student.device.type == "cuda":
-        torch.cuda.synchronize()
-    student.grad = None
-    return time.perf_counter() - start, loss.detach()
+def _median_ms(fn: Callable, student, teacher, targets, repeats: int) -> tuple[float, Tensor]:
+    """Median milliseconds of ``repeats`` forward + backward runs after one warm-up run
+    (device synchronised), and the loss value."""
+    times = []
+    for i in range(repeats + 1):
+        if student.device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        loss = fn(student, teacher, targets)
+        loss.backward()
+        if student.device.type == "cuda":
+            torch.cuda.synchronize()
+        if i:
+            times.append(time.perf_counter() - start)
+        student.grad = None
+    return 1e3 * statistics.median(times), loss.detach()
 
 
 def bench_losses(repeats: int = 7, device: str = "cpu",
                  shapes: Sequence[tuple] | None = None) -> list[dict]:
     """One dict per shape (default ``SHAPES``, (B, q, D, positives per image)): B, q, D,
-    positives/image, fast/loop median ms, speed-up, relative difference of the values."""
+    positives/image, fast/loop median ms, speed-up, relative difference of the values.
+
+    Each function is timed in its own block of repeats (steady state, as in a training loop
+    that calls the same loss every step).
+    """
     rows = []
     for B, q, D, per_image in SHAPES if shapes is None else shapes:
         s, t, y = _inputs(B, q, D, per_image, device)
-        fast_times, loop_times = [], []
-        for i in range(repeats + 1):  # the first round is a warm-up
-            ft, fast_value = _time_once(led_loss, s, t, y)
-            lt, loop_value = _time_once(led_loss_loop, s, t, y)
-            if i:
-                fast_times.append(ft)
-                loop_times.append(lt)
-        fast_ms = 1e3 * statistics.median(fast_times)
-        loop_ms = 1e3 * statistics.median(loop_times)
+        fast_ms, fast_value = _median_ms(led_loss, s, t, y, repeats)
+        loop_ms, loop_value = _median_ms(led_loss_loop, s, t, y, repeats)
         rel = float((fast_value - loop_value).abs() / loop_value.abs().clamp(min=1e-12))
         rows.append({"B": B, "q": q, "D": D, "positives_per_image": round(float(y.sum()) / B, 2),
                      "fast_ms": round(fast_ms, 3), "loop_ms": round(loop_ms, 3),
