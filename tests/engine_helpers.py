@@ -6,7 +6,7 @@ from pathlib import Path
 
 from mlkd.config import config_from_dict
 
-TINY_MODEL = {"name": "resnet10t", "embed_dim": 32, "ffn_dim": 64, "num_heads": 4}
+TINY_MODEL = {"name": "tiny", "embed_dim": 32, "ffn_dim": 64, "num_heads": 4}
 
 
 def tiny_config(run_dir: Path, cache: Path, method: str = "vanilla", teacher: str | None = None,

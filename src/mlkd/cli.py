@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from typing import Optional
 
@@ -34,7 +35,8 @@ def _cmd_train(args) -> int:
     if args.command == "distill" and cfg.distill.method == "vanilla":
         log.warning("distill with method=vanilla trains the student on labels only (the Student row)")
     record = fit(cfg, resume=args.resume)
-    print(json.dumps({"run_dir": cfg.run_dir, "epoch": record.get("epoch"), "eval": _headline(record)}))
+    if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
+        print(json.dumps({"run_dir": cfg.run_dir, "epoch": record.get("epoch"), "eval": _headline(record)}))
     return 0
 
 

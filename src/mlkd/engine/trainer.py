@@ -24,7 +24,8 @@ from mlkd.config import Config, save_config
 from mlkd.data.loaders import build_datasets, eval_loader, to_device, train_loader
 from mlkd.engine import checkpoint as ckpt
 from mlkd.engine.builders import load_teacher, model_from_config
-from mlkd.engine.distributed import DistInfo, barrier, cleanup, init_distributed, local_rank_from_env
+from mlkd.engine.distributed import (DistInfo, barrier, broadcast_buffers, cleanup, init_distributed,
+                                     local_rank_from_env)
 from mlkd.engine.evaluation import evaluate
 from mlkd.engine.logs import Progress, write_jsonl
 from mlkd.engine.optim import build_optimizer, build_scheduler
@@ -268,6 +269,7 @@ def fit(cfg: Config, resume: bool = False) -> dict:
         while run.epoch < stop:
             train_stats = train_one_epoch(run)
             run.epoch += 1
+            broadcast_buffers(run.student, run.info)
             record: dict[str, Any] = {"epoch": run.epoch, "train": train_stats}
             if _evaluate_now(run, run.epoch == stop):
                 record["eval"] = evaluate(run.student, run.test_loader, run.device, run.precision,
