@@ -28,14 +28,24 @@ a custom autograd function that recomputes the differences in its backward rathe
 storing them (no Python work per class or image; the block loop only bounds memory).
 Per-group means and sums are ``index_add`` reductions. Diagonal entries (zero in both
 matrices) and the mirrored half of each symmetric matrix are never formed: an unordered pair
-stands for its two ordered entries. Enumerating the pairs needs their number, so a call makes
-a few host-device syncs on an accelerator. The math runs in float32 at least, autocast off.
+stands for its two ordered entries. The math runs in float32 at least, autocast off.
+
+Host synchronisation: the number of pairs depends on the labels, so enumerating them on an
+accelerator needs the host to read sizes back (``nonzero``, ``repeat_interleave``). A
+:class:`PairPlan` built on the host from the host copy of the labels (``pair_plan``; the
+training engine passes the loader's CPU targets) removes every sync: the plan's index tensors
+are copied to the device in one non-blocking transfer, and the loss itself then launches only
+kernels. Without a plan the functions build one from ``targets`` where they are (a few syncs
+on an accelerator, none on CPU). A dense formulation without data-dependent sizes would cost
+O(q B^2 D) per call instead of O(pairs x D).
 
 A positive is a target > 0.5. Student and teacher embedding widths may differ (only
 distances are compared). The teacher embeddings are treated as constants (no gradient).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -147,15 +157,75 @@ def _normalised(d: Tensor, group: Tensor, n_pairs: Tensor) -> Tensor:
     return d / (sums / n_pairs.clamp(min=1))[group]
 
 
+@dataclass(frozen=True)
+class PairPlan:
+    """The groups and unordered pairs of one label matrix [B, q] (see :func:`pair_plan`).
+
+    a, b [N] (long): flat rows ``i * q + k`` of the two members of each pair; group [N]: the
+    pair's group; counts [G]: group sizes (q class groups if ``with_cd``, then B image groups
+    if ``with_id``). ``shape`` is (B, q).
+    """
+
+    a: Tensor
+    b: Tensor
+    group: Tensor
+    counts: Tensor
+    shape: tuple[int, int]
+    with_cd: bool
+    with_id: bool
+
+    def to(self, device: torch.device | str) -> "PairPlan":
+        """The plan on ``device``: one non-blocking copy (from pinned memory to CUDA)."""
+        device = torch.device(device)
+        if self.a.device == device:
+            return self
+        sizes = [self.a.numel(), self.b.numel(), self.group.numel(), self.counts.numel()]
+        packed = torch.cat([self.a, self.b, self.group, self.counts])
+        if device.type == "cuda" and not packed.is_pinned():
+            packed = packed.pin_memory()
+        a, b, group, counts = packed.to(device, non_blocking=True).split(sizes)
+        return PairPlan(a, b, group, counts, self.shape, self.with_cd, self.with_id)
+
+
+def pair_plan(targets: Tensor, with_cd: bool = True, with_id: bool = True) -> PairPlan:
+    """Groups and pairs of the positives (targets > 0.5) of ``targets`` [B, q], where they are.
+
+    Build it from a CPU copy of the labels and move it with ``PairPlan.to`` to keep the loss
+    free of host synchronisation on an accelerator.
+    """
+    if targets.dim() != 2:
+        raise ValueError(f"CD/ID: targets must be [B, q], got {list(targets.shape)}")
+    B, q = targets.shape
+    members, counts = _groups(targets.detach() > 0.5, with_cd, with_id)
+    first, second, group = _unordered_pairs(counts, members.numel())
+    return PairPlan(members[first], members[second], group, counts, (B, q), with_cd, with_id)
+
+
+def _check_plan(plan: PairPlan, targets: Tensor, with_cd: bool, with_id: bool) -> PairPlan:
+    if (plan.shape != tuple(targets.shape) or plan.with_cd != with_cd
+            or plan.with_id != with_id):
+        raise ValueError(f"CD/ID: the pair plan was built for targets {list(plan.shape)} with "
+                         f"cd={plan.with_cd}, id={plan.with_id}; this call needs "
+                         f"{list(targets.shape)} with cd={with_cd}, id={with_id}")
+    return plan.to(targets.device)
+
+
+@torch.compiler.disable
 def _group_losses(student: Tensor, teacher: Tensor, targets: Tensor, variant: str,
-                  with_cd: bool, with_id: bool) -> Tensor:
-    """Huber loss of every group, [G] (q class groups then B image groups, as requested)."""
+                  with_cd: bool, with_id: bool, plan: PairPlan | None = None) -> Tensor:
+    """Huber loss of every group, [G] (q class groups then B image groups, as requested).
+
+    Runs eagerly under ``torch.compile`` (its sizes depend on the labels: compiling it would
+    recompile for every batch).
+    """
     _check(student, teacher, targets, variant)
     B, q = targets.shape
+    if plan is None:
+        plan = pair_plan(targets, with_cd, with_id)
+    else:
+        plan = _check_plan(plan, targets, with_cd, with_id)
     with full_precision(student, teacher.detach()) as (s, t):
-        members, counts = _groups(targets > 0.5, with_cd, with_id)
-        first, second, group = _unordered_pairs(counts, members.numel())
-        a, b = members[first], members[second]
+        counts, group, a, b = plan.counts, plan.group, plan.a, plan.b
         d_s = _pair_distances(s.reshape(B * q, -1), a, b)
         with torch.no_grad():
             d_t = _pair_distances(t.reshape(B * q, -1), a, b)
@@ -170,42 +240,45 @@ def _group_losses(student: Tensor, teacher: Tensor, targets: Tensor, variant: st
 
 
 def cd_id_losses(student_emb: Tensor, teacher_emb: Tensor, targets: Tensor,
-                 variant: str = "official") -> tuple[Tensor, Tensor]:
+                 variant: str = "official", plan: PairPlan | None = None) -> tuple[Tensor, Tensor]:
     """(CD, ID) computed together in one pass (shared positives, pairs and distances).
 
-    student_emb [B, q, D], teacher_emb [B, q, D'] (constant), targets [B, q] 0/1.
+    student_emb [B, q, D], teacher_emb [B, q, D'] (constant), targets [B, q] 0/1; ``plan``:
+    ``pair_plan(targets_on_host)`` (optional; avoids host syncs on an accelerator).
     Returns two scalar tensors (float32, or float64 for float64 inputs).
     """
     q = targets.shape[1]
-    losses = _group_losses(student_emb, teacher_emb, targets, variant, True, True)
+    losses = _group_losses(student_emb, teacher_emb, targets, variant, True, True, plan)
     return losses[:q].sum(), losses[q:].sum()
 
 
 def cd_loss(student_emb: Tensor, teacher_emb: Tensor, targets: Tensor,
-            variant: str = "official") -> Tensor:
+            variant: str = "official", plan: PairPlan | None = None) -> Tensor:
     """Class-aware distillation: Huber between distance matrices per class, summed over classes.
 
-    student_emb [B, q, D], teacher_emb [B, q, D'], targets [B, q] -> scalar.
+    student_emb [B, q, D], teacher_emb [B, q, D'], targets [B, q] -> scalar; ``plan``:
+    ``pair_plan(targets, with_cd=True, with_id=False)`` (optional).
     """
-    return _group_losses(student_emb, teacher_emb, targets, variant, True, False).sum()
+    return _group_losses(student_emb, teacher_emb, targets, variant, True, False, plan).sum()
 
 
 def id_loss(student_emb: Tensor, teacher_emb: Tensor, targets: Tensor,
-            variant: str = "official") -> Tensor:
+            variant: str = "official", plan: PairPlan | None = None) -> Tensor:
     """Instance-aware distillation: Huber between distance matrices per image, summed over images.
 
-    student_emb [B, q, D], teacher_emb [B, q, D'], targets [B, q] -> scalar.
+    student_emb [B, q, D], teacher_emb [B, q, D'], targets [B, q] -> scalar; ``plan``:
+    ``pair_plan(targets, with_cd=False, with_id=True)`` (optional).
     """
-    return _group_losses(student_emb, teacher_emb, targets, variant, False, True).sum()
+    return _group_losses(student_emb, teacher_emb, targets, variant, False, True, plan).sum()
 
 
 def led_loss(student_emb: Tensor, teacher_emb: Tensor, targets: Tensor,
              cd_weight: float = 100.0, id_weight: float = 1000.0,
-             variant: str = "official") -> Tensor:
+             variant: str = "official", plan: PairPlan | None = None) -> Tensor:
     """Label-wise embedding distillation ``cd_weight * CD + id_weight * ID`` in one pass.
 
     Defaults are the paper's weights (100, 1000). student_emb [B, q, D], teacher_emb
-    [B, q, D'], targets [B, q] -> scalar.
+    [B, q, D'], targets [B, q] -> scalar; ``plan``: ``pair_plan(targets)`` (optional).
     """
-    cd, id_ = cd_id_losses(student_emb, teacher_emb, targets, variant)
+    cd, id_ = cd_id_losses(student_emb, teacher_emb, targets, variant, plan)
     return cd_weight * cd + id_weight * id_

@@ -13,7 +13,7 @@ from typing import Any, Mapping, Optional, Sequence
 from torch import Tensor, nn
 
 from mlkd.errors import ConfigError
-from mlkd.losses.embedding import cd_id_losses, cd_loss, id_loss
+from mlkd.losses.embedding import PairPlan, cd_id_losses, cd_loss, id_loss, pair_plan
 from mlkd.losses.feature import ReviewKD, pkt_loss, rkd_loss
 from mlkd.losses.logits import bce_loss, logits_mse_loss, mld_loss, ps_loss
 from mlkd.models.output import ModelOutput
@@ -117,6 +117,7 @@ class MSETerm(LossTerm):
 
 class _EmbeddingTerm(LossTerm):
     field = "label_embeddings"
+    with_cd = with_id = False  # which groups of a PairPlan the term reads
 
     def __init__(self, variant: str = "official"):
         super().__init__()
@@ -125,25 +126,30 @@ class _EmbeddingTerm(LossTerm):
                               f"got {variant!r}")
         self.variant = variant
 
+    def forward(self, student: ModelOutput, teacher: Optional[ModelOutput], targets: Tensor,
+                plan: Optional[PairPlan] = None) -> Tensor:
+        s, t = self.value_of(student, "student"), self.value_of(teacher, "teacher")
+        return self.compute(s, t, targets, plan)
+
 
 @LOSS_TERMS.register("cd")
 class CDTerm(_EmbeddingTerm):
     """Class-aware label-wise embedding distillation; ``variant`` "official" or "paper"."""
 
-    name = "cd"
+    name, with_cd = "cd", True
 
-    def compute(self, s, t, targets):
-        return cd_loss(s, t, targets, self.variant)
+    def compute(self, s, t, targets, plan=None):
+        return cd_loss(s, t, targets, self.variant, plan)
 
 
 @LOSS_TERMS.register("id")
 class IDTerm(_EmbeddingTerm):
     """Instance-aware label-wise embedding distillation; ``variant`` "official" or "paper"."""
 
-    name = "id"
+    name, with_id = "id", True
 
-    def compute(self, s, t, targets):
-        return id_loss(s, t, targets, self.variant)
+    def compute(self, s, t, targets, plan=None):
+        return id_loss(s, t, targets, self.variant, plan)
 
 
 @LOSS_TERMS.register("rkd")
@@ -215,6 +221,8 @@ class Objective(nn.Module):
     no host sync, call ``.item()`` when logging). When both cd and id are present with the
     same variant, they are computed by one ``cd_id_losses`` call. Parameters (ReviewKD's ABF
     modules) are trained with the student: add ``objective.parameters()`` to its optimiser.
+    ``host_targets``: a CPU copy of ``targets`` (the loader's batch); when given, the CD/ID
+    pair enumeration is done on the host, so the step makes no host sync on an accelerator.
     """
 
     def __init__(self, method: str, terms: Mapping[str, LossTerm], weights: Mapping[str, float]):
@@ -231,16 +239,22 @@ class Objective(nn.Module):
     def needs_teacher(self) -> bool:
         return any(term.needs_teacher for term in self.terms.values())
 
-    def forward(self, student: ModelOutput, teacher: Optional[ModelOutput],
-                targets: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    def forward(self, student: ModelOutput, teacher: Optional[ModelOutput], targets: Tensor,
+                host_targets: Optional[Tensor] = None) -> tuple[Tensor, dict[str, Tensor]]:
         values: dict[str, Tensor] = {}
         if self._fused:
             cd_term = self.terms["cd"]
             s = cd_term.value_of(student, "student")
             t = cd_term.value_of(teacher, "teacher")
-            values["cd"], values["id"] = cd_id_losses(s, t, targets, cd_term.variant)
+            plan = None if host_targets is None else pair_plan(host_targets, True, True)
+            values["cd"], values["id"] = cd_id_losses(s, t, targets, cd_term.variant, plan)
         for name, term in self.terms.items():
-            if name not in values:
+            if name in values:
+                continue
+            if isinstance(term, _EmbeddingTerm) and host_targets is not None:
+                plan = pair_plan(host_targets, term.with_cd, term.with_id)
+                values[name] = term(student, teacher, targets, plan)
+            else:
                 values[name] = term(student, teacher, targets)
         total = sum(self.weights[name] * values[name] for name in self.terms)
         return total, {name: value.detach() for name, value in values.items()}
