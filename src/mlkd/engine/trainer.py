@@ -2,8 +2,12 @@
 
 The teacher stays outside DDP, in eval mode, without gradients, and runs under ``no_grad``.
 Student and objective (ReviewKD's fusion modules have parameters) are one module so DDP syncs
-both. The loss is read on the host only every ``log_interval`` steps and for the finiteness
-check. Every epoch ends with an atomic checkpoint; the last epoch's metrics are the result.
+both. The step itself is ``mlkd.engine.step.train_step`` (also timed by ``mlkd bench step``);
+the loss is read on the host only every ``log_interval`` steps (and, on CPU, for the per-step
+finiteness check; on CUDA that check runs on the device, see ``mlkd.engine.step``). With
+``distill.cache`` the teacher's outputs come from a teacher-output cache
+(``mlkd.engine.teacher_cache``). Every epoch ends with an atomic checkpoint; the last epoch's
+metrics are the result.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from mlkd.config import Config, save_config
-from mlkd.data.loaders import build_datasets, eval_loader, to_device, train_loader
+from mlkd.data.loaders import build_datasets, eval_loader, train_loader
 from mlkd.engine import checkpoint as ckpt
 from mlkd.engine.builders import load_teacher, model_from_config
 from mlkd.engine.distributed import (DistInfo, barrier, broadcast_buffers, cleanup, init_distributed,
@@ -30,25 +34,15 @@ from mlkd.engine.evaluation import evaluate
 from mlkd.engine.logs import Progress, write_jsonl
 from mlkd.engine.optim import build_optimizer, build_scheduler
 from mlkd.engine.runtime import Precision, resolve_device, resolve_precision, seed_everything
-from mlkd.errors import ConfigError, NonFiniteLossError
-from mlkd.losses import build_objective
+from mlkd.engine.step import NonFiniteGuard, StudentStep, defers_checks, train_step
+from mlkd.errors import ConfigError
+from mlkd.losses import build_objective, method_needs_teacher
 
 log = logging.getLogger("mlkd")
 
 # Config keys that may change between a run and its resumption.
 _RESUMABLE_CHANGES = {("train", "progress"), ("train", "log_interval"), ("train", "tensorboard"),
                       ("data", "num_workers"), ("optim", "stop_epoch"), ("distill", "teacher")}
-
-
-class StudentStep(nn.Module):
-    """Student + objective: ``forward(images, targets, teacher_out) -> (total, terms)``."""
-
-    def __init__(self, student: nn.Module, objective: nn.Module):
-        super().__init__()
-        self.student, self.objective = student, objective
-
-    def forward(self, images, targets, teacher_out):
-        return self.objective(self.student(images), teacher_out, targets)
 
 
 @dataclass
@@ -71,6 +65,7 @@ class Run:
     history: list[dict] = field(default_factory=list)
     epoch: int = 0  # completed epochs
     global_step: int = 0
+    teacher_cache: Any = None  # a TeacherCache serving the teacher's outputs (distill.cache)
 
     @property
     def run_dir(self) -> Path:
@@ -114,8 +109,10 @@ def build_run(cfg: Config) -> Run:
     seed_everything(cfg.train.seed, cfg.train.deterministic)
     train_set, test_set = build_datasets(cfg.data)
     classes = list(train_set.classes)
-    needs_teacher = cfg.distill.method != "vanilla" or bool(cfg.distill.teacher)
+    needs_teacher = method_needs_teacher(cfg.distill.method, cfg.distill.weights)
     teacher = load_teacher(cfg.distill.teacher, classes, device) if needs_teacher else None
+    if cfg.distill.teacher and not needs_teacher:
+        log.warning("distill.teacher is ignored: method %s uses no teacher output", cfg.distill.method)
     student = model_from_config(cfg.model, len(classes)).to(device)
     objective = build_objective(
         cfg.distill.method, weights=cfg.distill.weights, options=cfg.distill.options,
@@ -135,7 +132,7 @@ def build_run(cfg: Config) -> Run:
         step = torch.compile(step)
     pin = device.type == "cuda"
     loader = train_loader(train_set, cfg.data, info, cfg.train.seed, pin)
-    optimizer = build_optimizer([student, objective], cfg.optim)
+    optimizer = build_optimizer([student, objective], cfg.optim, fused=defers_checks(device))
     return Run(
         cfg=cfg, info=info, device=device, precision=precision, classes=classes,
         student=student, teacher=teacher, step=step, optimizer=optimizer,
@@ -182,25 +179,16 @@ def restore(run: Run) -> bool:
     return True
 
 
-def _nonfinite(run: Run, total: torch.Tensor, terms: dict[str, torch.Tensor]) -> bool:
-    """True (skip the step) or raise, per ``train.nonfinite``, when the loss is NaN/inf."""
-    if bool(torch.isfinite(total)):
-        return False
-    bad = [name for name, value in terms.items() if not bool(torch.isfinite(value).all())] or ["total"]
-    message = f"non-finite loss at epoch {run.epoch + 1} step {run.global_step} in term(s) {', '.join(bad)}"
-    if run.cfg.train.nonfinite == "stop":
-        raise NonFiniteLossError(message + "; the weights were not updated (train.nonfinite=skip skips such steps)")
-    log.warning("%s; step skipped", message)
-    return True
-
-
 def train_one_epoch(run: Run) -> dict[str, float]:
-    """One pass over the training data; returns the epoch's mean of each loss term."""
-    cfg, device = run.cfg, run.device
+    """One pass over the training data (``train_step`` per batch); returns the epoch's mean of
+    each loss term over the applied steps. The host reads the loss only every
+    ``train.log_interval`` steps (and, on CPU, for the per-step non-finite check)."""
+    cfg = run.cfg
     run.train_loader.sampler.set_epoch(run.epoch)
     run.step.train()
+    guard = NonFiniteGuard(cfg.train.nonfinite, defers_checks(run.device), run.optimizer)
     sums: dict[str, torch.Tensor] = {}
-    batches = images_seen = skipped = skipped_steps = 0
+    steps = images_seen = skipped = 0
     progress = Progress(len(run.train_loader), f"epoch {run.epoch + 1}", cfg.train.progress,
                         cfg.train.log_interval, run.info.is_main)
     start = time.perf_counter()
@@ -208,39 +196,26 @@ def train_one_epoch(run: Run) -> dict[str, float]:
         skipped += batch["skipped"]
         if batch["images"] is None:
             continue
-        images, targets = to_device(batch, device, cfg.train.channels_last)
-        teacher_out = None
-        if run.teacher is not None:
-            with torch.no_grad(), run.precision.autocast(device):
-                teacher_out = run.teacher(images)
-        with run.precision.autocast(device):
-            total, terms = run.step(images, targets, teacher_out)
-        run.global_step += 1
-        if _nonfinite(run, total, terms):
-            skipped_steps += 1
-            run.optimizer.zero_grad(set_to_none=True)
+        result = train_step(run, batch, guard)
+        steps += 1
+        images_seen += batch["images"].shape[0]
+        if result is None:  # skipped by the per-step non-finite check
             continue
-        run.optimizer.zero_grad(set_to_none=True)
-        run.scaler.scale(total).backward()
-        if cfg.optim.grad_clip:
-            run.scaler.unscale_(run.optimizer)
-            torch.nn.utils.clip_grad_norm_(run.step.parameters(), cfg.optim.grad_clip)
-        run.scaler.step(run.optimizer)
-        run.scaler.update()
-        run.scheduler.step()
-        for name, value in {"loss": total.detach(), **terms}.items():
-            sums[name] = sums.get(name, 0.0) + value.detach().float()
-        batches += 1
-        images_seen += images.shape[0]
+        total, terms = result
+        for name, value in {"loss": total, **terms}.items():
+            sums[name] = sums.get(name, 0.0) + guard.masked(value).float()
         shown = None
-        if batches % cfg.train.log_interval == 0:
+        if steps % cfg.train.log_interval == 0:
+            guard.check(run)
             shown = {"loss": float(total), "lr": run.scheduler.get_last_lr()[0]}
-        progress.update(batches, images_seen, shown)
+        progress.update(steps, images_seen, shown)
+    guard.check(run)
     progress.close()
     seconds = time.perf_counter() - start
-    means = {name: float(value) / max(batches, 1) for name, value in sums.items()}
+    applied = max(steps - guard.skipped, 1)
+    means = {name: float(value) / applied for name, value in sums.items()}
     means.update({"images_per_s": images_seen * run.info.world_size / max(seconds, 1e-9), "seconds": seconds,
-                  "skipped_images": skipped, "skipped_steps": skipped_steps,
+                  "skipped_images": skipped, "skipped_steps": guard.skipped,
                   "lr": run.scheduler.get_last_lr()[0]})
     if skipped:
         log.warning("epoch %d: %d unreadable image(s) skipped", run.epoch + 1, skipped)

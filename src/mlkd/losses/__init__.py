@@ -10,10 +10,11 @@ method (``METHODS``) from the ``LOSS_TERMS`` registry.
 from mlkd.losses.embedding import cd_id_losses, cd_loss, id_loss, led_loss
 from mlkd.losses.feature import ReviewKD, hcl_loss, pkt_loss, rkd_loss
 from mlkd.losses.logits import bce_loss, logits_mse_loss, mld_loss, ps_loss
-from mlkd.losses.objective import LOSS_TERMS, METHODS, LossTerm, Objective, build_objective
+from mlkd.losses.objective import (LOSS_TERMS, METHODS, LossTerm, Objective, build_objective,
+                                  method_needs_teacher, method_weights)
 
 __all__ = [
     "LOSS_TERMS", "METHODS", "LossTerm", "Objective", "ReviewKD", "bce_loss", "build_objective",
     "cd_id_losses", "cd_loss", "hcl_loss", "id_loss", "led_loss", "logits_mse_loss",
-    "mld_loss", "pkt_loss", "ps_loss", "rkd_loss",
+    "method_needs_teacher", "method_weights", "mld_loss", "pkt_loss", "ps_loss", "rkd_loss",
 ]

@@ -279,6 +279,25 @@ def _build_term(name: str, kwargs: Mapping[str, Any]) -> LossTerm:
                           f"see {cls.__name__}.__init__ for the accepted options") from None
 
 
+def method_weights(method: str, weights: Optional[Mapping[str, float]] = None) -> dict[str, float]:
+    """{term: weight} of ``method`` after ``weights`` overrides (weight 0 removes a term)."""
+    if method not in METHODS:
+        raise ConfigError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
+    weights = dict(weights or {})
+    _check_names(f"the weights of method {method!r}", list(weights))
+    chosen = dict(METHODS[method])
+    chosen.update({name: float(w) for name, w in weights.items()})
+    chosen = {name: w for name, w in chosen.items() if w != 0.0}
+    if not chosen:
+        raise ConfigError(f"method {method!r}: every loss term has weight 0; nothing to train")
+    return chosen
+
+
+def method_needs_teacher(method: str, weights: Optional[Mapping[str, float]] = None) -> bool:
+    """Whether any term of ``method`` (after overrides) reads the teacher's outputs."""
+    return any(LOSS_TERMS.get(name).needs_teacher for name in method_weights(method, weights))
+
+
 def build_objective(method: str, weights: Optional[Mapping[str, float]] = None,
                     options: Optional[Mapping[str, Mapping[str, Any]]] = None,
                     student_channels: Optional[Sequence[int]] = None,
@@ -290,16 +309,9 @@ def build_objective(method: str, weights: Optional[Mapping[str, float]] = None,
     student_channels / teacher_channels: stage channel lists, needed by reviewkd.
     Unknown methods, term names, or options raise ConfigError.
     """
-    if method not in METHODS:
-        raise ConfigError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
-    weights, options = dict(weights or {}), {k: dict(v) for k, v in (options or {}).items()}
-    _check_names(f"the weights of method {method!r}", list(weights))
+    options = {k: dict(v) for k, v in (options or {}).items()}
     _check_names(f"the options of method {method!r}", list(options))
-    chosen = dict(METHODS[method])
-    chosen.update({name: float(w) for name, w in weights.items()})
-    chosen = {name: w for name, w in chosen.items() if w != 0.0}
-    if not chosen:
-        raise ConfigError(f"method {method!r}: every loss term has weight 0; nothing to train")
+    chosen = method_weights(method, weights)
     stray = [name for name in options if name not in chosen]
     if stray:
         raise ConfigError(f"options given for loss term(s) {stray} that method {method!r} does "
