@@ -17,6 +17,14 @@ Two policies, both options of every builder:
   copy only: the batches' ``skipped`` counts are the reliable total. Truncated files are errors
   as long as nobody sets PIL's ``ImageFile.LOAD_TRUNCATED_IMAGES`` (the official code did; mlkd
   never does).
+
+Decoding happens when an image is loaded, so without a pre-flight check an unreadable image
+stops an ``error`` run only when training (or the first evaluation) reaches it.
+``verify_images`` is that pre-flight check (``data.verify_images: true``): it decodes every
+image once, in threads, before any model is built; "error" raises on the first bad file (in
+sample order), "skip" drops the bad samples and lists them in ``unreadable_files``. It costs
+one full decode per image (COCO's 122k images: minutes), so it is off by default; the
+existence check at construction is always made.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ import functools
 import inspect
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -72,16 +81,20 @@ def dataset_builder(name: str) -> Callable:
     return wrap
 
 
-def read_lines(path: str | os.PathLike, what: str) -> list[str]:
-    """The non-empty, stripped lines of a text file; a DataError if it cannot be read."""
+def read_text(path: str | os.PathLike, what: str) -> str:
+    """A UTF-8 text file's contents (BOM dropped); a DataError naming ``what`` and the path."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        return path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise DataError(f"{what} not found: {path}") from None
     except (OSError, UnicodeDecodeError) as err:
         raise DataError(f"cannot read {what} {path}: {err}") from err
-    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def read_lines(path: str | os.PathLike, what: str) -> list[str]:
+    """The non-empty, stripped lines of a text file; a DataError if it cannot be read."""
+    return [line.strip() for line in read_text(path, what).splitlines() if line.strip()]
 
 
 def load_rgb(path: str | os.PathLike) -> Image.Image:
@@ -109,6 +122,7 @@ class MultiLabelImageDataset(Dataset):
         self.classes = list(classes)
         self.transform = transform
         self.skipped = 0
+        self.unreadable_files: list[str] = []  # dropped by verify_images under "skip"
         samples = [(str(path), tuple(sorted(set(labels)))) for path, labels in samples]
         self.missing_files = [path for path, _ in samples if not os.path.isfile(path)]
         self.missing = len(self.missing_files)
@@ -153,11 +167,47 @@ class MultiLabelImageDataset(Dataset):
             reason = f"{type(err).__name__}: {err}"
         if self.on_bad_image == "error":
             raise DataError(f"{self.name} {self.split}: cannot read image {path} ({reason}); "
-                            "replace or remove the file, or set on_bad_image: skip")
+                            "replace or remove the file, or set on_bad_image: skip "
+                            "(data.verify_images: true finds such files before training)")
         self.skipped += 1
         logger.warning("%s %s: skipping unreadable image %s (%s)", self.name, self.split,
                        path, reason)
         return None
+
+    def verify_images(self, workers: int = 0) -> list[str]:
+        """Decode every image once (``workers`` threads; 0: one per CPU) and apply
+        ``on_bad_image``: "error" raises a DataError naming the first unreadable file in sample
+        order; "skip" drops the unreadable samples, logs them and lists them in
+        ``unreadable_files``. Returns the files dropped by this call."""
+
+        def problem(path: str) -> str | None:
+            try:
+                load_rgb(path)
+            except Exception as err:  # any decode failure, as in load_image
+                return f"{type(err).__name__}: {err}"
+            return None
+
+        paths = [path for path, _ in self.samples]
+        with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+            problems = list(pool.map(problem, paths))
+        bad = [(path, reason) for path, reason in zip(paths, problems) if reason is not None]
+        if not bad:
+            return []
+        if self.on_bad_image == "error":
+            path, reason = bad[0]
+            raise DataError(f"{self.name} {self.split}: cannot read image {path} ({reason}); "
+                            f"{len(bad)} of {len(paths)} images are unreadable; replace or remove "
+                            "them, or set on_bad_image: skip")
+        dropped = {path for path, _ in bad}
+        for path, reason in bad:
+            logger.warning("%s %s: dropping unreadable image %s (%s)", self.name, self.split, path, reason)
+        logger.warning("%s %s: %d of %d images unreadable and dropped", self.name, self.split,
+                       len(bad), len(paths))
+        self.samples = [sample for sample in self.samples if sample[0] not in dropped]
+        self.unreadable_files += [path for path, _ in bad]
+        if not self.samples:
+            raise DataError(f"{self.name} {self.split}: no readable image left in {self.source}")
+        return [path for path, _ in bad]
 
     def labels_matrix(self) -> np.ndarray:
         """The targets of every sample as uint8 [N, q]."""

@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Callable
 
-from mlkd.data.images import MultiLabelImageDataset, dataset_builder, read_lines
+from mlkd.data.images import MultiLabelImageDataset, dataset_builder, read_lines, read_text
 from mlkd.data.registry import DATASETS
 from mlkd.errors import ConfigError, DataError
 
@@ -28,12 +28,7 @@ def read_list(path: Path) -> list[Entry]:
     suffix = path.suffix.lower()
     if suffix not in (".csv", ".json"):
         raise DataError(f"list: {path} must end in .csv or .json")
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise DataError(f"list: list file not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise DataError(f"list: cannot read {path}: {err}") from err
+    text = read_text(path, "list: list file")
     return _read_csv(path, text) if suffix == ".csv" else _read_json(path, text)
 
 
