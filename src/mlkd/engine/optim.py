@@ -24,11 +24,20 @@ def param_groups(modules: Iterable[nn.Module], weight_decay: float) -> list[dict
     ]
 
 
-def build_optimizer(modules: Iterable[nn.Module], cfg: OptimConfig) -> torch.optim.Optimizer:
-    """``adam``: L2 decay added to the gradient (official); ``adamw``: decoupled decay (paper)."""
+def build_optimizer(modules: Iterable[nn.Module], cfg: OptimConfig,
+                    fused: bool | None = None) -> torch.optim.Optimizer:
+    """``adam``: L2 decay added to the gradient (official); ``adamw``: decoupled decay (paper).
+
+    ``fused``: the fused implementation (one kernel per step, and it can skip a step on the
+    device through ``found_inf`` without a host sync); None: fused when every parameter is
+    on CUDA, torch's default implementation otherwise (bit-stable CPU results).
+    """
     groups = param_groups(modules, cfg.weight_decay)
+    if fused is None:
+        params = [p for group in groups for p in group["params"]]
+        fused = bool(params) and all(p.is_cuda for p in params)
     cls = torch.optim.AdamW if cfg.name == "adamw" else torch.optim.Adam
-    return cls(groups, lr=cfg.lr)
+    return cls(groups, lr=cfg.lr, fused=True) if fused else cls(groups, lr=cfg.lr)
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, steps_per_epoch: int):

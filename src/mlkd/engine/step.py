@@ -1,0 +1,190 @@
+"""One training step (``train_step``), shared by ``fit`` and ``mlkd bench step``.
+
+A step: batch to the device (non-blocking) -> teacher outputs (the teacher-output cache when
+the run has one, else a teacher forward in eval mode under ``no_grad``: no autograd graph) ->
+student forward + objective under autocast -> backward (GradScaler) -> optional gradient
+clipping -> optimiser step -> LR schedule step.
+
+Host synchronisation. On CPU reading a tensor on the host costs nothing, so the non-finite
+check is made every step. On CUDA (``DEFERRED_DEVICE_TYPES``) the step makes no host sync:
+CD/ID get their pair plan from the loader's CPU labels (``Objective(host_targets=...)``), the
+optimiser is fused Adam(W), and the non-finite policy runs on the device (see
+:class:`NonFiniteGuard`): the update of a step whose loss is not finite is masked inside the
+fused optimiser (its ``found_inf`` input, as GradScaler uses it), and the host reads the flags
+only every ``train.log_interval`` steps and at the end of the epoch.
+
+``train.nonfinite`` semantics (both modes): a step whose total loss is NaN/inf never updates
+the weights or the optimiser state (Adam's moments and step count); the LR schedule and the
+step counter still advance, as for a step GradScaler skips. ``stop`` raises
+NonFiniteLossError naming the epoch, the step and the non-finite term(s): at that step on CPU,
+at the next check on CUDA (the message then says how many later steps were applied).
+``skip`` logs a warning and counts the step in the epoch's ``skipped_steps``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+
+from mlkd.data.loaders import to_device
+from mlkd.errors import NonFiniteLossError
+from mlkd.models.output import ModelOutput
+
+log = logging.getLogger("mlkd")
+
+#: Devices where the non-finite check is deferred (a host read would stall the device queue).
+DEFERRED_DEVICE_TYPES: tuple[str, ...] = ("cuda",)
+
+
+def defers_checks(device: torch.device) -> bool:
+    """Whether steps on ``device`` avoid host syncs (and so use a fused optimiser)."""
+    return torch.device(device).type in DEFERRED_DEVICE_TYPES
+
+
+class StudentStep(nn.Module):
+    """Student + objective: ``forward(images, targets, teacher_out, host_targets) -> (total, terms)``.
+
+    ``host_targets``: the CPU copy of ``targets`` (lets CD/ID enumerate pairs on the host).
+    """
+
+    def __init__(self, student: nn.Module, objective: nn.Module):
+        super().__init__()
+        self.student, self.objective = student, objective
+
+    def forward(self, images, targets, teacher_out, host_targets=None):
+        return self.objective(self.student(images), teacher_out, targets, host_targets)
+
+
+def teacher_outputs(run, batch: dict, images: Tensor) -> Optional[ModelOutput]:
+    """The teacher's outputs for ``batch``: from ``run.teacher_cache`` (by the batch's dataset
+    ``index`` and the epoch's view) when set, else a no-grad eval-mode forward; None without
+    a teacher."""
+    cache = getattr(run, "teacher_cache", None)
+    if cache is not None:
+        return cache.lookup(batch["index"], cache.view_of_epoch(run.epoch), run.device)
+    if run.teacher is None:
+        return None
+    with torch.no_grad(), run.precision.autocast(run.device):
+        return run.teacher(images)
+
+
+class NonFiniteGuard:
+    """The ``train.nonfinite`` policy ("stop" | "skip") for one epoch; see the module docstring.
+
+    ``deferred``: record the flags on the device and act at :meth:`check` (CUDA), instead of
+    reading the loss on the host every step. Deferred mode needs an optimiser that accepts
+    ``found_inf`` (fused Adam/AdamW); otherwise the guard falls back to the per-step check.
+    """
+
+    def __init__(self, policy: str, deferred: bool = False, optimizer=None):
+        self.policy = policy
+        self.deferred = bool(deferred) and bool(getattr(optimizer, "_step_supports_amp_scaling", False))
+        self.skipped = 0  # steps skipped and reported so far
+        self._names: list[str] = []
+        self._count: Optional[Tensor] = None  # deferred: bad steps so far (device)
+        self._first: Optional[Tensor] = None  # [1 + terms]: first unreported bad step, its terms
+        self._bad: Optional[Tensor] = None  # deferred: this step's flag
+
+    # ------------------------------------------------------------------ per step
+    def admit(self, total: Tensor, terms: dict[str, Tensor], run) -> bool:
+        """Before backward. Per-step mode: False (skip) or raise when the loss is not finite.
+        Deferred mode: record the flags on the device and return True."""
+        if not self.deferred:
+            if bool(torch.isfinite(total)):
+                return True
+            bad = [name for name, value in terms.items() if not bool(torch.isfinite(value).all())] or ["total"]
+            message = f"non-finite loss at epoch {run.epoch + 1} step {run.global_step} in term(s) {', '.join(bad)}"
+            if self.policy == "stop":
+                raise NonFiniteLossError(message + "; the weights were not updated (train.nonfinite=skip skips such steps)")
+            log.warning("%s; step skipped", message)
+            self.skipped += 1
+            return False
+        total = total.detach()
+        bad = ~torch.isfinite(total)
+        if self._count is None:
+            self._names = list(terms)
+            self._count = torch.zeros((), dtype=torch.long, device=total.device)
+            self._first = torch.full((1 + len(terms),), -1, dtype=torch.long, device=total.device)
+        flags = torch.stack([~torch.isfinite(v.detach().float()).all() for v in terms.values()])
+        record = torch.cat([torch.full((1,), run.global_step, device=total.device), flags.long()])
+        self._first = torch.where(bad & (self._first[0] < 0), record, self._first)
+        self._count += bad
+        self._bad = bad
+        return True
+
+    def before_update(self, optimizer, scaler, params) -> None:
+        """Deferred mode, after backward: make the optimiser skip this step on the device."""
+        if not self.deferred:
+            return
+        if scaler.is_enabled():  # GradScaler sets found_inf itself: poison the gradients
+            grads = [p.grad for p in params if p.grad is not None]
+            if grads:
+                nan = torch.where(self._bad, float("nan"), 0.0).to(grads[0].dtype)
+                torch._foreach_add_(grads, nan)
+        else:
+            optimizer.found_inf = self._bad.float()
+
+    def after_update(self, optimizer) -> None:
+        if self.deferred and hasattr(optimizer, "found_inf"):
+            del optimizer.found_inf
+
+    def masked(self, value: Tensor) -> Tensor:
+        """``value`` for the epoch's sums: 0 for a skipped step in deferred mode."""
+        if not self.deferred:
+            return value
+        return torch.where(self._bad, torch.zeros_like(value), value)
+
+    # ------------------------------------------------------------------ at sync points
+    def check(self, run) -> None:
+        """Deferred mode: read the flags (one host sync); raise (stop) or warn (skip)."""
+        if not self.deferred or self._count is None:
+            return
+        values = torch.cat([self._count.view(1), self._first]).tolist()
+        count, first, flags = values[0], values[1], values[2:]
+        new = count - self.skipped
+        if new <= 0:
+            return
+        names = [name for name, flag in zip(self._names, flags) if flag] or ["total"]
+        message = f"non-finite loss at epoch {run.epoch + 1} step {first} in term(s) {', '.join(names)}"
+        if self.policy == "stop":
+            later = run.global_step - first
+            raise NonFiniteLossError(
+                message + f"; that step's update was not applied, {later} later step(s) were "
+                f"(on {run.device.type} the loss is checked every train.log_interval steps "
+                "without stalling the device; train.nonfinite=skip skips such steps)")
+        log.warning("%s; %d step(s) skipped since the last check", message, new)
+        self.skipped = count
+        self._first.fill_(-1)
+
+
+def train_step(run, batch: dict, guard: NonFiniteGuard) -> Optional[tuple[Tensor, dict[str, Tensor]]]:
+    """One optimisation step of ``run`` on ``batch`` (a collated batch dict with images).
+
+    Returns (total loss, detached term values), or None when the step was skipped by the
+    per-step non-finite check. ``run`` needs: cfg, device, precision, step, teacher,
+    teacher_cache (optional), optimizer, scheduler, scaler, epoch, global_step.
+    """
+    cfg, device = run.cfg, run.device
+    images, targets = to_device(batch, device, cfg.train.channels_last)
+    teacher_out = teacher_outputs(run, batch, images)
+    with run.precision.autocast(device):
+        total, terms = run.step(images, targets, teacher_out, batch["targets"])
+    run.global_step += 1
+    run.optimizer.zero_grad(set_to_none=True)
+    if not guard.admit(total, terms, run):
+        run.scheduler.step()
+        return None
+    run.scaler.scale(total).backward()
+    params = [p for group in run.optimizer.param_groups for p in group["params"]]
+    guard.before_update(run.optimizer, run.scaler, params)
+    if cfg.optim.grad_clip:
+        run.scaler.unscale_(run.optimizer)
+        torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
+    run.scaler.step(run.optimizer)
+    guard.after_update(run.optimizer)
+    run.scaler.update()
+    run.scheduler.step()
+    return total.detach(), terms
