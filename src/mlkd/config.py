@@ -1,24 +1,45 @@
 """Validated experiment configs: YAML files + ``key.sub=value`` overrides -> ``Config``.
 
 Every section forbids unknown keys, so a typo is an error naming the key and the file before
-any training starts. Defaults follow the official L2D recipe (SPEC.md section 5).
+any training starts. Numbers must be finite (``.inf`` / ``.nan`` are refused) and a boolean is
+not accepted where a number is expected (YAML ``true`` would otherwise become 1). Defaults
+follow the official L2D recipe (SPEC.md section 5).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal, Optional, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from mlkd.errors import ConfigError
 
 PositiveInt = Field(gt=0)
 
 
+def _is_number(annotation: Any) -> bool:
+    """True for int / float / Optional[int] ... annotations that do not also accept a bool."""
+    args = get_args(annotation) or (annotation,)
+    return bool not in args and any(arg in (int, float) for arg in args)
+
+
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_number(cls, value: Any, info: ValidationInfo) -> Any:
+        """Refuse ``true`` / ``false`` where a number is expected (pydantic would take it as 1 / 0)."""
+        annotation = cls.model_fields[info.field_name].annotation
+        if isinstance(value, bool) and _is_number(annotation):
+            raise ValueError("expected a number, got a boolean")
+        if isinstance(value, dict) and get_origin(annotation) is dict and _is_number(get_args(annotation)[1]):
+            flags = [str(key) for key, item in value.items() if isinstance(item, bool)]
+            if flags:
+                raise ValueError(f"expected numbers, got a boolean for {', '.join(flags)}")
+        return value
 
 
 class DataConfig(_Section):
@@ -33,6 +54,7 @@ class DataConfig(_Section):
     eval_batch_size: Optional[int] = Field(None, gt=0)
     num_workers: int = Field(2, ge=0)
     on_bad_image: Literal["error", "skip"] = "error"
+    verify_images: bool = False  # decode every image once before training (see build_datasets)
 
 
 class ModelConfig(_Section):
@@ -54,6 +76,13 @@ class ModelConfig(_Section):
     def _name_not_empty(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("must be a model name such as resnet18 or any timm model name")
+        return value
+
+    @field_validator("pretrained")
+    @classmethod
+    def _pretrained_not_empty(cls, value: Union[bool, str]) -> Union[bool, str]:
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("must be true, false or the path of a weights file")
         return value
 
 
@@ -93,6 +122,16 @@ class TrainConfig(_Section):
     channels_last: bool = False
     compile: bool = False
     nonfinite: Literal["stop", "skip"] = "stop"
+    dist_timeout_s: float = Field(600.0, gt=0)  # bound on every collective under torchrun
+
+    @field_validator("protocols")
+    @classmethod
+    def _known_protocols(cls, value: list[str]) -> list[str]:
+        from mlkd.metrics import parse_protocol  # raises a ConfigError (a ValueError) naming the form
+
+        for protocol in value:
+            parse_protocol(protocol)
+        return value
 
 
 class Config(_Section):
@@ -104,6 +143,13 @@ class Config(_Section):
     optim: OptimConfig = Field(default_factory=OptimConfig)
     distill: DistillConfig = Field(default_factory=DistillConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+
+    @field_validator("run_dir")
+    @classmethod
+    def _run_dir_not_empty(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must name the run's folder (e.g. runs/coco-r101-r34-l2d)")
+        return value
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -131,7 +177,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as err:
-        raise ConfigError(f"override {text!r}: value is not valid YAML ({err})") from None
+        raise ConfigError(f"override {text!r}: value is not valid YAML ({_yaml_problem(err)})") from None
     return path, value
 
 
@@ -149,6 +195,14 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """A YAML error on one line: what is wrong and where (line:column)."""
+    mark = getattr(err, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    problem = getattr(err, "problem", None) or str(err)
+    return " ".join(f"{problem}{where}".split())
+
+
 def read_yaml(path: Union[str, Path]) -> dict[str, Any]:
     """Read a YAML mapping; a missing, unreadable or non-mapping file is a ConfigError."""
     path = Path(path)
@@ -157,7 +211,7 @@ def read_yaml(path: Union[str, Path]) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({err})") from None
+        raise ConfigError(f"{path}: not valid YAML ({_yaml_problem(err)})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of sections (data, model, ...)")
     return data

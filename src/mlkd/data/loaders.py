@@ -14,10 +14,19 @@ from mlkd.errors import DataError
 
 
 def build_datasets(cfg: DataConfig):
-    """(train, test) datasets with the recipe's train / eval transforms; same class list."""
+    """(train, test) datasets with the recipe's train / eval transforms; same class list.
+
+    With ``data.verify_images`` every image of both splits is decoded here, before any model
+    is built (``MultiLabelImageDataset.verify_images``: an ``error`` policy stops on the first
+    unreadable file, ``skip`` drops them); datasets without image files are not affected.
+    """
     options = {"on_bad_image": cfg.on_bad_image, **cfg.options}
     train = build_dataset(cfg.name, "train", build_transform(cfg.recipe, cfg.img_size, True, cfg.normalize), **options)
     test = build_dataset(cfg.name, "test", build_transform(cfg.recipe, cfg.img_size, False, cfg.normalize), **options)
+    if cfg.verify_images:
+        for dataset in (train, test):
+            if hasattr(dataset, "verify_images"):
+                dataset.verify_images(cfg.num_workers)
     if list(train.classes) != list(test.classes):
         raise DataError(f"dataset {cfg.name!r}: train and test splits have different class lists")
     for split, dataset in (("train", train), ("test", test)):

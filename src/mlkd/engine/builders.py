@@ -9,20 +9,29 @@ from torch import nn
 
 from mlkd.config import ModelConfig
 from mlkd.engine.checkpoint import check_classes, load_checkpoint
-from mlkd.errors import ConfigError
+from mlkd.errors import CheckpointError, ConfigError
 
 
 def model_from_config(cfg: ModelConfig, num_classes: int, pretrained: bool | str | None = None) -> nn.Module:
-    """``build_model`` with the config's settings (``pretrained`` overrides the config's)."""
+    """``build_model`` with the config's settings (``pretrained`` overrides the config's).
+
+    ``model.options`` go to ``timm.create_model``; one the model does not take is a ConfigError.
+    """
     from mlkd.models import build_model
 
-    return build_model(
-        cfg.name, num_classes,
-        pretrained=cfg.pretrained if pretrained is None else pretrained,
-        img_size=cfg.img_size, embed_dim=cfg.embed_dim, head=cfg.head,
-        learnable_queries=cfg.learnable_queries, num_heads=cfg.num_heads,
-        ffn_dim=cfg.ffn_dim, dropout=cfg.dropout, **cfg.options,
-    )
+    try:
+        return build_model(
+            cfg.name, num_classes,
+            pretrained=cfg.pretrained if pretrained is None else pretrained,
+            img_size=cfg.img_size, embed_dim=cfg.embed_dim, head=cfg.head,
+            learnable_queries=cfg.learnable_queries, num_heads=cfg.num_heads,
+            ffn_dim=cfg.ffn_dim, dropout=cfg.dropout, **cfg.options,
+        )
+    except TypeError as err:
+        if cfg.options and "unexpected keyword argument" in str(err):
+            raise ConfigError(f"model.options {cfg.options}: {err}; remove the option or check the "
+                              f"timm model's arguments") from None
+        raise
 
 
 def model_from_checkpoint(path: str | Path, device: torch.device) -> tuple[nn.Module, dict]:
@@ -35,12 +44,19 @@ def model_from_checkpoint(path: str | Path, device: torch.device) -> tuple[nn.Mo
 
 
 def load_teacher(path: str | None, classes: list[str], device: torch.device) -> nn.Module:
-    """A frozen teacher: eval mode, no gradients; its class list must equal ``classes``."""
+    """A frozen teacher: eval mode, no gradients; its class list must equal ``classes`` and its
+    weights must be finite (checked once here, not per step)."""
     if not path:
         raise ConfigError("distill.teacher: this method needs a teacher checkpoint (distill.teacher=/path/to/last.pt)")
     if not Path(path).is_file():
         raise ConfigError(f"distill.teacher: file not found: {path}")
     teacher, state = model_from_checkpoint(path, device)
     check_classes(state["classes"], classes, f"teacher checkpoint {path}")
+    bad = [name for name, value in teacher.state_dict().items()
+           if value.is_floating_point() and not bool(torch.isfinite(value).all())]
+    if bad:  # a diverged teacher would make every distillation loss NaN from the first step
+        raise CheckpointError(f"teacher checkpoint {path} holds non-finite (NaN/inf) weights in "
+                              f"{', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}; distil from a "
+                              "checkpoint of a healthy run")
     teacher.requires_grad_(False)
     return teacher

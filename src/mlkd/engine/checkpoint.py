@@ -4,16 +4,26 @@ A run folder keeps ``checkpoints/last.pt`` and the one before it, ``checkpoints/
 Writes go to a temporary file that is fsynced and renamed over the target, so a crash never
 leaves a half-written ``last.pt``; ``load_latest`` falls back to ``prev.pt`` when ``last.pt``
 cannot be read.
+
+Integrity: ``torch.load`` does not notice damaged bytes inside a tensor (a flipped bit on disk
+loads as a silently different weight), so ``save_rotating`` stores a SHA-256 digest of the
+whole state (tensor bytes, dtypes and shapes, and every other value) under ``integrity`` and
+``load_checkpoint`` recomputes it: a mismatch is a CheckpointError naming the file. Files
+without the entry (older checkpoints, states written with plain ``torch.save``) load
+unverified; ``load_checkpoint`` returns the state without it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from mlkd.errors import CheckpointError
@@ -22,6 +32,39 @@ log = logging.getLogger(__name__)
 
 LAST, PREV = "last.pt", "prev.pt"
 REQUIRED_KEYS = ("model", "classes", "config", "epoch")
+INTEGRITY = "integrity"
+
+
+def _feed(digest: Any, obj: Any) -> None:
+    if isinstance(obj, torch.Tensor):
+        tensor = obj.detach()
+        digest.update(f"T{tensor.dtype}{tuple(tensor.shape)}".encode())
+        if tensor.numel():
+            digest.update(tensor.cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    elif isinstance(obj, np.ndarray):
+        digest.update(f"A{obj.dtype}{obj.shape}".encode())
+        digest.update(np.ascontiguousarray(obj).tobytes())
+    elif isinstance(obj, Mapping):
+        digest.update(b"{")
+        for key, value in obj.items():
+            _feed(digest, key)
+            _feed(digest, value)
+        digest.update(b"}")
+    elif isinstance(obj, (list, tuple)):
+        digest.update(b"[")
+        for value in obj:
+            _feed(digest, value)
+        digest.update(b"]")
+    else:
+        digest.update(f"{type(obj).__name__}:{obj!r};".encode())
+
+
+def state_digest(state: Mapping[str, Any]) -> str:
+    """SHA-256 (hex) of a checkpoint state, ``integrity`` entry excluded; equal before saving
+    and after loading (dict order survives pickling)."""
+    digest = hashlib.sha256()
+    _feed(digest, {key: value for key, value in state.items() if key != INTEGRITY})
+    return digest.hexdigest()
 
 
 def atomic_save(obj: Any, path: Path) -> None:
@@ -40,11 +83,14 @@ def atomic_save(obj: Any, path: Path) -> None:
 
 
 def save_rotating(state: dict[str, Any], folder: Path) -> Path:
-    """Write ``state`` as ``last.pt``; the previous ``last.pt`` becomes ``prev.pt``."""
+    """Write ``state`` (plus its integrity digest) as ``last.pt``; the previous ``last.pt``
+    becomes ``prev.pt``. Temporary files left by a process killed while saving are removed."""
     last, prev = folder / LAST, folder / PREV
+    for stale in folder.glob(f".{LAST}.*.tmp"):
+        stale.unlink(missing_ok=True)
     if last.exists():
         os.replace(last, prev)
-    atomic_save(state, last)
+    atomic_save({**state, INTEGRITY: {"sha256": state_digest(state)}}, last)
     return last
 
 
@@ -59,11 +105,21 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"checkpoint {path} is unreadable or corrupt ({type(err).__name__}: {err})") from None
     if not isinstance(state, dict) or any(key not in state for key in REQUIRED_KEYS):
         raise CheckpointError(f"checkpoint {path} is not an mlkd checkpoint (needs keys {', '.join(REQUIRED_KEYS)})")
+    integrity = state.pop(INTEGRITY, None)
+    if isinstance(integrity, dict) and integrity.get("sha256") != state_digest(state):
+        raise CheckpointError(f"checkpoint {path} is corrupt: its contents do not match the SHA-256 "
+                              "digest written with it (damaged on disk or in transfer)")
     return state
 
 
-def load_latest(folder: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any] | None:
-    """The newest readable checkpoint in ``folder`` (last, else prev), or None if there is none."""
+def load_latest(folder: str | Path, map_location: str | torch.device = "cpu",
+                quarantine: bool = False) -> dict[str, Any] | None:
+    """The newest readable checkpoint in ``folder`` (last, else prev), or None if there is none.
+
+    ``quarantine`` (for a run about to continue): rename an unreadable file to
+    ``<name>.corrupt`` (kept for inspection), so that the next ``save_rotating`` does not
+    rotate it over the good ``prev.pt``. The state's ``"path"`` entry names the file read.
+    """
     folder = Path(folder)
     candidates = [folder / LAST, folder / PREV]
     if not any(path.exists() for path in candidates):
@@ -77,7 +133,11 @@ def load_latest(folder: str | Path, map_location: str | torch.device = "cpu") ->
         except CheckpointError as err:
             log.warning("%s; trying the previous checkpoint", err)
             errors.append(str(err))
+            if quarantine:
+                os.replace(path, path.with_name(path.name + ".corrupt"))
+                log.warning("renamed %s to %s.corrupt", path, path.name)
             continue
+        state["path"] = str(path)
         return state
     raise CheckpointError("no readable checkpoint in " + str(folder) + ": " + " | ".join(errors))
 

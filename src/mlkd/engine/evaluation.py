@@ -75,7 +75,10 @@ def evaluate_checkpoint(path: str, protocols: list[str] | None = None, data_cfg=
     from mlkd.engine.builders import model_from_checkpoint
     from mlkd.engine.checkpoint import check_classes
     from mlkd.engine.runtime import resolve_device, resolve_precision
+    from mlkd.metrics import parse_protocol
 
+    for protocol in protocols or ():  # a typo fails now, not after predicting the whole test set
+        parse_protocol(protocol)
     torch_device = resolve_device(device)
     model, state = model_from_checkpoint(path, torch_device)
     saved = Config.model_validate(state["config"])

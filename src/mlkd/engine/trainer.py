@@ -13,6 +13,7 @@ metrics are the result.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -42,7 +43,8 @@ log = logging.getLogger("mlkd")
 
 # Config keys that may change between a run and its resumption.
 _RESUMABLE_CHANGES = {("train", "progress"), ("train", "log_interval"), ("train", "tensorboard"),
-                      ("data", "num_workers"), ("optim", "stop_epoch"), ("distill", "teacher")}
+                      ("data", "num_workers"), ("optim", "stop_epoch"), ("distill", "teacher"),
+                      ("train", "dist_timeout_s")}
 
 
 @dataclass
@@ -104,7 +106,7 @@ def build_run(cfg: Config) -> Run:
     """Datasets, models, objective, optimiser and loaders for ``cfg`` (nothing trained yet)."""
     local_rank = local_rank_from_env()
     device = resolve_device(cfg.train.device, local_rank)
-    info = init_distributed(device.type)
+    info = init_distributed(device.type, cfg.train.dist_timeout_s)
     precision = resolve_precision(cfg.train.amp, device)
     seed_everything(cfg.train.seed, cfg.train.deterministic)
     train_set, test_set = build_datasets(cfg.data)
@@ -161,8 +163,9 @@ def _state(run: Run) -> dict:
 
 def restore(run: Run) -> bool:
     """Load the run folder's newest good checkpoint into ``run``; False when there is none."""
-    state = ckpt.load_latest(run.run_dir / "checkpoints")
+    state = ckpt.load_latest(run.run_dir / "checkpoints", quarantine=run.info.is_main)
     if state is None:
+        log.info("--resume: no checkpoint in %s yet; starting from scratch", run.run_dir / "checkpoints")
         return False
     changed = _config_differences(state["config"], run.cfg.to_dict())
     if changed:
@@ -175,7 +178,7 @@ def restore(run: Run) -> bool:
     run.scaler.load_state_dict(state["scaler"])
     run.epoch, run.global_step, run.history = state["epoch"], state["global_step"], state["history"]
     _set_rng_state(state["rng"])
-    log.info("resumed %s after epoch %d", run.run_dir, run.epoch)
+    log.info("resumed %s from %s after epoch %d", run.run_dir, state.get("path"), run.epoch)
     return True
 
 
@@ -227,11 +230,42 @@ def _evaluate_now(run: Run, last: bool) -> bool:
     return last or (every > 0 and run.epoch % every == 0)
 
 
+def prepare_run_dir(cfg: Config, resume: bool) -> Path:
+    """Create ``run_dir`` before anything is built; a ConfigError naming it when it cannot be
+    written, or when it already holds a run's checkpoints and ``resume`` is False (a new run
+    would rotate them away: continue it with ``--resume`` or choose another run_dir)."""
+    run_dir = Path(cfg.run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"run_dir: cannot create {run_dir} ({err.strerror or err}); "
+                          "choose a writable folder") from None
+    if not os.access(run_dir, os.W_OK | os.X_OK):
+        raise ConfigError(f"run_dir: {run_dir} is not writable; choose a writable folder")
+    if not resume and any((run_dir / "checkpoints" / name).exists() for name in (ckpt.LAST, ckpt.PREV)):
+        raise ConfigError(f"run_dir {run_dir} already holds the checkpoints of a run; continue it with "
+                          "--resume or choose another run_dir")
+    return run_dir
+
+
+def _data_report(run: Run) -> dict[str, dict[str, int]]:
+    """Images dropped before training, per split: listed but absent (``missing``) and, with
+    ``data.verify_images``, undecodable (``unreadable``)."""
+    report = {}
+    for split, loader in (("train", run.train_loader), ("test", run.test_loader)):
+        dataset = loader.dataset
+        report[split] = {"images": len(dataset), "missing": int(getattr(dataset, "missing", 0)),
+                         "unreadable": len(getattr(dataset, "unreadable_files", ()))}
+    return report
+
+
 def fit(cfg: Config, resume: bool = False) -> dict:
     """Train (a teacher with ``vanilla``, or a student with a teacher) and return the last record.
 
     The record is also the last line of ``run_dir/metrics.jsonl``. Runs under torchrun as is.
+    ``run_dir`` is checked first (``prepare_run_dir``), then data, teacher and models are built.
     """
+    prepare_run_dir(cfg, resume)
     run = build_run(cfg)
     try:
         if resume and restore(run):
@@ -245,7 +279,7 @@ def fit(cfg: Config, resume: bool = False) -> dict:
             train_stats = train_one_epoch(run)
             run.epoch += 1
             broadcast_buffers(run.student, run.info)
-            record: dict[str, Any] = {"epoch": run.epoch, "train": train_stats}
+            record: dict[str, Any] = {"epoch": run.epoch, "train": train_stats, "data": _data_report(run)}
             if _evaluate_now(run, run.epoch == stop):
                 record["eval"] = evaluate(run.student, run.test_loader, run.device, run.precision,
                                           cfg.train.protocols, run.info, cfg.train.channels_last)

@@ -32,6 +32,27 @@ _NEEDS = {
 }
 
 
+def check_option(term: str, key: str, value: Any, choices: Sequence[str] = (),
+                 minimum: Optional[float] = None, positive: bool = False) -> Any:
+    """Validate one loss-term option when the objective is built (not at the first step).
+
+    ``choices``: the allowed strings; otherwise the value must be a real number (not a bool),
+    at least ``minimum`` and, with ``positive``, above 0. A ConfigError names the option as it
+    is written in a config (``distill.options.<term>.<key>``).
+    """
+    where = f"distill.options.{term}.{key}"
+    if choices:
+        if value not in choices:
+            raise ConfigError(f"{where} must be one of {', '.join(choices)}, got {value!r}")
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        raise ConfigError(f"{where} must be a number, got {value!r}")
+    if (positive and value <= 0) or (minimum is not None and value < minimum):
+        bound = "> 0" if positive else f">= {minimum}"
+        raise ConfigError(f"{where} must be {bound}, got {value!r}")
+    return value
+
+
 class LossTerm(nn.Module):
     """One loss term. Subclasses set ``name``, ``field`` (the ModelOutput field they read),
     ``needs_teacher`` and implement ``compute(student_value, teacher_value, targets)``."""
@@ -75,7 +96,7 @@ class BCETerm(LossTerm):
 
     def __init__(self, reduction: str = "sum"):
         super().__init__()
-        self.reduction = reduction
+        self.reduction = check_option("bce", "reduction", reduction, ("sum", "mean"))
 
     def compute(self, s, t, targets):
         return bce_loss(s, targets, self.reduction)
@@ -89,7 +110,7 @@ class MLDTerm(LossTerm):
 
     def __init__(self, temperature: float = 1.0):
         super().__init__()
-        self.temperature = temperature
+        self.temperature = check_option("mld", "temperature", temperature, positive=True)
 
     def compute(self, s, t, targets):
         return mld_loss(s, t, self.temperature)
@@ -160,7 +181,8 @@ class RKDTerm(LossTerm):
 
     def __init__(self, distance_weight: float = 25.0, angle_weight: float = 50.0):
         super().__init__()
-        self.distance_weight, self.angle_weight = distance_weight, angle_weight
+        self.distance_weight = check_option("rkd", "distance_weight", distance_weight, minimum=0)
+        self.angle_weight = check_option("rkd", "angle_weight", angle_weight, minimum=0)
 
     def compute(self, s, t, targets):
         return rkd_loss(s, t, self.distance_weight, self.angle_weight)
@@ -174,7 +196,8 @@ class PKTTerm(LossTerm):
 
     def __init__(self, eps: float = 1e-7, reduction: str = "mean"):
         super().__init__()
-        self.eps, self.reduction = eps, reduction
+        self.eps = check_option("pkt", "eps", eps, positive=True)
+        self.reduction = check_option("pkt", "reduction", reduction, ("mean", "sum"))
 
     def compute(self, s, t, targets):
         return pkt_loss(s, t, self.eps, self.reduction)

@@ -1,0 +1,11 @@
+"""``python tests/fault_cli.py ARGS`` = ``mlkd ARGS`` with the test-only ``fault_nonfinite`` loss
+term registered (see fault_helpers.py); torchrun runs it as a script for the DDP fault tests."""
+
+import sys
+
+from fault_helpers import register_nonfinite_term
+from mlkd.cli import main
+
+if __name__ == "__main__":
+    register_nonfinite_term()
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,102 @@
+"""Helpers of the fault-injection tests (tests/test_faults_*.py).
+
+- ``NonFiniteTerm`` / ``nonfinite_term()``: a test-only loss term that returns NaN or inf at
+  chosen calls (training steps), optionally only on one DDP rank. It is real arithmetic in the
+  real training loop: nothing of the engine is mocked. Its registration is scoped
+  (``nonfinite_term()``) so other tests never see it in ``LOSS_TERMS``; ``fault_cli.py``
+  registers it in subprocesses (torchrun).
+- ``write_config``: a tiny config as a YAML file (for ``mlkd.cli`` in a subprocess).
+- ``run_cli``: ``mlkd.cli.main`` in-process, returning (exit code, stderr).
+- ``cli_command`` / ``cli_env``: the command line of ``python -m mlkd.cli`` in a subprocess.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import sys
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import torch
+import yaml
+
+from mlkd.losses.objective import LOSS_TERMS, LossTerm
+
+TESTS = Path(__file__).resolve().parent
+CACHE = TESTS / ".cache" / "mosaic"  # mosaic arrays shared by the fault tests (git-ignored)
+NONFINITE = "fault_nonfinite"
+
+
+class NonFiniteTerm(LossTerm):
+    """0 (with a zero gradient to the logits) except at the 1-based ``steps`` calls of this
+    process, where it is ``value`` ("nan" | "inf"). ``rank``: only on that DDP rank."""
+
+    name, needs_teacher = NONFINITE, False
+
+    def __init__(self, steps: Sequence[int] = (), value: str = "nan", rank: int | None = None):
+        super().__init__()
+        self.steps, self.value, self.rank, self.calls = set(steps), float(value), rank, 0
+
+    def compute(self, s, t, targets):
+        self.calls += 1
+        here = self.rank is None or int(os.environ.get("RANK", "0")) == self.rank
+        bad = here and self.calls in self.steps
+        return (s * 0).sum() + (self.value if bad else 0.0)
+
+
+def register_nonfinite_term() -> None:
+    if NONFINITE not in LOSS_TERMS:
+        LOSS_TERMS.register(NONFINITE)(NonFiniteTerm)
+
+
+@contextlib.contextmanager
+def nonfinite_term() -> Iterator[None]:
+    """``NonFiniteTerm`` registered as ``fault_nonfinite`` for the duration of the block."""
+    register_nonfinite_term()
+    try:
+        yield
+    finally:
+        LOSS_TERMS._entries.pop(NONFINITE, None)
+
+
+def write_config(cfg, path: Path) -> Path:
+    """A validated Config as a YAML file."""
+    path.write_text(yaml.safe_dump(cfg.to_dict()))
+    return path
+
+
+def run_cli(argv: list[str], capsys) -> tuple[int, str]:
+    """``mlkd.cli.main(argv)`` in this process: (exit code, stderr)."""
+    from mlkd.cli import main
+
+    capsys.readouterr()
+    code = main(argv)
+    return code, capsys.readouterr().err
+
+
+def cli_env() -> dict[str, str]:
+    """The environment of subprocess runs: one thread each (the machine has 2 cores) and the
+    source tree importable."""
+    path = os.pathsep.join([str(TESTS), str(TESTS.parent / "src"), os.environ.get("PYTHONPATH", "")])
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
+
+
+def cli_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "mlkd.cli", *args]
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def assert_same_tensors(a: dict, b: dict) -> None:
+    """Bit-identical state dicts: the same keys and torch.equal on every tensor."""
+    assert list(a) == list(b)
+    for key, value in a.items():
+        assert torch.equal(value, b[key]), f"tensor {key} differs"
+
+
+def all_finite(state: dict) -> bool:
+    return all(bool(torch.isfinite(v).all()) for v in state.values() if v.is_floating_point())
