@@ -99,12 +99,27 @@ class OptimConfig(_Section):
 
 
 class DistillConfig(_Section):
-    """The method (a named objective) and, for distillation, the teacher checkpoint."""
+    """The method (a named objective) and, for distillation, the teacher checkpoint.
+
+    ``cache``: teacher-output cache, ``off`` | ``auto`` | a folder; ``cache_view``: ``eval``
+    (un-augmented training images) or ``train`` (``cache_views`` fixed augmentations, epoch e
+    uses view e mod cache_views). See ``mlkd.engine.teacher_cache``.
+    """
 
     method: str = "vanilla"
     teacher: Optional[str] = None
     weights: dict[str, float] = Field(default_factory=dict)
     options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    cache: str = "off"
+    cache_view: Literal["eval", "train"] = "eval"
+    cache_views: int = Field(1, gt=0)
+
+    @field_validator("cache")
+    @classmethod
+    def _cache_not_empty(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must be off, auto or a folder for the teacher-output cache")
+        return value
 
 
 class TrainConfig(_Section):

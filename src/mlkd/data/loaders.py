@@ -43,14 +43,18 @@ def _loader(dataset, batch_size: int, sampler, workers: int, drop_last: bool, pi
     )
 
 
-def train_loader(dataset, cfg: DataConfig, info: DistInfo, seed: int, pin: bool) -> DataLoader:
+def train_loader(dataset, cfg: DataConfig, info: DistInfo, seed: int, pin: bool,
+                 wrap_sampler=None) -> DataLoader:
     """Shuffled with (seed, epoch) via DistributedSampler.set_epoch; last partial batch dropped.
 
     Each rank takes ``batch_size // world_size`` images, so the global batch is ``batch_size``.
+    ``wrap_sampler``: optional ``sampler -> sampler`` (the teacher cache's view sampler).
     """
     per_rank = max(1, cfg.batch_size // info.world_size)
     sampler = DistributedSampler(dataset, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=seed, drop_last=True)
     drop_last = len(sampler) >= per_rank
+    if wrap_sampler is not None:
+        sampler = wrap_sampler(sampler)
     return _loader(dataset, per_rank, sampler, cfg.num_workers, drop_last, pin)
 
 

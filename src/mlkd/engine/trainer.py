@@ -127,13 +127,20 @@ def build_run(cfg: Config) -> Run:
         student = student.to(memory_format=torch.channels_last)
         if teacher is not None:
             teacher = teacher.to(memory_format=torch.channels_last)
+    cache = None
+    if cfg.distill.cache != "off" and teacher is not None:
+        from mlkd.engine import teacher_cache
+
+        train_set, cache = teacher_cache.prepare(cfg, teacher, objective, train_set, info, device, precision)
+        teacher = None  # every teacher output the objective reads now comes from the cache
     step: nn.Module = StudentStep(student, objective)
     if info.enabled:
         step = DistributedDataParallel(step, device_ids=[device.index] if device.type == "cuda" else None)
     if cfg.train.compile:
         step = torch.compile(step)
     pin = device.type == "cuda"
-    loader = train_loader(train_set, cfg.data, info, cfg.train.seed, pin)
+    loader = train_loader(train_set, cfg.data, info, cfg.train.seed, pin,
+                          cache.wrap_sampler if cache is not None else None)
     optimizer = build_optimizer([student, objective], cfg.optim, fused=defers_checks(device))
     return Run(
         cfg=cfg, info=info, device=device, precision=precision, classes=classes,
@@ -141,6 +148,7 @@ def build_run(cfg: Config) -> Run:
         scheduler=build_scheduler(optimizer, cfg.optim, len(loader)),
         scaler=torch.amp.GradScaler(device.type, enabled=precision.use_scaler),
         train_loader=loader, test_loader=eval_loader(test_set, cfg.data, info, pin),
+        teacher_cache=cache,
     )
 
 

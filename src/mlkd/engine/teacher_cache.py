@@ -1,0 +1,448 @@
+"""Teacher-output cache: run the frozen teacher once over a deterministic view of the training
+data, store its outputs on disk, and serve them to every distillation epoch (and every student
+that shares the teacher, data and view) instead of a teacher forward per step.
+
+Config (``distill`` section):
+
+- ``cache``: ``off`` (default) | ``auto`` (a folder named by the fingerprint under
+  ``$MLKD_CACHE/teacher``, else ``~/.cache/mlkd/teacher``: built when absent, reused when
+  present) | a folder (reused when it exists and matches, built there when absent).
+- ``cache_view``: which images the teacher sees, and so which images the student trains on
+  while the cache is on:
+  ``eval`` (default): the recipe's evaluation transform of the training images (resize,
+  no augmentation; one view);
+  ``train``: the recipe's training augmentation made deterministic per (``train.seed``, view,
+  image): the random draws of image i in view v come from a generator seeded with
+  (seed, v, i). ``cache_views`` = V views are stored and epoch e uses view e mod V, so the
+  student sees exactly the images the teacher saw (V = epochs gives a new augmentation every
+  epoch, at the cost of one teacher pass per view).
+
+What is stored, per view and dataset index, as float16 ``.npy`` files read through
+``numpy.memmap``: ``logits`` [N, q], ``label_embeddings`` [N, q, D] (when the teacher has the
+label-wise head) and ``pooled`` [N, F] (so RKD and PKT can use the cache too), plus a
+``written`` mask. ReviewKD reads the teacher's stage feature maps, which are not stored (at
+224 px a ResNet's four stages take ~1.5 MB per image in fp16): the cache refuses that method.
+Size: N x V x (q x (D + 1) + F) x 2 bytes, e.g. COCO (82,081 images, q = 80, D = 768,
+F = 2048 for a ResNet-101) ~10.4 GB per view; free disk space is checked before building.
+
+Each field is stored as float16 deviations from a float32 reference (the mean output over the
+first 64 images of view 0, ``offset_<field>.npy``) and served as reference + deviation in
+float32: the rounding error is relative to how much outputs differ between images, not to
+their size. Distances between label embeddings (CD/ID) are differences of nearly equal vectors
+when a teacher's embeddings of a class vary little between images; stored as plain float16
+they changed the CD loss by ~1% in the tests' small teacher, centred they do not.
+
+Correctness: the folder's ``meta.json`` holds a fingerprint of what produced it: the teacher
+(a SHA-256 of its weights, its class list and the autocast dtype of its forward), the dataset
+(name, options, number of images, classes, a digest of the label matrix) and the view (the
+transform's description, the policy, the number of views and the seed). Opening a folder whose
+fingerprint differs is a ConfigError naming the parts that differ. A cache is written to a
+temporary folder next to the target and renamed into place when complete, so a crash never
+leaves a half-written cache under the target name. Under torchrun every rank builds its shard
+of the images into the same temporary folder; rank 0 renames it; barriers separate the phases.
+Cached values equal the live teacher outputs for the same view up to float16 rounding of the
+deviations (error <= 2**-11 x |output - reference|); they are served as float32.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import json
+import logging
+import os
+import random
+import shutil
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from mlkd.data.batch import collate
+from mlkd.engine.distributed import DistInfo, ShardSampler, barrier
+from mlkd.errors import ConfigError, DataError
+from mlkd.models.output import ModelOutput
+
+log = logging.getLogger("mlkd")
+
+FORMAT_VERSION = 1
+VIEW_POLICIES = ("eval", "train")
+#: ModelOutput fields a cache can serve (ReviewKD's ``features`` are not stored).
+SERVABLE = ("logits", "label_embeddings", "pooled")
+_META = "meta.json"
+
+
+# ---------------------------------------------------------------- deterministic views
+@contextlib.contextmanager
+def _seeded(seed: int, view: int, index: int) -> Iterator[None]:
+    """torch / random / numpy generators seeded by (seed, view, index) inside the block; the
+    previous states are restored after it (the training RNG streams are not disturbed)."""
+    state = int(np.random.SeedSequence([seed, view, index]).generate_state(1, np.uint64)[0] >> 1)
+    py_state, np_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(state)
+        random.seed(state)
+        np.random.seed(state % 2**32)
+        try:
+            yield
+        finally:
+            random.setstate(py_state)
+            np.random.set_state(np_state)
+
+
+class SeededViews(Dataset):
+    """``dataset[(i, v)]`` is item i of ``dataset`` with its transform's random draws seeded by
+    (seed, v, i): the same augmented image every time view v of image i is asked for."""
+
+    def __init__(self, dataset: Dataset, seed: int):
+        self.dataset, self.seed = dataset, int(seed)
+        self.classes = list(dataset.classes)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key):
+        index, view = key if isinstance(key, tuple) else (key, 0)
+        with _seeded(self.seed, view, index):
+            return self.dataset[index]
+
+    @property
+    def transform(self):
+        return self.dataset.transform
+
+    def __getattr__(self, name: str):  # missing, labels_matrix, ... of the wrapped dataset
+        if name.startswith("__") or name == "dataset":
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+
+class ViewSampler(Sampler):
+    """Wraps an index sampler: yields (index, view) with view = epoch mod ``views``
+    (``set_epoch`` is forwarded to the wrapped sampler)."""
+
+    def __init__(self, sampler: Sampler, views: int, view: int = 0):
+        self.sampler, self.views, self.view = sampler, views, view
+
+    def set_epoch(self, epoch: int) -> None:
+        if hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(epoch)
+        self.view = epoch % self.views
+
+    def __iter__(self):
+        view = self.view
+        return ((int(i), view) for i in self.sampler)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+
+def view_dataset(train_set: Dataset, eval_transform: Callable, policy: str, seed: int) -> Dataset:
+    """The training images as the cache (and the student) see them under ``policy``."""
+    if policy == "eval":
+        if not hasattr(train_set, "transform"):
+            raise ConfigError("distill.cache_view=eval needs a dataset with a `transform` attribute")
+        dataset = copy.copy(train_set)
+        dataset.transform = eval_transform
+        return dataset
+    return SeededViews(train_set, seed)
+
+
+# ---------------------------------------------------------------- fingerprint
+def weights_digest(model: nn.Module) -> str:
+    """SHA-256 of a model's state dict (names, dtypes, shapes and bytes)."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def fingerprint(teacher: nn.Module, teacher_dtype: Optional[torch.dtype], dataset: Dataset,
+                data_name: str, data_options: dict, policy: str, views: int, seed: int) -> dict:
+    """What determines a cache's content (see the module docstring); JSON-serialisable."""
+    base = dataset.dataset if isinstance(dataset, SeededViews) else dataset
+    labels = base.labels_matrix() if hasattr(base, "labels_matrix") else None
+    return {
+        "format": FORMAT_VERSION,
+        "teacher": {"weights_sha256": weights_digest(teacher),
+                    "autocast": str(teacher_dtype) if teacher_dtype is not None else "off"},
+        "dataset": {
+            "name": data_name,
+            "options": {k: v for k, v in sorted(data_options.items()) if k != "cache_dir"},
+            "num_images": len(dataset), "classes": list(dataset.classes),
+            "labels_sha256": (hashlib.sha256(np.ascontiguousarray(labels, np.uint8).tobytes()).hexdigest()
+                              if labels is not None else None),
+        },
+        "view": {"policy": policy, "views": views, "seed": seed if policy == "train" else None,
+                 "transform": repr(getattr(dataset, "transform", None))},
+    }
+
+
+def _digest(fp: dict) -> str:
+    return hashlib.sha256(json.dumps(fp, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _differences(built: dict, wanted: dict) -> list[str]:
+    out = []
+    for section in sorted(set(built) | set(wanted)):
+        a, b = built.get(section), wanted.get(section)
+        if a == b:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            keys = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+            out.append(f"{section} ({', '.join(keys)})")
+        else:
+            out.append(section)
+    return out
+
+
+def auto_folder(fp: dict) -> Path:
+    """``$MLKD_CACHE/teacher/<digest>`` (default root ``~/.cache/mlkd``)."""
+    root = os.environ.get("MLKD_CACHE")
+    base = Path(root) if root else Path.home() / ".cache" / "mlkd"
+    return base / "teacher" / _digest(fp)[:20]
+
+
+# ---------------------------------------------------------------- the cache
+class TeacherCache:
+    """A complete cache folder, opened read-only (memory-mapped).
+
+    ``lookup(index [B] long, view, device) -> ModelOutput`` (logits [B, q], label_embeddings
+    [B, q, D] or None, pooled [B, F], float32 on ``device``; no stage features).
+    """
+
+    def __init__(self, folder: str | Path, expected: Optional[dict] = None):
+        self.folder = Path(folder)
+        meta_path = self.folder / _META
+        try:
+            self.meta = json.loads(meta_path.read_text())
+        except FileNotFoundError:
+            raise DataError(f"teacher cache {self.folder} is incomplete (no {_META}): delete the folder "
+                            "and it is rebuilt") from None
+        except (OSError, ValueError) as err:
+            raise DataError(f"teacher cache {self.folder}: unreadable {_META} ({err}); delete the folder") from None
+        if expected is not None and self.meta.get("fingerprint") != expected:
+            parts = _differences(self.meta.get("fingerprint") or {}, expected)
+            raise ConfigError(
+                f"distill.cache: {self.folder} was built for another {', '.join(parts)}; it cannot "
+                "serve this run. Use distill.cache=auto (one folder per fingerprint), another folder, "
+                "or delete this one to rebuild it")
+        self.views = int(self.meta["views"])
+        self.policy = self.meta["fingerprint"]["view"]["policy"]
+        self.fields = list(self.meta["fields"])
+        self._arrays = {name: np.load(self.folder / f"{name}.npy", mmap_mode="r") for name in self.fields}
+        self._offsets = {name: torch.from_numpy(np.load(self.folder / f"offset_{name}.npy"))
+                         for name in self.fields}
+        self._written = np.load(self.folder / "written.npy", mmap_mode="r")
+
+    def __len__(self) -> int:
+        return int(self.meta["num_images"])
+
+    def view_of_epoch(self, epoch: int) -> int:
+        return epoch % self.views
+
+    def wrap_sampler(self, sampler: Sampler) -> Sampler:
+        """The training sampler for this cache's views (identity for the eval view)."""
+        return ViewSampler(sampler, self.views) if self.policy == "train" else sampler
+
+    def lookup(self, index: torch.Tensor, view: int, device: torch.device | str = "cpu") -> ModelOutput:
+        """The cached teacher outputs of dataset items ``index`` [B] under ``view``."""
+        idx = np.asarray(index.cpu().numpy() if isinstance(index, torch.Tensor) else index, dtype=np.int64)
+        if idx.size and (idx.min() < 0 or idx.max() >= len(self)):
+            raise DataError(f"teacher cache {self.folder}: index out of range [0, {len(self)})")
+        missing = idx[~self._written[view, idx].astype(bool)]
+        if missing.size:
+            raise DataError(f"teacher cache {self.folder}: no entry for image(s) {missing[:5].tolist()} in "
+                            f"view {view} (unreadable when the cache was built?); delete the folder to rebuild")
+        device = torch.device(device)
+        out = {}
+        for name in SERVABLE:
+            if name in self._arrays:
+                rows = torch.from_numpy(self._arrays[name][view][idx])
+                if device.type == "cuda":
+                    rows = rows.pin_memory()
+                offset = self._offsets[name]
+                if offset.device != device:
+                    offset = self._offsets[name] = offset.to(device)
+                out[name] = rows.to(device, non_blocking=True).float().add_(offset)
+        return ModelOutput(logits=out["logits"], label_embeddings=out.get("label_embeddings"),
+                           pooled=out["pooled"], features=[])
+
+
+def _shapes(teacher: nn.Module) -> dict[str, tuple[int, ...]]:
+    q = int(getattr(teacher, "num_classes"))
+    shapes = {"logits": (q,), "pooled": (int(getattr(teacher, "pooled_dim")),)}
+    if getattr(teacher, "embed_dim", None):
+        shapes["label_embeddings"] = (q, int(teacher.embed_dim))
+    return shapes
+
+
+def _broadcast_name(name: Optional[str], info: DistInfo) -> str:
+    if not info.enabled:
+        return name  # type: ignore[return-value]
+    import torch.distributed as dist
+
+    box = [name]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+@torch.no_grad()
+def _offsets(teacher, dataset, fields, policy, device, precision, count: int = 64) -> dict[str, np.ndarray]:
+    """Mean teacher output over the first ``count`` images of view 0 (the same on every rank)."""
+    keys = [(i, 0) if policy == "train" else i for i in range(min(count, len(dataset)))]
+    batch = collate([dataset[key] for key in keys])
+    if batch["images"] is None:
+        return {name: np.zeros(shape, np.float32) for name, shape in fields.items()}
+    with precision.autocast(device):
+        out = teacher(batch["images"].to(device))
+    return {name: getattr(out, name).float().mean(0).cpu().numpy() for name in fields}
+
+
+@torch.no_grad()
+def _fill(teacher, dataset, arrays, written, views, policy, info, device, precision, batch_size,
+          workers, offsets) -> None:
+    """Write this rank's shard of every view into the (open, writable) arrays."""
+    shard = ShardSampler(len(dataset), info.rank, info.world_size)
+    for view in range(views):
+        sampler = ViewSampler(shard, views, view) if policy == "train" else shard
+        loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+                            collate_fn=collate, pin_memory=device.type == "cuda")
+        for batch in loader:
+            if batch["images"] is None:
+                continue
+            rows = batch["index"].numpy()
+            with precision.autocast(device):
+                out = teacher(batch["images"].to(device, non_blocking=True))
+            for name in arrays:
+                value = getattr(out, name).float().cpu().numpy() - offsets[name]
+                half = value.astype(np.float16)
+                if not np.isfinite(half).all():
+                    where = "is not finite" if not np.isfinite(value).all() else "overflows float16"
+                    raise DataError(f"teacher cache: the teacher's {name} {where} for image(s) "
+                                    f"{rows[:5].tolist()}; it cannot be cached (distill.cache=off)")
+                arrays[name][view, rows] = half
+            written[view, rows] = 1
+
+
+def build_cache(folder: Path, teacher: nn.Module, dataset: Dataset, fp: dict, views: int,
+                info: DistInfo, device: torch.device, precision, batch_size: int,
+                workers: int) -> TeacherCache:
+    """Run ``teacher`` over every view of ``dataset`` and write the cache at ``folder``
+    atomically (temporary folder + rename). Returns the opened cache."""
+    folder = Path(folder)
+    shapes, n = _shapes(teacher), len(dataset)
+    policy = fp["view"]["policy"]
+    tmp = None
+    if info.is_main:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        need = sum(views * n * int(np.prod(s)) * 2 for s in shapes.values()) + views * n
+        free = shutil.disk_usage(folder.parent).free
+        if need > free:
+            raise DataError(f"teacher cache: {need / 2**30:.1f} GiB needed at {folder.parent}, "
+                            f"{free / 2**30:.1f} GiB free; choose another distill.cache folder")
+        tmp = folder.parent / f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir()
+        for name, shape in shapes.items():
+            np.lib.format.open_memmap(tmp / f"{name}.npy", "w+", np.float16, (views, n, *shape)).flush()
+        np.lib.format.open_memmap(tmp / "written.npy", "w+", np.uint8, (views, n)).flush()
+        log.info("teacher cache: building %s (%d images x %d view(s), %.2f GiB)", folder, n, views, need / 2**30)
+    tmp = Path(_broadcast_name(str(tmp) if tmp else None, info))
+    barrier(info)
+    start = time.perf_counter()
+    was_training = teacher.training
+    teacher.eval()
+    try:
+        offsets = _offsets(teacher, dataset, shapes, policy, device, precision)
+        if info.is_main:
+            for name, offset in offsets.items():
+                np.save(tmp / f"offset_{name}.npy", offset.astype(np.float32))
+        arrays = {name: np.load(tmp / f"{name}.npy", mmap_mode="r+") for name in shapes}
+        written = np.load(tmp / "written.npy", mmap_mode="r+")
+        _fill(teacher, dataset, arrays, written, views, policy, info, device, precision, batch_size, workers,
+              offsets)
+        for array in (*arrays.values(), written):
+            array.flush()
+        del arrays, written
+        barrier(info)
+        if info.is_main:
+            meta = {"format": FORMAT_VERSION, "fingerprint": fp, "num_images": n, "views": views,
+                    "fields": {name: list(shape) for name, shape in shapes.items()}, "dtype": "float16",
+                    "build_seconds": round(time.perf_counter() - start, 3), "complete": True}
+            with open(tmp / _META, "w") as handle:
+                json.dump(meta, handle, indent=1)
+                handle.flush()
+                os.fsync(handle.fileno())
+            try:
+                os.rename(tmp, folder)
+                tmp = None
+            except OSError:  # built concurrently by another run: keep theirs if it matches
+                log.info("teacher cache: %s appeared while building; using it", folder)
+    finally:
+        teacher.train(was_training)
+        if info.is_main and tmp is not None and tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    barrier(info)
+    log.info("teacher cache: %s ready in %.1fs", folder, time.perf_counter() - start)
+    return TeacherCache(folder, fp)
+
+
+def open_or_build(location: str, teacher: nn.Module, dataset: Dataset, fp: dict, views: int,
+                  info: DistInfo, device: torch.device, precision, batch_size: int,
+                  workers: int) -> TeacherCache:
+    """``location``: "auto" or a folder. A complete folder is opened (its fingerprint must
+    equal ``fp``); an absent (or empty) one is built."""
+    folder = auto_folder(fp) if location == "auto" else Path(location).expanduser()
+    if folder.is_dir() and any(folder.iterdir()):
+        cache = TeacherCache(folder, fp)
+        log.info("teacher cache: using %s", folder)
+        return cache
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"distill.cache: {folder} is a file, not a folder")
+    return build_cache(folder, teacher, dataset, fp, views, info, device, precision, batch_size, workers)
+
+
+def prepare(cfg, teacher: nn.Module, objective: nn.Module, train_set: Dataset, info: DistInfo,
+            device: torch.device, precision) -> tuple[Dataset, TeacherCache]:
+    """For ``fit``: check that the method can use a cache, then open or build it. Returns the
+    training dataset to use (the cache's view of the images) and the cache."""
+    from mlkd.data.transforms import build_transform
+
+    d = cfg.distill
+    needed = {term.field for term in objective.terms.values() if term.needs_teacher}
+    unservable = sorted(needed - set(SERVABLE))
+    if unservable:
+        terms = [n for n, t in objective.terms.items() if t.needs_teacher and t.field in unservable]
+        raise ConfigError(f"distill.cache: method {d.method!r} (term(s) {', '.join(terms)}) reads the teacher's "
+                          f"{', '.join(unservable)}, which a teacher-output cache does not store; "
+                          "use distill.cache=off for this method")
+    if d.cache_view == "eval" and d.cache_views != 1:
+        raise ConfigError("distill.cache_views: the eval view is one view; use distill.cache_view=train "
+                          "for several augmented views")
+    if d.cache_view == "train" and d.cache_views > cfg.optim.epochs:
+        log.warning("distill.cache_views=%d > optim.epochs=%d: the extra views are never used",
+                    d.cache_views, cfg.optim.epochs)
+    data = cfg.data
+    eval_transform = build_transform(data.recipe, data.img_size, False, data.normalize)
+    dataset = view_dataset(train_set, eval_transform, d.cache_view, cfg.train.seed)
+    fp = fingerprint(teacher, precision.dtype, dataset, data.name, dict(data.options), d.cache_view,
+                     d.cache_views, cfg.train.seed)
+    # Building must not draw from the training RNG streams (the DataLoader draws a base seed):
+    # a run is the same whether its cache existed or was built first.
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        cache = open_or_build(d.cache, teacher, dataset, fp, d.cache_views, info, device, precision,
+                              data.eval_batch_size or data.batch_size, data.num_workers)
+    if "label_embeddings" in needed and "label_embeddings" not in cache.fields:
+        raise ConfigError(f"distill.cache: method {d.method!r} needs label embeddings; the teacher has none")
+    if d.cache_view == "eval":
+        log.info("teacher cache: the student trains on the eval view of the training images (no "
+                 "augmentation); distill.cache_view=train keeps the recipe's augmentation")
+    return dataset, cache
