@@ -71,6 +71,56 @@ def _cmd_demo(args) -> int:
     return 0
 
 
+def _cmd_sweep(args) -> int:
+    from mlkd.reproduce.grid import load_grid
+    from mlkd.reproduce.report import table_text
+    from mlkd.reproduce.sweep import format_plan, run_sweep
+
+    grid = load_grid(args.grid, args.overrides, args.out)
+    if args.dry_run:
+        print(format_plan(grid))
+        return 0
+    report = run_sweep(grid, keep_going=args.keep_going, max_runs=args.max_runs)
+    print(report.summary())
+    print(table_text([args.grid], args.protocol, "md", grid.paper, args.overrides, args.out))
+    return 1 if report.count("failed") or report.count("blocked") else 0
+
+
+def _cmd_table(args) -> int:
+    from mlkd.reproduce.report import table_text
+
+    text = table_text(args.paths, args.protocol, args.format, args.paper, args.set or (), args.out, args.title)
+    if args.output:
+        with open(args.output, "w") as handle:
+            handle.write(text)
+    print(text, end="")
+    return 0
+
+
+def _add_reproduce_parsers(sub) -> None:
+    sweep = sub.add_parser("sweep", help="train a grid of (dataset, pair, method, seed) experiments, resumably")
+    sweep.add_argument("grid", help="grid YAML (configs/coco_table1.yaml, configs/demo_table1.yaml, ...)")
+    sweep.add_argument("overrides", nargs="*", help="key.sub=value for config sections (data.options.root=/data/coco) "
+                       "or grid keys (seeds=[0,1,2], models.resnet34.pretrained=/w/r34.safetensors)")
+    sweep.add_argument("--out", help="runs folder (default: the grid's 'out')")
+    sweep.add_argument("--dry-run", "-n", action="store_true", help="list the experiments and runs, train nothing")
+    sweep.add_argument("--keep-going", action="store_true", help="go on after a failed run (its students are skipped)")
+    sweep.add_argument("--max-runs", type=int, help="train at most N runs now (a rerun continues)")
+    sweep.add_argument("--protocol", "-p", default="thr@0.5", help="protocol of the final table (default thr@0.5)")
+    sweep.set_defaults(func=_cmd_sweep)
+
+    table = sub.add_parser("table", help="paper-style table (mean ± std over seeds) from runs, sweeps or grids")
+    table.add_argument("paths", nargs="*", help="run folders, sweep folders or grid YAML files")
+    table.add_argument("--protocol", "-p", default="thr@0.5", help="thr@0.5 (default), oracle-k, thr@T, topk@K")
+    table.add_argument("--format", "-f", default="md", choices=["md", "csv", "latex"])
+    table.add_argument("--paper", help="also show the published table1 ... table8 (SPEC numbering)")
+    table.add_argument("--out", help="runs folder of the grid files given (default: each grid's 'out')")
+    table.add_argument("--set", action="append", metavar="KEY=VALUE", help="override for the grid files (repeatable)")
+    table.add_argument("--title", help="table title")
+    table.add_argument("--output", "-o", help="also write the table to this file")
+    table.set_defaults(func=_cmd_table)
+
+
 def _cmd_models(args) -> int:
     from mlkd.models import format_catalog, model_catalog
 
@@ -133,6 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--device", default="auto")
     demo.set_defaults(func=_cmd_demo)
+
+    _add_reproduce_parsers(sub)
 
     models = sub.add_parser("models", help="the paper's backbones with parameters and FLOPs")
     models.add_argument("--img-size", type=int, default=224)

@@ -1,0 +1,376 @@
+"""Experiment grids: a YAML file that expands into the runs of one paper table.
+
+A grid file holds config sections (``data``, ``model``, ``optim``, ``distill``, ``train``: the
+base config of every run) and grid keys::
+
+    include: [recipes/official.yaml, datasets/coco.yaml]  # merged first, paths relative to this file
+    dataset: coco          # label used in run folders and tables (default: data.name)
+    paper: table1          # the published table this grid reproduces (mlkd table --paper)
+    out: runs/paper/coco   # where runs go (mlkd sweep --out overrides it)
+    required: [data.options.root]   # keys the user must give before a sweep trains anything
+    pairs:                 # (teacher model, student model); a mapping or a 2-item list
+      - {teacher: resnet101, student: resnet34}
+    models:                # optional model-section overrides per model name
+      resnet101: {pretrained: /weights/resnet101.safetensors}
+    methods: [teacher, vanilla, rkd, pkt, reviewkd, mse, ps, mld, l2d]
+    #   an entry is a method name, ``teacher`` (the Teacher row) or a mapping
+    #   {method: l2d, weights: {mld: 100}, options: {...}, name: "row label", slug: folder}
+    vary: {method: l2d, terms: [mld, cd, id], factors: [0.1, 10]}   # optional: weight variations
+    seeds: [0, 1, 2]       # train.seed of each replicate
+    teachers: per_seed     # or ``shared``: one teacher (the first seed's) for every seed
+    teacher_config: {optim: {stop_epoch: 30}}   # config overrides for teacher runs only
+
+Includes are deep-merged in order (mappings merge, lists and values are replaced), then the
+file itself; included files may include others. ``key.sub=value`` overrides apply last, to
+config sections (``data.options.root=/data/coco``) and grid keys (``seeds=[0]``,
+``models.resnet34.pretrained=/w/r34.safetensors``) alike.
+
+Runs (one folder each, names deterministic; ``<out>/<dataset>/...``):
+``teacher-<t>/seed<s>`` trains each teacher once per (dataset, model, seed) and serves every
+pair it teaches; ``student-<s>/seed<s>`` trains the vanilla student (BCE only, the "Student"
+row) once per (dataset, model, seed), since it does not depend on the teacher;
+``<t>_to_<s>/<method slug>/seed<s>`` is one distilled student. By default each seed is a whole
+replicate (its own teacher), so a row's std includes the teacher's seed-to-seed variation;
+``teachers: shared`` trains one teacher (seed = the first seed) for every seed instead.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+from mlkd.config import Config, apply_overrides, config_from_dict, read_yaml
+from mlkd.errors import ConfigError
+
+CONFIG_SECTIONS = ("data", "model", "optim", "distill", "train")
+GRID_KEYS = ("include", "name", "description", "dataset", "paper", "out", "required", "pairs",
+             "models", "methods", "vary", "seeds", "teachers", "teacher_config")
+
+#: Row labels of the named methods (the paper's row names).
+ROW_NAMES = {"teacher": "Teacher", "vanilla": "Student", "rkd": "RKD", "pkt": "PKT",
+             "reviewkd": "ReviewKD", "mse": "MSE", "ps": "PS", "mld": "MLD", "l2d": "L2D",
+             "mld+cd": "MLD+CD", "mld+id": "MLD+ID"}
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One row of the table: a named method with optional weight / option overrides."""
+
+    method: str  # "teacher" or a key of mlkd.losses.METHODS
+    label: str
+    slug: str
+    weights: dict = field(default_factory=dict, hash=False, compare=False)
+    options: dict = field(default_factory=dict, hash=False, compare=False)
+
+
+@dataclass(frozen=True)
+class Pair:
+    teacher: str
+    student: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.teacher}->{self.student}"
+
+    @property
+    def folder(self) -> str:
+        return f"{self.teacher}_to_{self.student}"
+
+
+@dataclass
+class RunSpec:
+    """One training run: its folder, role, identity and validated config."""
+
+    run_dir: Path
+    role: str  # "teacher" | "student" (vanilla) | "distill"
+    dataset: str
+    model: str
+    method: str
+    label: str
+    seed: int
+    teacher: Optional[str]  # teacher model of the pair (None for teacher / vanilla runs)
+    student: Optional[str]
+    teacher_run: Optional[Path]  # the teacher run this run needs
+    config: Config
+    pairs: list = field(default_factory=list)  # pair labels this run serves (grid-specific)
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        """What ``experiment.json`` records about the run (independent of the grid)."""
+        cfg = self.config.distill
+        return {"role": self.role, "dataset": self.dataset, "model": self.model, "method": self.method,
+                "label": self.label, "seed": self.seed, "teacher": self.teacher, "student": self.student,
+                "weights": dict(cfg.weights), "options": dict(cfg.options)}
+
+
+@dataclass
+class Grid:
+    """A loaded grid: its source, keys, the base config dict and the expanded runs."""
+
+    path: Path
+    name: str
+    dataset: str
+    paper: Optional[str]
+    out: Path
+    pairs: list[Pair]
+    methods: list[MethodSpec]
+    seeds: list[int]
+    teachers: str
+    required: list[str]
+    missing: list[str]  # required keys still unset
+    runs: list[RunSpec]
+    cells: dict = field(default_factory=dict)  # (pair label, row label, seed) -> RunSpec
+
+    @property
+    def experiments(self) -> list[tuple[str, Pair, MethodSpec, int]]:
+        """The logical grid: (dataset, pair, method, seed), one per table cell and seed."""
+        return [(self.dataset, p, m, s) for p in self.pairs for m in self.methods for s in self.seeds]
+
+    def run_for(self, pair: Pair, method: MethodSpec, seed: int) -> RunSpec:
+        """The run that provides the (pair, method, seed) experiment."""
+        return self.cells[(pair.label, method.label, seed)]
+
+
+def deep_merge(base: dict, extra: dict) -> dict:
+    """A copy of ``base`` with ``extra`` merged in: mappings merge, other values replace."""
+    out = copy.deepcopy(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def read_grid_file(path: Union[str, Path], _seen: tuple = ()) -> dict:
+    """The file's mapping with its ``include`` files merged underneath (recursively)."""
+    path = Path(path)
+    resolved = path.resolve()
+    if resolved in _seen:
+        chain = " -> ".join(str(p) for p in (*_seen, resolved))
+        raise ConfigError(f"{path}: include cycle ({chain})")
+    data = read_yaml(path)
+    includes = data.pop("include", None) or []
+    if isinstance(includes, str):
+        includes = [includes]
+    if not isinstance(includes, list) or not all(isinstance(i, str) for i in includes):
+        raise ConfigError(f"{path}: 'include' must be a file path or a list of paths")
+    merged: dict = {}
+    for name in includes:
+        target = path.parent / name
+        if not target.is_file():
+            raise ConfigError(f"{path}: included file not found: {target}")
+        merged = deep_merge(merged, read_grid_file(target, (*_seen, resolved)))
+    return deep_merge(merged, data)
+
+
+def _get_path(data: dict, dotted: str) -> Any:
+    node: Any = data
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _fmt_number(value: float) -> str:
+    return f"{float(value):g}"
+
+
+def method_spec(entry: Any, source: str) -> MethodSpec:
+    """A ``methods`` entry (name or mapping) -> MethodSpec; names are checked against METHODS."""
+    from mlkd.losses import LOSS_TERMS, METHODS
+
+    if isinstance(entry, str):
+        entry = {"method": entry}
+    if not isinstance(entry, dict) or "method" not in entry:
+        raise ConfigError(f"{source}: a methods entry must be a name or a mapping with 'method', got {entry!r}")
+    unknown = sorted(set(entry) - {"method", "name", "slug", "weights", "options"})
+    if unknown:
+        raise ConfigError(f"{source}: unknown key(s) {unknown} in methods entry {entry!r} "
+                          "(known: method, name, slug, weights, options)")
+    method = str(entry["method"])
+    weights = {str(k): float(v) for k, v in (entry.get("weights") or {}).items()}
+    options = dict(entry.get("options") or {})
+    if method != "teacher" and method not in METHODS:
+        raise ConfigError(f"{source}: unknown method {method!r}; known: teacher, {', '.join(METHODS)}")
+    if method == "teacher" and (weights or options):
+        raise ConfigError(f"{source}: the teacher row takes no weights or options (use teacher_config)")
+    bad = [name for name in (*weights, *options) if name not in LOSS_TERMS]
+    if bad:
+        raise ConfigError(f"{source}: unknown loss term(s) {bad} in methods entry for {method!r}; "
+                          f"known: {', '.join(LOSS_TERMS.names())}")
+    base = ROW_NAMES.get(method, method)
+    suffix = ", ".join(f"{k}={_fmt_number(v)}" for k, v in sorted(weights.items()))
+    label = str(entry.get("name") or (f"{base} ({suffix})" if suffix else base))
+    slug = entry.get("slug")
+    if not slug:
+        slug = method + "".join(f"-{k}{_fmt_number(v)}" for k, v in sorted(weights.items()))
+        if options:
+            slug += "-o" + hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:8]
+    return MethodSpec(method, label, str(slug), weights, options)
+
+
+def vary_specs(vary: Any, source: str) -> list[MethodSpec]:
+    """``vary: {method, terms, factors}`` -> one MethodSpec per (term, factor): weight x factor."""
+    from mlkd.losses import METHODS
+
+    if not isinstance(vary, dict) or set(vary) - {"method", "terms", "factors"}:
+        raise ConfigError(f"{source}: 'vary' must be a mapping with method, terms, factors; got {vary!r}")
+    method = vary.get("method", "l2d")
+    if method not in METHODS:
+        raise ConfigError(f"{source}: vary.method {method!r} is not a method; known: {', '.join(METHODS)}")
+    defaults = dict(METHODS[method])
+    terms = vary.get("terms") or [t for t in defaults if t != "bce"]
+    factors = vary.get("factors") or [0.1, 10]
+    specs = []
+    for term in terms:
+        if term not in defaults:
+            raise ConfigError(f"{source}: vary.terms: {term!r} is not a term of {method!r} "
+                              f"({', '.join(defaults)})")
+        for factor in factors:
+            weight = defaults[term] * float(factor)
+            label = f"{ROW_NAMES.get(method, method)} {term} x{_fmt_number(factor)} ({_fmt_number(weight)})"
+            specs.append(method_spec({"method": method, "weights": {term: weight}, "name": label}, source))
+    return specs
+
+
+def _pairs(value: Any, source: str) -> list[Pair]:
+    if not isinstance(value, list) or not value:
+        raise ConfigError(f"{source}: 'pairs' must be a non-empty list of {{teacher: ..., student: ...}}")
+    pairs = []
+    for entry in value:
+        if isinstance(entry, dict) and set(entry) == {"teacher", "student"}:
+            pairs.append(Pair(str(entry["teacher"]), str(entry["student"])))
+        elif isinstance(entry, (list, tuple)) and len(entry) == 2:
+            pairs.append(Pair(str(entry[0]), str(entry[1])))
+        else:
+            raise ConfigError(f"{source}: bad pair {entry!r}; write {{teacher: resnet101, student: resnet34}}")
+    if len(set(pairs)) != len(pairs):
+        raise ConfigError(f"{source}: a pair is listed twice")
+    return pairs
+
+
+def _seeds(value: Any, source: str) -> list[int]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = [value]
+    if not isinstance(value, list) or not value or not all(isinstance(s, int) and s >= 0 for s in value):
+        raise ConfigError(f"{source}: 'seeds' must be a list of integers >= 0, got {value!r}")
+    if len(set(value)) != len(value):
+        raise ConfigError(f"{source}: 'seeds' repeats a seed: {value}")
+    return list(value)
+
+
+def load_grid(path: Union[str, Path], overrides: Optional[list[str]] = None,
+              out: Optional[Union[str, Path]] = None) -> Grid:
+    """Read, merge, override and expand a grid file; every run config is validated."""
+    path = Path(path)
+    data = read_grid_file(path)
+    apply_overrides(data, list(overrides or []))
+    source = str(path) + (" + overrides" if overrides else "")
+    unknown = sorted(set(data) - set(CONFIG_SECTIONS) - set(GRID_KEYS))
+    if "run_dir" in unknown:
+        raise ConfigError(f"{source}: run_dir is set per run by the sweep; choose the folder with 'out' or --out")
+    if unknown:
+        raise ConfigError(f"{source}: unknown key(s) {unknown}; a grid holds config sections "
+                          f"({', '.join(CONFIG_SECTIONS)}) and grid keys ({', '.join(GRID_KEYS[1:])})")
+    base = {key: data.get(key) or {} for key in CONFIG_SECTIONS}
+    for key in CONFIG_SECTIONS:
+        if not isinstance(base[key], dict):
+            raise ConfigError(f"{source}: '{key}' must be a mapping")
+    pairs = _pairs(data.get("pairs"), source)
+    raw_methods = data.get("methods") or ["teacher", "vanilla", "l2d"]
+    methods = [method_spec(entry, source) for entry in raw_methods]
+    if data.get("vary") is not None:
+        methods += vary_specs(data["vary"], source)
+    labels = [m.label for m in methods]
+    slugs = [m.slug for m in methods]
+    for what, values in (("row label", labels), ("folder slug", slugs)):
+        repeated = sorted({v for v in values if values.count(v) > 1})
+        if repeated:
+            raise ConfigError(f"{source}: methods repeat the {what}(s) {repeated}; give each entry a distinct name / slug")
+    seeds = _seeds(data.get("seeds", [0]), source)
+    teachers = data.get("teachers", "per_seed")
+    if teachers not in ("per_seed", "shared"):
+        raise ConfigError(f"{source}: 'teachers' must be per_seed or shared, got {teachers!r}")
+    models = data.get("models") or {}
+    if not isinstance(models, dict) or not all(isinstance(v, dict) for v in models.values()):
+        raise ConfigError(f"{source}: 'models' must map a model name to model-section keys")
+    teacher_config = data.get("teacher_config") or {}
+    if not isinstance(teacher_config, dict) or set(teacher_config) - set(CONFIG_SECTIONS):
+        raise ConfigError(f"{source}: 'teacher_config' must hold config sections ({', '.join(CONFIG_SECTIONS)})")
+    required = list(data.get("required") or [])
+    missing = [key for key in required if _get_path(data, key) in (None, "")]
+    dataset = str(data.get("dataset") or base["data"].get("name") or "mosaic")
+    out_dir = Path(out or data.get("out") or Path("runs") / path.stem)
+    grid = Grid(path=path, name=str(data.get("name") or path.stem), dataset=dataset,
+                paper=data.get("paper"), out=out_dir, pairs=pairs, methods=methods, seeds=seeds,
+                teachers=teachers, required=required, missing=missing, runs=[])
+    _expand(grid, base, models, teacher_config, source)
+    return grid
+
+
+def _run_config(base: dict, models: dict, model: str, method: MethodSpec, seed: int,
+                run_dir: Path, teacher_ckpt: Optional[Path], extra: Optional[dict], source: str) -> Config:
+    cfg = deep_merge(base, extra or {})
+    cfg["model"] = deep_merge(deep_merge(cfg.get("model") or {}, models.get(model, {})), {"name": model})
+    name = "vanilla" if method.method == "teacher" else method.method
+    cfg["distill"] = deep_merge(cfg.get("distill") or {}, {
+        "method": name, "teacher": str(teacher_ckpt) if teacher_ckpt else None,
+        "weights": method.weights, "options": method.options})
+    cfg["train"] = deep_merge(cfg.get("train") or {}, {"seed": seed})
+    cfg["run_dir"] = str(run_dir)
+    return config_from_dict(cfg, f"{source} [{run_dir}]")
+
+
+def _expand(grid: Grid, base: dict, models: dict, teacher_config: dict, source: str) -> None:
+    """Fill ``grid.runs`` (unique runs in training order: per seed, its teachers, then per pair
+    the vanilla student and the methods) and ``grid.cells`` (each experiment's run)."""
+    root = grid.out / grid.dataset
+    runs: dict[Path, RunSpec] = {}
+    teacher_spec = MethodSpec("teacher", "Teacher", "teacher")
+    needs_teacher = any(m.method not in ("vanilla",) for m in grid.methods)
+
+    def teacher_run(model: str, seed: int) -> RunSpec:
+        tseed = grid.seeds[0] if grid.teachers == "shared" else seed
+        run_dir = root / f"teacher-{model}" / f"seed{tseed}"
+        if run_dir not in runs:
+            cfg = _run_config(base, models, model, teacher_spec, tseed, run_dir, None, teacher_config, source)
+            runs[run_dir] = RunSpec(run_dir, "teacher", grid.dataset, model, "vanilla", "Teacher",
+                                    tseed, None, None, None, cfg)
+        return runs[run_dir]
+
+    for seed in grid.seeds:
+        if needs_teacher:
+            for pair in grid.pairs:
+                teacher = teacher_run(pair.teacher, seed)
+                if pair.label not in teacher.pairs:
+                    teacher.pairs.append(pair.label)
+        for pair in grid.pairs:
+            for method in grid.methods:
+                key = (pair.label, method.label, seed)
+                if method.method == "teacher":
+                    grid.cells[key] = teacher_run(pair.teacher, seed)
+                    continue
+                if method.method == "vanilla" and not method.weights and not method.options:
+                    run_dir = root / f"student-{pair.student}" / f"seed{seed}"
+                    if run_dir not in runs:
+                        cfg = _run_config(base, models, pair.student, method, seed, run_dir, None, None, source)
+                        runs[run_dir] = RunSpec(run_dir, "student", grid.dataset, pair.student, "vanilla",
+                                                method.label, seed, None, None, None, cfg)
+                    runs[run_dir].pairs.append(pair.label)
+                    grid.cells[key] = runs[run_dir]
+                    continue
+                teacher = teacher_run(pair.teacher, seed)
+                ckpt = teacher.run_dir / "checkpoints" / "last.pt"
+                run_dir = root / pair.folder / method.slug / f"seed{seed}"
+                cfg = _run_config(base, models, pair.student, method, seed, run_dir, ckpt, None, source)
+                runs[run_dir] = RunSpec(run_dir, "distill", grid.dataset, pair.student, method.method,
+                                        method.label, seed, pair.teacher, pair.student, teacher.run_dir,
+                                        cfg, [pair.label])
+                grid.cells[key] = runs[run_dir]
+    grid.runs = list(runs.values())

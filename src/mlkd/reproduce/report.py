@@ -1,0 +1,55 @@
+"""``mlkd table``: result tables from grids or run folders, with the paper's numbers beside."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Sequence
+
+from mlkd.analysis.render import render
+from mlkd.analysis.results import ResultTable, build_table, grid_table, load_runs
+from mlkd.errors import ConfigError
+
+
+def is_grid_file(path: str) -> bool:
+    return Path(path).suffix in (".yaml", ".yml") and Path(path).is_file()
+
+
+def tables_for(paths: Sequence[str], protocol: str = "thr@0.5", paper: Optional[str] = None,
+               overrides: Sequence[str] = (), out: Optional[str] = None,
+               title: Optional[str] = None) -> list[ResultTable]:
+    """One table per grid file in ``paths`` and one for all the run / sweep folders together;
+    with ``paper``, the published values beside matching pairs (or the published table after)."""
+    from mlkd.reproduce.grid import load_grid
+    from mlkd.reproduce.paper import attach_paper, paper_table
+
+    grids = [p for p in paths if is_grid_file(p)]
+    folders = [p for p in paths if not is_grid_file(p)]
+    tables = [grid_table(load_grid(g, list(overrides), out), protocol) for g in grids]
+    if folders:
+        runs = load_runs(folders)
+        if not runs:
+            raise ConfigError(f"mlkd table: no run folder (config.yaml + metrics.jsonl) under {', '.join(folders)}")
+        tables.append(build_table(runs, protocol, title or "results: " + ", ".join(folders)))
+    if title:
+        for table in tables:
+            table.title = title
+    if not paper:
+        if not tables:
+            raise ConfigError("mlkd table: give run folders, sweep folders or grid files (or --paper TABLE)")
+        return tables
+    if not tables:
+        return [paper_table(paper)]
+    extra = []
+    for table in tables:
+        standalone = attach_paper(table, paper)
+        if standalone is not None and not extra:
+            extra.append(standalone)
+    return tables + extra
+
+
+def table_text(paths: Sequence[str], protocol: str = "thr@0.5", fmt: str = "md",
+               paper: Optional[str] = None, overrides: Sequence[str] = (), out: Optional[str] = None,
+               title: Optional[str] = None) -> str:
+    """The rendered tables (``md``, ``csv`` or ``latex``), separated by blank lines."""
+    tables = tables_for(paths, protocol, paper, overrides, out, title)
+    return "\n\n".join(render(table, fmt).rstrip("\n") for table in tables) + "\n"

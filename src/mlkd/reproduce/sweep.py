@@ -1,0 +1,218 @@
+"""``mlkd sweep``: train every run of a grid once, resumably, teachers before their students.
+
+Each run is ``fit(config)`` in its own folder (``resume=True`` once it has a checkpoint), so a
+sweep that is stopped (Ctrl-C, a crash, a time limit) and started again skips the finished runs
+(their ``metrics.jsonl`` ends with the last scheduled epoch, evaluated) without loading
+anything, resumes the interrupted one from its last good checkpoint and trains the rest. A finished run whose saved config differs
+from the grid's (other than paths, device, logging and ``optim.stop_epoch``) is an error rather
+than a silently reused result: pick another ``--out`` or restore the grid.
+Each run folder also gets ``experiment.json`` (role, dataset, models, method, row label, seed),
+which ``mlkd table`` reads. One process runs the runs one after another.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import yaml
+
+from mlkd.config import Config
+from mlkd.errors import ConfigError
+from mlkd.reproduce.grid import Grid, RunSpec
+
+log = logging.getLogger("mlkd")
+
+EXPERIMENT_FILE = "experiment.json"
+
+# Config keys a finished run may differ in from the grid's config and still count as done.
+_IGNORED = {("run_dir",), ("distill", "teacher"), ("optim", "stop_epoch"), ("train", "device"),
+            ("train", "progress"), ("train", "log_interval"), ("train", "tensorboard"),
+            ("data", "num_workers"), ("data", "eval_batch_size"), ("data", "options", "root"),
+            ("data", "options", "source_dir"), ("data", "options", "cache_dir")}
+
+
+def stop_epoch(cfg: Config) -> int:
+    """The epoch a run ends at: ``optim.stop_epoch`` when set (teachers), else ``optim.epochs``."""
+    return min(cfg.optim.stop_epoch or cfg.optim.epochs, cfg.optim.epochs)
+
+
+def last_record(run_dir: Path) -> Optional[dict]:
+    """The last line of ``run_dir/metrics.jsonl`` (None when absent or empty)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        return None
+    last = None
+    with open(path) as handle:
+        for line in handle:
+            if line.strip():
+                last = line
+    return json.loads(last) if last else None
+
+
+def config_differences(old: dict, new: dict, prefix: tuple = ()) -> list[str]:
+    """Dotted keys whose values differ between two config dicts (ignoring ``_IGNORED``)."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        path = prefix + (key,)
+        a, b = old.get(key), new.get(key)
+        if path in _IGNORED:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_differences(a, b, path)
+        elif a != b:
+            out.append(".".join(path))
+    return out
+
+
+def run_status(run: RunSpec) -> str:
+    """``done``, ``partial`` (a checkpoint, not finished) or ``todo``; ConfigError when a
+    finished run was trained with another config."""
+    record = last_record(run.run_dir)
+    if record and record.get("epoch") == stop_epoch(run.config) and record.get("eval"):
+        saved = run.run_dir / "config.yaml"
+        if saved.is_file():
+            changed = config_differences(yaml.safe_load(saved.read_text()) or {}, run.config.to_dict())
+            if changed:
+                raise ConfigError(
+                    f"{run.run_dir} is finished but was trained with another config ({', '.join(changed)} "
+                    f"differ from the grid's); sweep into another --out, or delete that run folder")
+        return "done"
+    if (run.run_dir / "checkpoints" / "last.pt").exists() or (run.run_dir / "checkpoints" / "prev.pt").exists():
+        return "partial"
+    return "todo"
+
+
+def write_experiment(run: RunSpec) -> None:
+    """Write ``experiment.json`` (atomically) into the run folder."""
+    run.run_dir.mkdir(parents=True, exist_ok=True)
+    path = run.run_dir / EXPERIMENT_FILE
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(run.identity, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def _sync_metrics(run: RunSpec) -> None:
+    """If a crash fell between the last checkpoint and metrics.jsonl, rewrite the latter."""
+    record = last_record(run.run_dir)
+    if record and record.get("epoch") == stop_epoch(run.config):
+        return
+    from mlkd.engine.checkpoint import load_latest
+    from mlkd.engine.logs import write_jsonl
+
+    state = load_latest(run.run_dir / "checkpoints")
+    if state is not None and state.get("history"):
+        write_jsonl(state["history"], run.run_dir / "metrics.jsonl")
+
+
+@dataclass
+class SweepReport:
+    """What a sweep did: run folder -> skipped | trained | failed | blocked (its teacher failed)."""
+
+    status: dict[Path, str] = field(default_factory=dict)
+    errors: dict[Path, str] = field(default_factory=dict)
+    seconds: float = 0.0
+    stopped_early: bool = False  # max_runs reached
+
+    def count(self, what: str) -> int:
+        return sum(1 for value in self.status.values() if value == what)
+
+    def summary(self) -> str:
+        parts = [f"{self.count(k)} {k}" for k in ("trained", "skipped", "failed", "blocked") if self.count(k)]
+        text = f"sweep: {', '.join(parts) or 'nothing to do'} in {self.seconds:.0f} s"
+        if self.stopped_early:
+            text += " (stopped at --max-runs; run the sweep again to continue)"
+        for run_dir, error in self.errors.items():
+            text += f"\n  failed: {run_dir}: {error}"
+        return text
+
+
+def run_sweep(grid: Grid, keep_going: bool = False, max_runs: Optional[int] = None,
+              fit_fn: Optional[Callable[..., dict]] = None) -> SweepReport:
+    """Train the grid's runs in order (teachers first). Finished runs are skipped.
+
+    keep_going: log a failed run and go on (its students are ``blocked``) instead of raising.
+    max_runs: train at most this many runs in this call (then stop; a rerun continues).
+    fit_fn: the training function (default ``mlkd.engine.trainer.fit``).
+    """
+    if grid.missing:
+        keys = ", ".join(grid.missing)
+        raise ConfigError(f"{grid.path}: set {keys} first, e.g. mlkd sweep {grid.path} "
+                          + " ".join(f"{key}=/path" for key in grid.missing))
+    if fit_fn is None:
+        from mlkd.engine.trainer import fit as fit_fn
+    report = SweepReport()
+    start = time.perf_counter()
+    failed: set[Path] = set()
+    trained = 0
+    try:
+        for index, run in enumerate(grid.runs, 1):
+            where = f"[{index}/{len(grid.runs)}] {run.role} {run.label} {run.model} seed {run.seed}"
+            if run.teacher_run is not None and run.teacher_run in failed:
+                report.status[run.run_dir] = "blocked"
+                failed.add(run.run_dir)
+                continue
+            status = run_status(run)
+            if status == "done":
+                log.info("%s: finished, skipped (%s)", where, run.run_dir)
+                report.status[run.run_dir] = "skipped"
+                continue
+            if max_runs is not None and trained >= max_runs:
+                report.stopped_early = True
+                break
+            log.info("%s: %s (%s)", where, "resuming" if status == "partial" else "training", run.run_dir)
+            write_experiment(run)
+            try:
+                fit_fn(run.config, resume=status == "partial")
+                _sync_metrics(run)
+            except Exception as err:  # noqa: BLE001 - reported, or re-raised below
+                if not keep_going:
+                    log.error("%s failed (%s); the sweep stops here, rerun it to resume", where, run.run_dir)
+                    raise
+                log.error("%s failed: %s: %s", where, type(err).__name__, err)
+                report.status[run.run_dir] = "failed"
+                report.errors[run.run_dir] = f"{type(err).__name__}: {err}"
+                failed.add(run.run_dir)
+                continue
+            report.status[run.run_dir] = "trained"
+            trained += 1
+    finally:
+        report.seconds = time.perf_counter() - start
+    return report
+
+
+def format_plan(grid: Grid) -> str:
+    """The dry run: the experiments, then every run with its status, in training order."""
+    n_exp = len(grid.experiments)
+    lines = [
+        f"grid {grid.path}: dataset {grid.dataset}, {len(grid.pairs)} pair(s) x {len(grid.methods)} method(s) "
+        f"x {len(grid.seeds)} seed(s) = {n_exp} experiments -> {len(grid.runs)} runs in {grid.out} "
+        f"(teachers {grid.teachers.replace('_', ' ')}; one vanilla student per model and seed)",
+        "pairs: " + ", ".join(p.label for p in grid.pairs),
+        "methods: " + ", ".join(m.label for m in grid.methods),
+        "seeds: " + ", ".join(str(s) for s in grid.seeds),
+    ]
+    if grid.paper:
+        lines.append(f"paper: {grid.paper} (mlkd table --paper {grid.paper})")
+    if grid.missing:
+        lines.append("required before training: " + ", ".join(f"{k}=..." for k in grid.missing))
+    header = ("#", "status", "role", "row", "model", "seed", "epochs", "run folder", "serves")
+    rows = []
+    for index, run in enumerate(grid.runs, 1):
+        try:
+            status = run_status(run)
+        except ConfigError:
+            status = "CONFLICT"
+        epochs = f"{stop_epoch(run.config)}/{run.config.optim.epochs}"
+        rows.append((str(index), status, run.role, run.label, run.model, str(run.seed), epochs, str(run.run_dir),
+                     ", ".join(run.pairs)))
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines.append("")
+    for row in [header, *rows]:
+        lines.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    return "\n".join(lines)
