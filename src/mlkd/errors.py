@@ -5,7 +5,23 @@ The CLI prints ``MLKDError`` messages as one line (no traceback unless ``--debug
 
 
 class MLKDError(Exception):
-    """Base class of every error mlkd raises on purpose."""
+    """Base class of every error mlkd raises on purpose.
+
+    Raised in a DataLoader worker, torch re-raises it in the main process as
+    ``type(err)("Caught <type> in DataLoader worker process N.\nOriginal Traceback ...")``;
+    the constructor recognises that form and keeps only the original message (plus where it
+    came from), so the CLI still prints one line and no worker traceback.
+    """
+
+    def __init__(self, *args: object):
+        if len(args) == 1 and isinstance(args[0], str) and args[0].startswith("Caught ") \
+                and "\nOriginal Traceback" in args[0]:
+            marker = f"{type(self).__module__}.{type(self).__name__}: "
+            where = args[0].split(".\n", 1)[0].replace("Caught ", "", 1)
+            original = args[0].rpartition(marker)[2].strip()
+            if original:
+                args = (f"{original} ({where})",)
+        super().__init__(*args)
 
 
 class ConfigError(MLKDError, ValueError):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import torch
 from torch import nn
@@ -9,6 +11,8 @@ from torch import nn
 from mlkd.engine.distributed import DistInfo, gather_arrays
 from mlkd.engine.runtime import Precision
 from mlkd.metrics import evaluate_protocols
+
+log = logging.getLogger("mlkd")
 
 
 @torch.no_grad()
@@ -60,6 +64,9 @@ def evaluate(model: nn.Module, loader, device: torch.device, precision: Precisio
     result = evaluate_protocols(predictions["scores"], predictions["targets"], protocols)
     result["num_images"] = int(len(predictions["index"]))
     result["skipped"] = predictions["skipped"]
+    if result["skipped"] and info.is_main:
+        log.warning("evaluation: %d unreadable test image(s) skipped; the metrics cover the other %d",
+                    result["skipped"], result["num_images"])
     return result
 
 
