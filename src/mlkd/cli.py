@@ -145,6 +145,54 @@ def _cmd_bench(args) -> int:
     return bench_main([args.suite, *args.rest])
 
 
+def _cmd_analyze(args) -> int:
+    from mlkd.analysis.analyze import analyze
+    from mlkd.analysis.common import parse_int_list
+
+    options = {
+        "retrieval": {"ks": args.k or (5, 10), "queries": parse_int_list(args.queries, "--queries")},
+        "attention": {"images": parse_int_list(args.images, "--images"), "score_images": args.score_images,
+                      "classes": args.classes.split(",") if args.classes else None,
+                      "method": args.cam, "layer": args.layer},
+    }
+    result = analyze([args.analysis], args.checkpoints, args.out, config=args.config, device=args.device,
+                     limit=args.limit, teacher=args.teacher, baseline=args.baseline,
+                     batch_size=args.batch_size, options=options)
+    print(json.dumps(result, indent=2, default=float))
+    return 0
+
+
+def _add_analyze_parser(sub) -> None:
+    analyze = sub.add_parser("analyze", help="per-class AP, correlation, retrieval, attention maps from checkpoints")
+    kinds = analyze.add_subparsers(dest="analysis", required=True)
+    helps = {"per-class": "per-class AP table (Table 3) and the per-label KD gain chart",
+             "correlation": "student minus teacher correlation of predicted probabilities (heat-maps, MAD)",
+             "retrieval": "k-NN retrieval on the test split: mAP@k / P@k, top-5 grids",
+             "attention": "LayerCAM / Grad-CAM and head cross-attention per class, models side by side",
+             "all": "every analysis above"}
+    for name, text in helps.items():
+        p = kinds.add_parser(name, help=text)
+        p.add_argument("checkpoints", nargs="+", help="[NAME=]PATH: checkpoint files or run folders (teacher first)")
+        p.add_argument("--out", "-o", default="runs/analysis", help="output folder (default runs/analysis)")
+        p.add_argument("--teacher", help="name of the teacher (default: the one the others name, else the first)")
+        p.add_argument("--baseline", help="name of the vanilla student (default: the first other vanilla run)")
+        p.add_argument("--config", "-c", help="use this config's data section instead of the first checkpoint's")
+        p.add_argument("--limit", type=int, help="only the first N test images")
+        p.add_argument("--batch-size", type=int, help="evaluation batch size (default: the data config's)")
+        p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+        if name in ("retrieval", "all"):
+            p.add_argument("--k", type=int, action="append", help="cut-off for mAP@k / P@k (repeatable; default 5 and 10)")
+            p.add_argument("--queries", help="test-image positions shown in the top-5 grid, e.g. 0,7")
+        if name in ("attention", "all"):
+            p.add_argument("--images", help="test-image positions shown, e.g. 0,3 (default: the first two)")
+            p.add_argument("--classes", help="class names to query, e.g. dog,cat (default: each image's labels, up to 2)")
+            p.add_argument("--score-images", type=int, default=64, help="images the attention numbers average over")
+            p.add_argument("--cam", default="layercam", choices=["layercam", "gradcam"])
+            p.add_argument("--layer", help="module for the CAM (default: the penultimate backbone stage)")
+        p.set_defaults(func=_cmd_analyze, k=None, queries=None, images=None, classes=None,
+                       score_images=64, cam="layercam", layer=None)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mlkd", description="Multi-label knowledge distillation (L2D and baselines).")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
@@ -202,6 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("suite", help="losses, data, ... (python -m mlkd.bench --help lists them)")
     bench.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for the suite")
     bench.set_defaults(func=_cmd_bench)
+
+    _add_analyze_parser(sub)
     return parser
 
 
