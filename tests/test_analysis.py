@@ -266,3 +266,18 @@ def test_cli_analyze_errors_are_one_line(ckpts, tmp_path, capsys):
     assert cli_main(["analyze", "attention", ckpts["specs"][0], "--classes", "cat", "--out", str(tmp_path),
                      "--device", "cpu", "--limit", "5"]) == 2
     assert "unknown classes" in capsys.readouterr().err
+
+
+def test_analyze_all_runs_one_forward_pass_per_model(ckpts, tmp_path, monkeypatch):
+    from mlkd.analysis import common
+    from mlkd.analysis.analyze import analyze
+
+    calls = []
+    forward = common.Analysis._forward
+    monkeypatch.setattr(common.Analysis, "_forward", lambda self, m, e: calls.append(m.name) or forward(self, m, e))
+    result = analyze(["all"], ckpts["specs"], tmp_path, device="cpu", limit=12,
+                     options={"retrieval": {"ks": (3,)}, "attention": {"score_images": 2, "images": [1]}})
+    assert list(result) == ["per-class", "correlation", "retrieval", "attention"]
+    assert sorted(calls) == sorted(NAMES)
+    assert {p.name for p in tmp_path.glob("*.png")} == {
+        "per_class_gain.png", "correlation.png", "retrieval_pooled.png", "retrieval_label_embeddings.png", "attention_1.png"}

@@ -36,4 +36,8 @@ def analyze(which: Sequence[str], specs: Sequence[str], out: str | Path, config:
                              baseline=baseline, batch_size=batch_size)
     out = Path(out)
     options = options or {}
-    return {name: ANALYSES[name](analysis, out, **options.get(name, {})) for name in names}
+    # Retrieval first: its forward pass also keeps the logits the others need, and it frees each
+    # model's label-wise embeddings once used (one pass per model, not two).
+    order = sorted(names, key=lambda n: n != "retrieval")
+    results = {name: ANALYSES[name](analysis, out, **options.get(name, {})) for name in order}
+    return {name: results[name] for name in names}

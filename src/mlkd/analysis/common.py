@@ -146,6 +146,10 @@ class Analysis:
             self._cache[name] = cached
         return cached
 
+    def release(self, name: str, key: str) -> None:
+        """Drop one cached output of model ``name`` (e.g. its label-wise embeddings, N*q*D floats)."""
+        self._cache.get(name, {}).pop(key, None)
+
     def _forward(self, loaded: LoadedModel, embeddings: bool) -> dict:
         from mlkd.config import Config
         from mlkd.data.loaders import eval_loader
