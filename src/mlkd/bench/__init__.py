@@ -8,5 +8,8 @@ one run, never asserted by tests.
 # name -> module; add a line here to register a new benchmark.
 BENCHES = {
     "losses": "mlkd.bench.losses",
+    "step": "mlkd.bench.step",
+    "eval": "mlkd.bench.eval",
     "data": "mlkd.bench.data",
+    "memory": "mlkd.bench.memory",
 }

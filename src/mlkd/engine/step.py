@@ -1,6 +1,6 @@
 """One training step (``train_step``), shared by ``fit`` and ``mlkd bench step``.
 
-A step: batch to the device (non-blocking) -> teacher outputs (the teacher-output cache when
+A step: free the last step's gradients -> batch to the device (non-blocking) -> teacher outputs (the teacher-output cache when
 the run has one, else a teacher forward in eval mode under ``no_grad``: no autograd graph) ->
 student forward + objective under autocast -> backward (GradScaler) -> optional gradient
 clipping -> optimiser step -> LR schedule step.
@@ -19,6 +19,9 @@ step counter still advance, as for a step GradScaler skips. ``stop`` raises
 NonFiniteLossError naming the epoch, the step and the non-finite term(s): at that step on CPU,
 at the next check on CUDA (the message then says how many later steps were applied).
 ``skip`` logs a warning and counts the step in the epoch's ``skipped_steps``.
+Under DDP the decision is collective (``any_rank``): a non-finite loss on one rank skips or
+stops the step on every rank, so no rank waits in a gradient all-reduce the others skipped,
+and no rank applies gradients averaged with another rank's NaN.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from mlkd.data.loaders import to_device
+from mlkd.engine.distributed import any_rank
 from mlkd.errors import NonFiniteLossError
 from mlkd.models.output import ModelOutput
 
@@ -92,11 +96,16 @@ class NonFiniteGuard:
     def admit(self, total: Tensor, terms: dict[str, Tensor], run) -> bool:
         """Before backward. Per-step mode: False (skip) or raise when the loss is not finite.
         Deferred mode: record the flags on the device and return True."""
+        info = getattr(run, "info", None)
+        distributed = info is not None and info.enabled
         if not self.deferred:
-            if bool(torch.isfinite(total)):
+            here = not bool(torch.isfinite(total))
+            if not (bool(any_rank(torch.tensor(here, device=total.device), info)) if distributed else here):
                 return True
             bad = [name for name, value in terms.items() if not bool(torch.isfinite(value).all())] or ["total"]
-            message = f"non-finite loss at epoch {run.epoch + 1} step {run.global_step} in term(s) {', '.join(bad)}"
+            where = (f"in term(s) {', '.join(bad)}" + (f" on rank {info.rank}" if distributed else "")
+                     if here else "on another rank")
+            message = f"non-finite loss at epoch {run.epoch + 1} step {run.global_step} {where}"
             if self.policy == "stop":
                 raise NonFiniteLossError(message + "; the weights were not updated (train.nonfinite=skip skips such steps)")
             log.warning("%s; step skipped", message)
@@ -104,6 +113,8 @@ class NonFiniteGuard:
             return False
         total = total.detach()
         bad = ~torch.isfinite(total)
+        if distributed:
+            bad = any_rank(bad, info)
         if self._count is None:
             self._names = list(terms)
             self._count = torch.zeros((), dtype=torch.long, device=total.device)
@@ -168,12 +179,12 @@ def train_step(run, batch: dict, guard: NonFiniteGuard) -> Optional[tuple[Tensor
     teacher_cache (optional), optimizer, scheduler, scaler, epoch, global_step.
     """
     cfg, device = run.cfg, run.device
+    run.optimizer.zero_grad(set_to_none=True)  # first: the last step's gradients are freed before the forward
     images, targets = to_device(batch, device, cfg.train.channels_last)
     teacher_out = teacher_outputs(run, batch, images)
     with run.precision.autocast(device):
         total, terms = run.step(images, targets, teacher_out, batch["targets"])
     run.global_step += 1
-    run.optimizer.zero_grad(set_to_none=True)
     if not guard.admit(total, terms, run):
         run.scheduler.step()
         return None

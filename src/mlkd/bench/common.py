@@ -1,0 +1,128 @@
+"""Shared pieces of the step / memory / eval benchmarks: synthetic data, runs built from the
+engine's own parts (so the benchmarks time the code ``fit`` runs), timing helpers."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from mlkd.config import Config
+from mlkd.data.batch import collate
+from mlkd.engine.distributed import DistInfo
+from mlkd.engine.optim import build_optimizer, build_scheduler
+from mlkd.engine.runtime import resolve_precision
+from mlkd.engine.step import StudentStep, defers_checks
+from mlkd.engine.trainer import Run
+from mlkd.losses import build_objective
+
+#: Methods of the step and memory benchmarks; "l2d+cache" is L2D served by the teacher cache.
+METHODS = ("vanilla", "rkd", "pkt", "reviewkd", "mse", "ps", "mld", "l2d", "l2d+cache")
+
+
+class SyntheticImages(Dataset):
+    """N random images [3, S, S] in [0, 1] with targets drawn so that each image has
+    ``positives`` labels on average (Bernoulli(positives / q) per class, at least one)."""
+
+    def __init__(self, num: int, img_size: int, num_classes: int, positives: float, seed: int = 0):
+        g = torch.Generator().manual_seed(seed)
+        self.images = torch.rand(num, 3, img_size, img_size, generator=g)
+        targets = torch.rand(num, num_classes, generator=g) < positives / num_classes
+        targets[torch.arange(num), torch.randint(num_classes, (num,), generator=g)] = True
+        self.targets = targets.float()
+        self.classes = [f"c{k}" for k in range(num_classes)]
+        self.transform = None
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int):
+        return self.images[i], self.targets[i], i
+
+    def labels_matrix(self) -> np.ndarray:
+        return self.targets.numpy().astype(np.uint8)
+
+
+def batches_of(dataset: Dataset, batch_size: int) -> list[dict]:
+    """The dataset as consecutive collated batches (the last partial one dropped)."""
+    n = len(dataset) // batch_size
+    return [collate([dataset[i] for i in range(k * batch_size, (k + 1) * batch_size)]) for k in range(n)]
+
+
+def bench_config(student: str, img_size: int, batch_size: int, device: str, amp: str,
+                 channels_last: bool, head: Optional[dict] = None) -> Config:
+    """A Config for the benchmarks; ``head``: model-section overrides (embed_dim, ffn_dim, ...;
+    default: the paper's label-wise head)."""
+    return Config.model_validate({
+        "data": {"img_size": img_size, "batch_size": batch_size},
+        "model": {"name": student, **(head or {})},
+        "train": {"device": device, "amp": amp, "channels_last": channels_last},
+    })
+
+
+def build_net(name: str, cfg: Config, num_classes: int, device: torch.device, seed: int) -> nn.Module:
+    """A network named ``name`` with the config's head settings, by the engine's builder."""
+    from mlkd.engine.builders import model_from_config
+
+    torch.manual_seed(seed)
+    model = model_from_config(cfg.model.model_copy(update={"name": name}), num_classes, pretrained=False)
+    return model.to(device)
+
+
+def make_run(method: str, cfg: Config, num_classes: int, teacher: Optional[nn.Module],
+             cache=None, seed: int = 0) -> Run:
+    """A Run for ``method`` (a METHODS name) with a freshly initialised student (same seed for
+    every method) and the engine's objective, optimiser, schedule and scaler."""
+    device = torch.device(cfg.train.device)
+    precision = resolve_precision(cfg.train.amp, device)
+    student = build_net(cfg.model.name, cfg, num_classes, device, seed)
+    name = "l2d" if method == "l2d+cache" else method
+    objective = build_objective(name, student_channels=student.feature_channels,
+                                teacher_channels=getattr(teacher, "feature_channels", None)).to(device)
+    if cfg.train.channels_last:
+        student = student.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer([student, objective], cfg.optim, fused=defers_checks(device))
+    use_teacher = objective.needs_teacher and method != "l2d+cache"
+    return Run(cfg=cfg, info=DistInfo(), device=device, precision=precision,
+               classes=[f"c{k}" for k in range(num_classes)], student=student,
+               teacher=teacher if use_teacher else None, step=StudentStep(student, objective).train(),
+               optimizer=optimizer, scheduler=build_scheduler(optimizer, cfg.optim, 10_000),
+               scaler=torch.amp.GradScaler(device.type, enabled=precision.use_scaler),
+               train_loader=None, test_loader=None, teacher_cache=cache if method == "l2d+cache" else None)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn, device: torch.device) -> tuple[float, float]:
+    """(wall seconds, process CPU seconds) of ``fn()``, device synchronised."""
+    sync(device)
+    wall, cpu = time.perf_counter(), time.process_time()
+    fn()
+    sync(device)
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def median(values: Sequence[float]) -> float:
+    return float(statistics.median(values)) if values else float("nan")
+
+
+def machine(device: str) -> str:
+    return (f"{device}, {platform.machine() or '?'}, {os.cpu_count()} CPUs, torch threads "
+            f"{torch.get_num_threads()}, torch {torch.__version__}")
+
+
+def write_json(path: Optional[Path], payload) -> None:
+    if path:
+        Path(path).write_text(json.dumps(payload, indent=1))

@@ -1,0 +1,61 @@
+"""The step / memory / eval benchmarks run on tiny models (timings are not asserted), and the
+CPU peak-memory measure sees allocations exactly."""
+
+import json
+
+import torch
+
+from mlkd.bench import BENCHES
+from mlkd.bench.__main__ import main as bench_main
+from mlkd.bench.eval import bench_eval
+from mlkd.bench.eval import format_table as eval_table
+from mlkd.bench.memory import bench_memory, peak_bytes
+from mlkd.bench.step import bench_step
+from mlkd.bench.step import format_table as step_table
+
+TINY = {"teacher": "tiny", "student": "tiny", "img_size": 32, "batch_size": 8, "num_classes": 6,
+        "head": {"embed_dim": 32, "ffn_dim": 64, "num_heads": 4}}
+
+
+def test_step_bench_rows_ratios_and_table():
+    rows = bench_step(**TINY, methods=["mld", "l2d", "l2d+cache", "reviewkd"], repeats=1, warmup=1)
+    by = {r["method"]: r for r in rows}
+    assert list(by) == ["vanilla", "mld", "l2d", "l2d+cache", "reviewkd"]
+    assert by["vanilla"]["ratio"] == 1.0 and all(r["ms"] > 0 and r["cpu_ms"] >= 0 for r in rows)
+    assert by["l2d+cache"]["teacher"] == "cache" and by["vanilla"]["teacher"] == "-"
+    table = step_table(rows)
+    assert "L2D step / MLD step" in table and "teacher cache / BCE-only" in table
+
+
+def test_memory_bench_and_peak_measure():
+    def allocate():
+        a = torch.empty(2**20, dtype=torch.uint8)
+        b = torch.empty(3 * 2**20, dtype=torch.uint8)
+        del a
+        c = torch.empty(2 * 2**20, dtype=torch.uint8)
+        del b, c
+
+    assert peak_bytes(allocate, torch.device("cpu")) == 5 * 2**20
+    rows = bench_memory(**TINY, methods=["vanilla", "l2d", "l2d+cache"])
+    by = {r["method"]: r for r in rows}
+    assert by["l2d"]["resident_mib"] > by["vanilla"]["resident_mib"]  # + the teacher's weights
+    assert by["l2d+cache"]["resident_mib"] == by["vanilla"]["resident_mib"]
+    assert all(r["step_peak_mib"] > 0 for r in rows)
+
+
+def test_eval_bench_and_dispatcher(tmp_path, capsys, monkeypatch):
+    rows = bench_eval(["tiny"], img_size=32, batch_size=8, num_images=16, num_classes=6, repeats=1,
+                      head=TINY["head"])
+    assert [r["layout"] for r in rows] == ["NCHW", "channels_last"] and rows[0]["images_per_s"] > 0
+    assert "vs NCHW" in eval_table(rows)
+    assert {"losses", "step", "eval", "data", "memory"} <= set(BENCHES)
+    import mlkd.bench.step as step_bench
+
+    real = step_bench.bench_step
+    monkeypatch.setattr(step_bench, "bench_step", lambda *a, **k: real(*a, **{**k, "head": TINY["head"]}))
+    out = tmp_path / "step.json"
+    argv = ["step", "--teacher", "tiny", "--student", "tiny", "--img-size", "32", "--batch-size", "4",
+            "--classes", "5", "--methods", "mld", "--repeats", "1", "--warmup", "0", "--json", str(out)]
+    assert bench_main(argv) == 0
+    assert "x BCE-only" in capsys.readouterr().out
+    assert [r["method"] for r in json.loads(out.read_text())] == ["vanilla", "mld"]
