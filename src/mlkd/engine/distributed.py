@@ -85,6 +85,16 @@ def all_reduce_mean(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
     return out / info.world_size
 
 
+def any_rank(flag: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """``flag`` (a bool tensor) OR-ed over the ranks, the same on every rank: one all_reduce
+    on the flag's device, no host sync; identity when single-process."""
+    if not info.enabled:
+        return flag
+    out = flag.detach().to(torch.int32)
+    dist.all_reduce(out, op=dist.ReduceOp.MAX)
+    return out.bool()
+
+
 def cleanup(info: DistInfo) -> None:
     if info.enabled and dist.is_initialized():
         dist.destroy_process_group()
