@@ -29,13 +29,17 @@ def names(k: int) -> list[str]:
     return [CLASSES[k % 4], CLASSES[(k + 1) % 4]][: 1 + k % 2]
 
 
+def write_replica(root):
+    write_list(root / "train.csv", [(f"img/train_{k:02d}.jpg", names(k)) for k in range(16)])
+    write_list(root / "test.csv", [(f"img/test_{k}.jpg", names(k)) for k in range(6)])
+    (root / "classes.txt").write_text("\n".join(CLASSES) + "\n")
+
+
 @pytest.fixture()
 def replica(tmp_path):
     """16 train rows (one corrupt JPEG, one missing file) and 6 test rows (one truncated)."""
     root = tmp_path / "data"
-    write_list(root / "train.csv", [(f"img/train_{k:02d}.jpg", names(k)) for k in range(16)])
-    write_list(root / "test.csv", [(f"img/test_{k}.jpg", names(k)) for k in range(6)])
-    (root / "classes.txt").write_text("\n".join(CLASSES) + "\n")
+    write_replica(root)
     bad = {"corrupt": corrupt_file(root / "img" / "train_05.jpg"),
            "truncated": truncate_file(root / "img" / "test_2.jpg", keep=0.3),
            "missing": root / "img" / "train_09.jpg"}
@@ -119,3 +123,19 @@ def test_error_without_preflight_names_the_file_and_the_check(replica, capsys, w
     assert code == 2 and text.startswith("mlkd: error:") and "\n" not in text, text
     assert replica["corrupt"] in text and "data.verify_images" in text and "Traceback" not in text
     assert not (replica["tmp"] / "run" / "checkpoints").exists()
+
+
+def test_damaged_during_a_run_resumes_with_skip(tmp_path, capsys):
+    """A file damaged on disk between epochs stops an ``error`` run in epoch 2, naming it; the
+    run goes on from epoch 1's checkpoint with ``--resume data.on_bad_image=skip``."""
+    replica = {"root": tmp_path / "data", "tmp": tmp_path}
+    write_replica(replica["root"])
+    cfg_file = write_config(config(replica, on_bad_image="error"), tmp_path / "exp.yaml")
+    assert run_cli(["train", "-c", str(cfg_file), "optim.stop_epoch=1"], capsys)[0] == 0
+    damaged = corrupt_file(replica["root"] / "img" / "train_07.jpg")
+    code, err = run_cli(["train", "-c", str(cfg_file), "--resume"], capsys)
+    assert code == 2 and str(damaged) in err and "\n" not in err.strip(), err
+    code, err = run_cli(["train", "-c", str(cfg_file), "--resume", "data.on_bad_image=skip"], capsys)
+    assert code == 0, err
+    records = read_jsonl(tmp_path / "run" / "metrics.jsonl")
+    assert [(r["epoch"], r["train"]["skipped_images"]) for r in records] == [(1, 0), (2, 1)]

@@ -53,6 +53,11 @@ def test_stop_names_step_and_term_and_keeps_the_last_good_checkpoint(epoch1, tmp
     assert last["epoch"] == 1 and all_finite(last["model"])
     assert_same_tensors(last["model"], epoch1["model"])
     assert [r["epoch"] for r in read_jsonl(tmp_path / "run" / "metrics.jsonl")] == [1]
+    if value == "nan":  # the run goes on from epoch 1 with the other policy (a fresh term: no NaN)
+        with nonfinite_term():
+            code, err = run_cli(["train", "-c", str(cfg_file), "--resume", "train.nonfinite=skip"], capsys)
+        assert code == 0, err
+        assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["epoch"] == 2
 
 
 def test_skip_completes_without_applying_the_step(tmp_path, caplog):

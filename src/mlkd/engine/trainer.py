@@ -41,10 +41,12 @@ from mlkd.losses import build_objective, method_needs_teacher
 
 log = logging.getLogger("mlkd")
 
-# Config keys that may change between a run and its resumption.
+# Config keys that may change between a run and its resumption. The fault policies are among
+# them, so that a run stopped by a damaged image or a NaN can go on with "skip".
 _RESUMABLE_CHANGES = {("train", "progress"), ("train", "log_interval"), ("train", "tensorboard"),
                       ("data", "num_workers"), ("optim", "stop_epoch"), ("distill", "teacher"),
-                      ("train", "dist_timeout_s")}
+                      ("train", "dist_timeout_s"), ("train", "nonfinite"), ("data", "on_bad_image"),
+                      ("data", "verify_images"), ("data", "options", "on_missing")}
 
 
 @dataclass
