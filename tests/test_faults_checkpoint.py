@@ -5,7 +5,9 @@ back to ``prev.pt`` and still ends with the weights of an uninterrupted run (bit
 from __future__ import annotations
 
 import logging
+import resource
 import shutil
+import signal
 
 import pytest
 
@@ -107,3 +109,29 @@ def test_a_new_run_never_overwrites_an_existing_one(runs, tmp_path, capsys):
     code, err = run_cli(["train", "-c", str(cfg_file)], capsys)  # forgot --resume
     assert code == 2 and "--resume" in err and str(run) in err
     assert (run / "checkpoints" / "last.pt").read_bytes() == before
+
+
+@pytest.mark.skipif(signal.getsignal(signal.SIGXFSZ) != signal.SIG_IGN, reason="needs SIGXFSZ ignored (CPython does)")
+def test_disk_full_while_saving_keeps_both_checkpoints(runs, tmp_path, capsys):
+    """A real short write: the file-size limit (RLIMIT_FSIZE) makes the kernel refuse the
+    checkpoint's bytes (EFBIG), as a full disk would (ENOSPC)."""
+    run = tmp_path / "run"
+    shutil.copytree(runs / "part", run)
+    folder = run / "checkpoints"
+    before = {name: (folder / name).read_bytes() for name in ("last.pt", "prev.pt")}
+    cfg_file = write_config(config(run), tmp_path / "exp.yaml")
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1_000_000, hard))  # a checkpoint is ~4.7 MB
+    try:
+        code, err = run_cli(["train", "-c", str(cfg_file), "--resume"], capsys)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    text = err.strip()
+    assert code == 2 and text.startswith("mlkd: error:") and "\n" not in text, text
+    assert f"cannot write checkpoint {folder / 'last.pt'}" in text and "intact" in text
+    assert {name: (folder / name).read_bytes() for name in before} == before
+    assert not list(folder.glob(".*.tmp"))
+    code, err = run_cli(["train", "-c", str(cfg_file), "--resume"], capsys)  # space again
+    assert code == 0, err
+    assert_same_tensors(load_checkpoint(folder / "last.pt")["model"],
+                        load_checkpoint(runs / "full" / "checkpoints" / "last.pt")["model"])

@@ -67,8 +67,8 @@ def state_digest(state: Mapping[str, Any]) -> str:
     return digest.hexdigest()
 
 
-def atomic_save(obj: Any, path: Path) -> None:
-    """torch.save to a temporary file in the same folder, fsync, then os.replace."""
+def _write_temporary(obj: Any, path: Path) -> Path:
+    """torch.save ``obj`` to a fsynced temporary file next to ``path``; removed on failure."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -76,21 +76,55 @@ def atomic_save(obj: Any, path: Path) -> None:
             torch.save(obj, handle)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return Path(tmp)
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make renames in ``folder`` durable (best effort: not every platform opens folders)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    """torch.save to a temporary file in the same folder, fsync, then os.replace."""
+    os.replace(_write_temporary(obj, path), path)
+    _fsync_folder(path.parent)
 
 
 def save_rotating(state: dict[str, Any], folder: Path) -> Path:
     """Write ``state`` (plus its integrity digest) as ``last.pt``; the previous ``last.pt``
-    becomes ``prev.pt``. Temporary files left by a process killed while saving are removed."""
+    becomes ``prev.pt``. Temporary files left by a process killed while saving are removed.
+
+    The new file is written completely before anything is renamed, so a failed write (disk
+    full, quota) is a CheckpointError that leaves ``last.pt`` and ``prev.pt`` as they were.
+    """
     last, prev = folder / LAST, folder / PREV
+    folder.mkdir(parents=True, exist_ok=True)
     for stale in folder.glob(f".{LAST}.*.tmp"):
         stale.unlink(missing_ok=True)
+    try:
+        tmp = _write_temporary({**state, INTEGRITY: {"sha256": state_digest(state)}}, last)
+    except (OSError, RuntimeError) as err:  # torch's zip writer raises RuntimeError on a short write
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        kept = " and ".join(str(p) for p in (last, prev) if p.exists())
+        raise CheckpointError(f"cannot write checkpoint {last} (disk full or over quota? "
+                              f"{type(err).__name__}: {reason}); nothing was replaced"
+                              + (f": {kept} are intact" if kept else "")) from None
     if last.exists():
         os.replace(last, prev)
-    atomic_save({**state, INTEGRITY: {"sha256": state_digest(state)}}, last)
+    os.replace(tmp, last)
+    _fsync_folder(folder)
     return last
 
 
