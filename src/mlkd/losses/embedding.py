@@ -187,11 +187,12 @@ class PairPlan:
         return PairPlan(a, b, group, counts, self.shape, self.with_cd, self.with_id)
 
 
+@torch.compiler.disable
 def pair_plan(targets: Tensor, with_cd: bool = True, with_id: bool = True) -> PairPlan:
     """Groups and pairs of the positives (targets > 0.5) of ``targets`` [B, q], where they are.
 
     Build it from a CPU copy of the labels and move it with ``PairPlan.to`` to keep the loss
-    free of host synchronisation on an accelerator.
+    free of host synchronisation on an accelerator. Runs eagerly under ``torch.compile``.
     """
     if targets.dim() != 2:
         raise ValueError(f"CD/ID: targets must be [B, q], got {list(targets.shape)}")
