@@ -206,3 +206,17 @@ def test_yaml_of_the_paper_tables_is_plain_data():
     path = Path(__file__).resolve().parent.parent / "src" / "mlkd" / "reproduce" / "paper_tables.yaml"
     data = yaml.safe_load(path.read_text())
     assert set(paper_table_ids()) <= set(data)
+
+
+def test_paired_differences_match_seeds():
+    from mlkd.analysis.results import paired_table
+
+    table = ResultTable("t", "thr@0.5", [Column("d", "a", "b")], ["Student", "MLD"])
+    table.cells[("Student", 0, "mAP")] = Cell([60.0, 70.0, 65.0], [0, 1, 2])
+    table.cells[("MLD", 0, "mAP")] = Cell([61.0, 71.5, 99.0], [0, 1, 5])  # seed 5 has no partner
+    paired = paired_table(table, "Student")
+    cell = paired.cell("MLD", 0, "mAP")
+    assert paired.rows == ["MLD"] and cell.seeds == [0, 1] and cell.values == [1.0, 1.5]
+    assert cell.std == pytest.approx(np.std([1.0, 1.5], ddof=1))
+    with pytest.raises(ConfigError, match="no such row"):
+        paired_table(table, "Vanilla")

@@ -89,7 +89,8 @@ def _cmd_sweep(args) -> int:
 def _cmd_table(args) -> int:
     from mlkd.reproduce.report import table_text
 
-    text = table_text(args.paths, args.protocol, args.format, args.paper, args.set or (), args.out, args.title)
+    text = table_text(args.paths, args.protocol, args.format, args.paper, args.set or (), args.out, args.title,
+                      args.paired)
     if args.output:
         with open(args.output, "w") as handle:
             handle.write(text)
@@ -117,6 +118,7 @@ def _add_reproduce_parsers(sub) -> None:
     table.add_argument("--out", help="runs folder of the grid files given (default: each grid's 'out')")
     table.add_argument("--set", action="append", metavar="KEY=VALUE", help="override for the grid files (repeatable)")
     table.add_argument("--title", help="table title")
+    table.add_argument("--paired", metavar="ROW", help="also show each row minus ROW seed by seed (e.g. Student)")
     table.add_argument("--output", "-o", help="also write the table to this file")
     table.set_defaults(func=_cmd_table)
 

@@ -25,10 +25,10 @@ def _num(value: Optional[float]) -> str:
     return "–" if value is None or math.isnan(value) else f"{value:.2f}"
 
 
-def _cell_text(cell: Cell, typical_n: int, pm: str) -> str:
+def _cell_text(cell: Cell, typical_n: int, pm: str, signed: bool = False) -> str:
     if not cell.n:
         return "–"
-    text = f"{cell.mean:.2f}"
+    text = f"{cell.mean:+.2f}" if signed else f"{cell.mean:.2f}"
     if cell.n > 1:
         text += f" {pm} {cell.std:.2f}"
     if cell.n != typical_n:
@@ -68,6 +68,8 @@ def caption(table: ResultTable) -> str:
     n = table.typical_n
     if table.published:
         what = "published numbers"
+    elif table.paired_with:
+        what = f"mean ± sample std of the per-seed differences (points), n = {n} seeds"
     elif n > 1:
         what = f"mean ± sample std over n = {n} seeds"
     else:
@@ -97,7 +99,7 @@ def to_markdown(table: ResultTable) -> str:
         cells = []
         for index, metric, paper in headers:
             text = _num(table.paper.get((row, index, metric))) if paper else \
-                _cell_text(table.cell(row, index, metric), n, "±")
+                _cell_text(table.cell(row, index, metric), n, "±", bool(table.paired_with))
             if text != "–" and _is_best(table, row, index, metric, paper):
                 text = f"**{text}**"
             cells.append(text)
@@ -159,7 +161,7 @@ def to_latex(table: ResultTable) -> str:
         cells = []
         for index, metric, paper in headers:
             text = _num(table.paper.get((row, index, metric))) if paper else \
-                _cell_text(table.cell(row, index, metric), n, "±")
+                _cell_text(table.cell(row, index, metric), n, "±", bool(table.paired_with))
             text = _tex(text)
             if text != "--" and _is_best(table, row, index, metric, paper):
                 text = rf"\textbf{{{text}}}"

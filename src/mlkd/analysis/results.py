@@ -81,6 +81,7 @@ class ResultTable:
     paper_id: Optional[str] = None
     notes: list[str] = field(default_factory=list)
     published: bool = False  # the table IS the paper's (its values are published numbers)
+    paired_with: Optional[str] = None  # the cells are per-seed differences to this row
 
     def cell(self, row: str, column: int, metric: str) -> Cell:
         return self.cells.get((row, column, metric)) or Cell()
@@ -307,3 +308,24 @@ def grid_table(grid, protocol: str = "thr@0.5") -> ResultTable:
             cell.values.append(value)
             cell.seeds.append(result.seed)
     return table
+
+
+def paired_table(table: ResultTable, reference: str) -> ResultTable:
+    """Each row minus ``reference``, seed by seed (only seeds both rows have): the mean and sample
+    std of the per-seed differences, in points. Seeds share the data order and, for students
+    built alike, the initialisation, so paired differences are far less noisy than the rows'
+    own spread."""
+    if reference not in table.rows:
+        raise ConfigError(f"--paired {reference!r}: no such row; rows: {', '.join(table.rows)}")
+    rows = [row for row in table.rows if row != reference]
+    out = ResultTable(title=f"{table.title} — minus {reference}, paired by seed", protocol=table.protocol,
+                      columns=list(table.columns), rows=rows, metrics=table.metrics, paired_with=reference)
+    for (row, column, metric), cell in table.cells.items():
+        ref = table.cells.get((reference, column, metric))
+        if row == reference or ref is None:
+            continue
+        ref_by_seed = dict(zip(ref.seeds, ref.values))
+        pairs = [(seed, value - ref_by_seed[seed]) for seed, value in zip(cell.seeds, cell.values) if seed in ref_by_seed]
+        if pairs:
+            out.cells[(row, column, metric)] = Cell([d for _, d in pairs], [s for s, _ in pairs])
+    return out

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from mlkd.analysis.render import render
-from mlkd.analysis.results import ResultTable, build_table, grid_table, load_runs
+from mlkd.analysis.results import ResultTable, build_table, grid_table, load_runs, paired_table
 from mlkd.errors import ConfigError
 
 
@@ -16,9 +16,10 @@ def is_grid_file(path: str) -> bool:
 
 def tables_for(paths: Sequence[str], protocol: str = "thr@0.5", paper: Optional[str] = None,
                overrides: Sequence[str] = (), out: Optional[str] = None,
-               title: Optional[str] = None) -> list[ResultTable]:
+               title: Optional[str] = None, paired: Optional[str] = None) -> list[ResultTable]:
     """One table per grid file in ``paths`` and one for all the run / sweep folders together;
-    with ``paper``, the published values beside matching pairs (or the published table after)."""
+    with ``paper``, the published values beside matching pairs (or the published table after);
+    with ``paired``, each table is followed by its rows minus that row, paired by seed."""
     from mlkd.reproduce.grid import load_grid
     from mlkd.reproduce.paper import attach_paper, paper_table
 
@@ -33,6 +34,8 @@ def tables_for(paths: Sequence[str], protocol: str = "thr@0.5", paper: Optional[
     if title:
         for table in tables:
             table.title = title
+    if paired:
+        tables = [t for table in tables for t in (table, paired_table(table, paired))]
     if not paper:
         if not tables:
             raise ConfigError("mlkd table: give run folders, sweep folders or grid files (or --paper TABLE)")
@@ -49,7 +52,7 @@ def tables_for(paths: Sequence[str], protocol: str = "thr@0.5", paper: Optional[
 
 def table_text(paths: Sequence[str], protocol: str = "thr@0.5", fmt: str = "md",
                paper: Optional[str] = None, overrides: Sequence[str] = (), out: Optional[str] = None,
-               title: Optional[str] = None) -> str:
+               title: Optional[str] = None, paired: Optional[str] = None) -> str:
     """The rendered tables (``md``, ``csv`` or ``latex``), separated by blank lines."""
-    tables = tables_for(paths, protocol, paper, overrides, out, title)
+    tables = tables_for(paths, protocol, paper, overrides, out, title, paired)
     return "\n\n".join(render(table, fmt).rstrip("\n") for table in tables) + "\n"
