@@ -211,3 +211,40 @@ def test_eval_refuses_a_bad_protocol_before_predicting(tmp_path, capsys, monkeyp
     code, err = run_cli(["eval", str(tmp_path / "run" / "checkpoints" / "last.pt"), "-p", "thr@high"], capsys)
     assert_one_line_error(code, err, "thr@high")
     assert torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=False)["epoch"] == 1
+
+
+def test_a_multi_line_cause_is_printed_on_one_line(base, capsys):
+    """torch's own messages span lines (here a weights-only unpickling refusal quoted by the
+    CheckpointError); the CLI still prints one line."""
+    import torch
+
+    evil = base["tmp"] / "evil.pt"
+    torch.save({"model": {}, "classes": [], "config": {}, "epoch": 0, "x": Path("/")}, evil)
+    code, err = run_cli(["train", "-c", base["config"], "distill.method=mld", f"distill.teacher={evil}"], capsys)
+    assert_one_line_error(code, err, str(evil))
+
+
+@pytest.mark.parametrize("change", ["no model config", "bad model config", "foreign weights"])
+def test_a_checkpoint_that_does_not_fit_together_is_named(tmp_path, capsys, change):
+    import torch
+
+    fit(tiny_config(tmp_path / "t", CACHE, epochs=1, data={"options": {
+        "source": "digits", "num_train": 32, "num_test": 8, "seed": 0, "cache_dir": str(CACHE)}}))
+    state = torch.load(tmp_path / "t" / "checkpoints" / "last.pt", weights_only=False)
+    state.pop("integrity")
+    if change == "no model config":
+        del state["config"]["model"]
+    elif change == "bad model config":
+        state["config"]["model"]["embed_dim"] = -3
+    else:
+        state["model"] = {"fc.weight": torch.zeros(2, 2)}
+    bad = tmp_path / "bad.pt"
+    torch.save(state, bad)
+    code, err = run_cli(["eval", str(bad)], capsys)
+    assert_one_line_error(code, err, str(bad))
+
+
+def test_unknown_command_line_flags_exit_2_naming_the_flag(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(["train", "--no-such-flag"], capsys)
+    assert exit_info.value.code == 2 and "--no-such-flag" in capsys.readouterr().err

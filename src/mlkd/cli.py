@@ -266,7 +266,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     except MLKDError as err:
         if args.debug:
             raise
-        print(f"mlkd: error: {err}", file=sys.stderr)
+        print(f"mlkd: error: {_one_line(str(err))}", file=sys.stderr)  # may quote a multi-line cause
         return 2
     except KeyboardInterrupt:
         print("mlkd: interrupted", file=sys.stderr)
@@ -274,8 +274,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     except Exception as err:  # an unexpected failure: one line, the traceback with --debug
         if args.debug:
             raise
-        print(f"mlkd: error: {type(err).__name__}: {err} (run with --debug for the traceback)", file=sys.stderr)
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        print(f"mlkd: error: {type(err).__name__}: {first} (run with --debug for the traceback)", file=sys.stderr)
         return 1
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
 if __name__ == "__main__":

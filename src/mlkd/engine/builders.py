@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from pydantic import ValidationError
 from torch import nn
 
 from mlkd.config import ModelConfig
@@ -35,11 +36,26 @@ def model_from_config(cfg: ModelConfig, num_classes: int, pretrained: bool | str
 
 
 def model_from_checkpoint(path: str | Path, device: torch.device) -> tuple[nn.Module, dict]:
-    """Rebuild the network a checkpoint was trained as and load its weights (eval mode)."""
+    """Rebuild the network a checkpoint was trained as and load its weights (eval mode).
+
+    A checkpoint whose model config, class list or weights do not fit together is a
+    CheckpointError naming the file (not a KeyError / state-dict RuntimeError)."""
     state = load_checkpoint(path)
-    model_cfg = ModelConfig.model_validate(state["config"]["model"])
+    config = state["config"]
+    if not isinstance(config, dict) or not isinstance(config.get("model"), dict) or not state["classes"]:
+        raise CheckpointError(f"checkpoint {path} lacks its model config or class list; "
+                              "it was not written by mlkd's trainer")
+    try:
+        model_cfg = ModelConfig.model_validate(config["model"])
+    except ValidationError as err:
+        raise CheckpointError(f"checkpoint {path}: its model config is invalid "
+                              f"({' '.join(str(err).split())})") from None
     model = model_from_config(model_cfg, len(state["classes"]), pretrained=False)
-    model.load_state_dict(state["model"])
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as err:
+        raise CheckpointError(f"checkpoint {path}: its weights do not fit the model it names "
+                              f"({' '.join(str(err).split())[:300]})") from None
     return model.to(device).eval(), state
 
 
