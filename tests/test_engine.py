@@ -108,3 +108,16 @@ def test_cli_prints_one_line_errors(tmp_path, capsys):
     assert cli_main(["train", "optim.learning_rate=1"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("mlkd: error:") and "optim.learning_rate" in err and "\n" not in err
+
+
+def test_tensorboard_events_hold_the_logged_metrics(teacher):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_dir = teacher["root"] / "board"
+    record = fit(tiny_config(run_dir, teacher["cache"], epochs=1, train={"tensorboard": True}))
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    logged = events.Scalars("eval/thr@0.5/mAP")
+    assert [e.step for e in logged] == [1]
+    assert logged[0].value == pytest.approx(record["eval"]["thr@0.5"]["mAP"], rel=1e-6)
+    assert events.Scalars("train/bce")[0].value == pytest.approx(record["train"]["bce"], rel=1e-6)

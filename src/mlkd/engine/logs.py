@@ -68,3 +68,37 @@ class Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+class TensorBoardLog:
+    """Each epoch's scalars (train terms, every protocol's metrics) as TensorBoard events.
+
+    Needs the optional ``tensorboard`` package (``pip install 'mlkd[tensorboard]'``).
+    """
+
+    METRICS = ("mAP", "OF1", "CF1", "CP", "CR", "OP", "OR")
+
+    def __init__(self, folder: Path):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            from mlkd.errors import ConfigError
+
+            raise ConfigError("train.tensorboard=true needs the tensorboard package: "
+                              "pip install 'mlkd[tensorboard]' (or set train.tensorboard=false)") from None
+        self.writer = SummaryWriter(str(folder))
+
+    def write(self, record: dict) -> None:
+        epoch = record["epoch"]
+        for name, value in record.get("train", {}).items():
+            if isinstance(value, (int, float)):
+                self.writer.add_scalar(f"train/{name}", value, epoch)
+        for protocol, metrics in record.get("eval", {}).items():
+            if isinstance(metrics, dict):
+                for key in self.METRICS:
+                    if key in metrics:
+                        self.writer.add_scalar(f"eval/{protocol}/{key}", metrics[key], epoch)
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()

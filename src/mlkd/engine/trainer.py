@@ -32,7 +32,7 @@ from mlkd.engine.builders import load_teacher, model_from_config
 from mlkd.engine.distributed import (DistInfo, barrier, broadcast_buffers, cleanup, init_distributed,
                                      local_rank_from_env)
 from mlkd.engine.evaluation import evaluate
-from mlkd.engine.logs import Progress, write_jsonl
+from mlkd.engine.logs import Progress, TensorBoardLog, write_jsonl
 from mlkd.engine.optim import build_optimizer, build_scheduler
 from mlkd.engine.runtime import Precision, resolve_device, resolve_precision, seed_everything
 from mlkd.engine.step import NonFiniteGuard, StudentStep, defers_checks, train_step
@@ -284,6 +284,7 @@ def fit(cfg: Config, resume: bool = False) -> dict:
             run.run_dir.mkdir(parents=True, exist_ok=True)
         if run.info.is_main:
             save_config(cfg, run.run_dir / "config.yaml")
+        board = TensorBoardLog(run.run_dir / "tensorboard") if cfg.train.tensorboard and run.info.is_main else None
         stop = min(cfg.optim.stop_epoch or cfg.optim.epochs, cfg.optim.epochs)
         while run.epoch < stop:
             train_stats = train_one_epoch(run)
@@ -297,8 +298,12 @@ def fit(cfg: Config, resume: bool = False) -> dict:
             if run.info.is_main:
                 ckpt.save_rotating(_state(run), run.run_dir / "checkpoints")
                 write_jsonl(run.history, run.run_dir / "metrics.jsonl")
+                if board is not None:
+                    board.write(record)
                 log.info("epoch %d/%d %s", run.epoch, stop, _summary(record))
             barrier(run.info)
+        if board is not None:
+            board.close()
         return run.history[-1] if run.history else {}
     finally:
         cleanup(run.info)
