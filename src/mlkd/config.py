@@ -137,7 +137,7 @@ class TrainConfig(_Section):
     channels_last: bool = False
     compile: bool = False
     nonfinite: Literal["stop", "skip"] = "stop"
-    dist_timeout_s: float = Field(600.0, gt=0)  # bound on every collective under torchrun
+    dist_timeout_s: float = Field(600.0, gt=0)  # bound on each collective under torchrun (after start-up)
 
     @field_validator("protocols")
     @classmethod

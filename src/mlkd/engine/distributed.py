@@ -27,18 +27,29 @@ class DistInfo:
         return self.world_size > 1
 
 
+#: How long ranks may take to join each other (start-up skew: imports, data on a slow disk).
+JOIN_TIMEOUT_S = 600.0
+
+
 def init_distributed(device_type: str, timeout_s: float = 600.0) -> DistInfo:
     """Join the process group torchrun describes in the environment (no-op without it).
 
-    NCCL on CUDA, gloo elsewhere. ``timeout_s`` bounds every collective, so a dead rank makes
-    the others fail instead of hanging forever.
+    NCCL on CUDA, gloo elsewhere. ``timeout_s`` (``train.dist_timeout_s``) bounds every
+    collective once the group is formed, so a dead or hung rank makes the others fail instead
+    of waiting forever. Forming the group waits up to ``max(timeout_s, JOIN_TIMEOUT_S)``, so a
+    short collective timeout does not turn uneven start-up times into failures (with torch
+    versions lacking ``dist.set_timeout`` the group simply uses ``timeout_s`` throughout).
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistInfo()
     if not dist.is_initialized():
         backend = "nccl" if device_type == "cuda" else "gloo"
-        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
+        set_timeout = getattr(dist, "set_timeout", None)
+        join = max(timeout_s, JOIN_TIMEOUT_S) if set_timeout is not None else timeout_s
+        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=join))
+        if join != timeout_s:
+            set_timeout(datetime.timedelta(seconds=timeout_s))
     return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
