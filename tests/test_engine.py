@@ -121,3 +121,13 @@ def test_tensorboard_events_hold_the_logged_metrics(teacher):
     assert [e.step for e in logged] == [1]
     assert logged[0].value == pytest.approx(record["eval"]["thr@0.5"]["mAP"], rel=1e-6)
     assert events.Scalars("train/bce")[0].value == pytest.approx(record["train"]["bce"], rel=1e-6)
+
+
+def test_distilled_student_starts_from_the_vanilla_students_weights(teacher, tmp_path):
+    from mlkd.engine.trainer import build_run
+
+    vanilla = build_run(tiny_config(tmp_path / "v", teacher["cache"]))
+    distilled = build_run(tiny_config(tmp_path / "d", teacher["cache"], method="l2d", teacher=teacher["ckpt"]))
+    assert distilled.teacher is not None and vanilla.teacher is None
+    for key, value in vanilla.student.state_dict().items():
+        assert torch.equal(value, distilled.student.state_dict()[key]), key

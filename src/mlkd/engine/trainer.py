@@ -113,11 +113,13 @@ def build_run(cfg: Config) -> Run:
     seed_everything(cfg.train.seed, cfg.train.deterministic)
     train_set, test_set = build_datasets(cfg.data)
     classes = list(train_set.classes)
+    # The student is built before the teacher is loaded, so its initial weights depend only on
+    # the seed: a distilled student starts exactly where the vanilla student of its seed does.
+    student = model_from_config(cfg.model, len(classes)).to(device)
     needs_teacher = method_needs_teacher(cfg.distill.method, cfg.distill.weights)
     teacher = load_teacher(cfg.distill.teacher, classes, device) if needs_teacher else None
     if cfg.distill.teacher and not needs_teacher:
         log.warning("distill.teacher is ignored: method %s uses no teacher output", cfg.distill.method)
-    student = model_from_config(cfg.model, len(classes)).to(device)
     objective = build_objective(
         cfg.distill.method, weights=cfg.distill.weights, options=cfg.distill.options,
         student_channels=getattr(student, "feature_channels", None),
