@@ -127,7 +127,8 @@ def _paths(tmp: Path) -> dict[str, str]:
 
 
 # (overrides, words the message must hold, stage): "data" = before any model is built,
-# "build" = before training starts. <file>, <garbage>, ... are filled in by fill().
+# "build" = before training starts (the student is built before the method is resolved and
+# the teacher loaded, so that its initial weights depend on the seed only). <file>, <garbage>, ... are filled in by fill().
 PIPELINE_CASES = [
     (["data.name=voc2007", "data.options={root: /nonexistent/voc}"], ["/nonexistent/voc"], "data"),
     (["data.name=coco2014", "data.options={root: /nonexistent/coco}"], ["/nonexistent/coco"], "data"),
@@ -147,13 +148,13 @@ PIPELINE_CASES = [
     (["run_dir=<file>"], ["run_dir", "<file>"], "data"),
     (["run_dir=/proc/no/such/dir"], ["run_dir"], "data"),
     (["run_dir=<occupied>"], ["run_dir", "--resume"], "data"),
-    (["distill.method=l3d"], ["l3d"], "data"),
-    (["distill.method=''"], ["method ''"], "data"),
-    (["distill.weights={foo: 1}"], ["foo"], "data"),
-    (["distill.method=mld"], ["distill.teacher"], "data"),
-    (["distill.method=mld", "distill.teacher=/nonexistent/t.pt"], ["distill.teacher", "/nonexistent/t.pt"], "data"),
-    (["distill.method=mld", "distill.teacher=<garbage>"], ["<garbage>"], "data"),
-    (["distill.method=mld", "distill.teacher=<tmp>"], ["distill.teacher"], "data"),
+    (["distill.method=l3d"], ["l3d"], "build"),
+    (["distill.method=''"], ["method ''"], "build"),
+    (["distill.weights={foo: 1}"], ["foo"], "build"),
+    (["distill.method=mld"], ["distill.teacher"], "build"),
+    (["distill.method=mld", "distill.teacher=/nonexistent/t.pt"], ["distill.teacher", "/nonexistent/t.pt"], "build"),
+    (["distill.method=mld", "distill.teacher=<garbage>"], ["<garbage>"], "build"),
+    (["distill.method=mld", "distill.teacher=<tmp>"], ["distill.teacher"], "build"),
     (["model.name=no_such_net"], ["model.name", "no_such_net"], "build"),
     (["model.pretrained=/nonexistent/w.safetensors"], ["model.pretrained"], "build"),
     (["model.options={no_such_kwarg: 1}"], ["model.options", "no_such_kwarg"], "build"),
