@@ -7,7 +7,8 @@
 Times ``mlkd.engine.evaluation.predict`` (eval mode, ``no_grad``, autocast per ``--amp``,
 sigmoid scores gathered on the host: what ``fit`` and ``mlkd eval`` run) over ``--num-images``
 in-memory random images (no decoding: ``mlkd bench data`` measures loading), for each model in
-the default NCHW layout and in channels_last. Rounds are interleaved over the variants; the
+the default NCHW layout and in channels_last. Rounds are interleaved over the variants (order
+reversed every other round); the
 table shows the median images/s of ``--repeats`` rounds after one warm-up round, and the
 channels_last / NCHW ratio.
 """
@@ -47,7 +48,9 @@ def bench_eval(models: Sequence[str] = ("resnet18", "resnet34"), img_size: int =
         variants.append((name, "channels_last", last.to(memory_format=torch.channels_last), True))
     seconds: dict[int, list[float]] = {k: [] for k in range(len(variants))}
     for r in range(1 + repeats):
-        for k, (_, _, model, channels_last) in enumerate(variants):
+        order = list(range(len(variants)))
+        for k in order if r % 2 == 0 else order[::-1]:  # no variant always runs first
+            _, _, model, channels_last = variants[k]
             wall, _ = timed(lambda: predict(model, loader, dev, precision, channels_last=channels_last), dev)
             if r:
                 seconds[k].append(wall)

@@ -12,8 +12,9 @@ steps. ``vanilla`` is the student alone (BCE, no teacher). Every method has its 
 the engine's builders. Defaults: ResNet-34 teacher -> ResNet-18 student with the paper's
 label-wise head (D = 768), 64x64 inputs, batch 64, q = 20 classes (VOC's count) with 2.9
 positive labels per image on average (COCO's density, the harder case for CD/ID: more pairs).
-Rounds are interleaved (each round runs one step of every method, in turn), so a change in the
-machine's load hits every method alike. The table shows, over ``--repeats`` rounds after
+Rounds are interleaved (each round runs one step of every method, in turn, the order reversed
+every other round), so a change in the machine's load hits every method alike and no method
+always runs first (the first step of a round measured ~8% slower on this machine). The table shows, over ``--repeats`` rounds after
 ``--warmup`` rounds, the median step time and the median of the per-round ratios to the
 BCE-only step of the same round, for wall-clock time and for process CPU time (less sensitive
 to other processes on a shared machine). On a small shared CPU, ``--threads 1`` gives steadier
@@ -82,7 +83,9 @@ def bench_step(teacher: str = "resnet34", student: str = "resnet18", img_size: i
         cpu: dict[str, list[float]] = {m: [] for m in methods}
         for r in range(warmup + repeats):
             batch = batches[r % len(batches)]
-            for m, run in runs.items():
+            order = methods if r % 2 == 0 else methods[::-1]  # no method always runs first
+            for m in order:
+                run = runs[m]
                 w, c = timed(lambda: train_step(run, batch, guards[m]), dev)
                 if r >= warmup:
                     wall[m].append(w)

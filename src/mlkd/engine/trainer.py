@@ -137,6 +137,8 @@ def build_run(cfg: Config) -> Run:
 
         train_set, cache = teacher_cache.prepare(cfg, teacher, objective, train_set, info, device, precision)
         teacher = None  # every teacher output the objective reads now comes from the cache
+    elif cfg.distill.cache != "off":
+        log.info("distill.cache is not used: method %s reads no teacher output", cfg.distill.method)
     step: nn.Module = StudentStep(student, objective)
     if info.enabled:
         step = DistributedDataParallel(step, device_ids=[device.index] if device.type == "cuda" else None)
