@@ -5,8 +5,6 @@
   real training loop: nothing of the engine is mocked. Its registration is scoped
   (``nonfinite_term()``) so other tests never see it in ``LOSS_TERMS``; ``fault_cli.py``
   registers it in subprocesses (torchrun).
-- ``one_thread``: autouse fixture (import it into a test module) running in-process training on
-  one torch thread.
 - ``write_config``: a tiny config as a YAML file (for ``mlkd.cli`` in a subprocess).
 - ``run_cli``: ``mlkd.cli.main`` in-process, returning (exit code, stderr).
 - ``cli_command`` / ``cli_env``: the command line of ``python -m mlkd.cli`` in a subprocess.
@@ -63,15 +61,6 @@ def nonfinite_term() -> Iterator[None]:
     finally:
         LOSS_TERMS._entries.pop(NONFINITE, None)
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """In-process runs use one torch thread (restored after): on a shared 2-core machine two
-    OpenMP threads contend with the other processes and a tiny step gets ~10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def write_config(cfg, path: Path) -> Path:

@@ -40,14 +40,6 @@ def _checkpoint(root, cache, name, seed, teacher=None):
     return str(save_rotating(state, root / name / "checkpoints"))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run faster on one thread (and do not fight the other tests for the cores)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 @pytest.fixture(scope="module")
 def ckpts(tmp_path_factory):

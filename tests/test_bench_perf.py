@@ -14,13 +14,6 @@ from mlkd.bench.memory import bench_memory, peak_bytes
 from mlkd.bench.step import bench_step
 from mlkd.bench.step import format_table as step_table
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 TINY = {"teacher": "tiny", "student": "tiny", "img_size": 32, "batch_size": 8, "num_classes": 6,
         "head": {"embed_dim": 32, "ffn_dim": 64, "num_heads": 4}}

@@ -12,7 +12,7 @@ import signal
 import pytest
 
 from engine_helpers import tiny_config
-from fault_helpers import CACHE, assert_same_tensors, one_thread, run_cli, write_config
+from fault_helpers import CACHE, assert_same_tensors, run_cli, write_config
 from mlkd.engine.checkpoint import load_checkpoint, load_latest
 from mlkd.engine.logs import read_jsonl
 from mlkd.engine.trainer import fit

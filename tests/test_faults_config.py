@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from engine_helpers import tiny_config
-from fault_helpers import CACHE, one_thread, run_cli, write_config  # noqa: F401 (fixture)
+from fault_helpers import CACHE, run_cli, write_config  # noqa: F401 (fixture)
 from mlkd.config import Config
 from mlkd.engine import trainer
 from mlkd.engine.trainer import fit

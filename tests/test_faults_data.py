@@ -15,7 +15,7 @@ import logging
 import pytest
 
 from engine_helpers import TINY_MODEL
-from fault_helpers import one_thread, run_cli, write_config  # noqa: F401 (fixture)
+from fault_helpers import run_cli, write_config  # noqa: F401 (fixture)
 from mlkd.config import config_from_dict
 from mlkd.engine import trainer
 from mlkd.engine.logs import read_jsonl

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from engine_helpers import tiny_config
-from fault_helpers import (CACHE, NONFINITE, TESTS, cli_command, cli_env, one_thread,  # noqa: F401
+from fault_helpers import (CACHE, NONFINITE, TESTS, cli_command, cli_env,  # noqa: F401
                            write_config)
 from mlkd.engine.trainer import fit
 

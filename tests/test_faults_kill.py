@@ -16,7 +16,7 @@ import threading
 from pathlib import Path
 
 from engine_helpers import tiny_config
-from fault_helpers import (CACHE, assert_same_tensors, cli_command, cli_env, one_thread,  # noqa: F401
+from fault_helpers import (CACHE, assert_same_tensors, cli_command, cli_env,  # noqa: F401
                            run_cli, write_config)
 from mlkd.data.loaders import build_datasets
 from mlkd.engine.checkpoint import load_checkpoint

@@ -17,7 +17,7 @@ import torch
 
 from engine_helpers import tiny_config
 from fault_helpers import (CACHE, NONFINITE, all_finite, assert_same_tensors, nonfinite_term,  # noqa: F401
-                           one_thread, run_cli, write_config)
+                           run_cli, write_config)
 from mlkd.engine.checkpoint import load_checkpoint
 from mlkd.engine.logs import read_jsonl
 from mlkd.engine.trainer import fit

@@ -22,14 +22,6 @@ from mlkd.reproduce.sweep import run_status, run_sweep
 TINY = {"name": "tiny", "embed_dim": 32, "ffn_dim": 64, "num_heads": 4}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models train several times faster on one thread than on two busy shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def write_grid(root, cache, **extra):
     grid = {
