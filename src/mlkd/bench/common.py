@@ -3,6 +3,7 @@ engine's own parts (so the benchmarks time the code ``fit`` runs), timing helper
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -126,3 +127,21 @@ def machine(device: str) -> str:
 def write_json(path: Optional[Path], payload) -> None:
     if path:
         Path(path).write_text(json.dumps(payload, indent=1))
+
+
+def step_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """The arguments shared by the step-shaped benchmarks (step, memory)."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--teacher", default="resnet34")
+    parser.add_argument("--student", default="resnet18")
+    parser.add_argument("--img-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--classes", type=int, default=20)
+    parser.add_argument("--positives", type=float, default=2.9, help="mean positive labels per image")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: unchanged)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--amp", default="off", choices=["off", "auto", "bf16", "fp16"])
+    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--json", type=Path, help="also write the rows to this JSON file")
+    return parser

@@ -25,7 +25,6 @@ allocator (oneDNN scratch pads), which is small next to the activations.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 from pathlib import Path
@@ -33,8 +32,8 @@ from typing import Callable, Sequence
 
 import torch
 
-from mlkd.bench.common import (METHODS, SyntheticImages, batches_of, bench_config, machine, make_run,
-                               write_json)
+from mlkd.bench.common import (METHODS, batches_of, bench_config, machine, make_run, step_parser,
+                               SyntheticImages, write_json)
 from mlkd.bench.step import build_cache, build_teacher
 from mlkd.engine.step import NonFiniteGuard, defers_checks, train_step
 
@@ -123,19 +122,7 @@ def format_table(rows: Sequence[dict]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="mlkd bench memory", description=__doc__.splitlines()[0])
-    parser.add_argument("--teacher", default="resnet34")
-    parser.add_argument("--student", default="resnet18")
-    parser.add_argument("--img-size", type=int, default=64)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--classes", type=int, default=20)
-    parser.add_argument("--positives", type=float, default=2.9)
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
-    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: unchanged)")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--amp", default="off", choices=["off", "auto", "bf16", "fp16"])
-    parser.add_argument("--channels-last", action="store_true")
-    parser.add_argument("--json", type=Path, help="also write the rows to this JSON file")
+    parser = step_parser("mlkd bench memory", __doc__.splitlines()[0])
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -23,7 +23,6 @@ figures.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 import tempfile
@@ -32,8 +31,8 @@ from typing import Optional, Sequence
 
 import torch
 
-from mlkd.bench.common import (METHODS, SyntheticImages, batches_of, bench_config, build_net, machine,
-                               make_run, median, timed, write_json)
+from mlkd.bench.common import (METHODS, batches_of, bench_config, build_net, machine, make_run,
+                               median, step_parser, SyntheticImages, timed, write_json)
 from mlkd.engine.distributed import DistInfo
 from mlkd.engine.runtime import resolve_precision
 from mlkd.engine.step import NonFiniteGuard, defers_checks, train_step
@@ -137,21 +136,9 @@ def format_table(rows: Sequence[dict]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="mlkd bench step", description=__doc__.splitlines()[0])
-    parser.add_argument("--teacher", default="resnet34")
-    parser.add_argument("--student", default="resnet18")
-    parser.add_argument("--img-size", type=int, default=64)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--classes", type=int, default=20)
-    parser.add_argument("--positives", type=float, default=2.9, help="mean positive labels per image")
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser = step_parser("mlkd bench step", __doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7, help="timed rounds (median)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed rounds first")
-    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: unchanged)")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--amp", default="off", choices=["off", "auto", "bf16", "fp16"])
-    parser.add_argument("--channels-last", action="store_true")
-    parser.add_argument("--json", type=Path, help="also write the rows to this JSON file")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
