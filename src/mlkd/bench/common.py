@@ -8,6 +8,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Optional, Sequence
@@ -127,6 +128,13 @@ def machine(device: str) -> str:
 def write_json(path: Optional[Path], payload) -> None:
     if path:
         Path(path).write_text(json.dumps(payload, indent=1))
+
+
+def report(header: str, table: str, rows, json_path: Optional[Path]) -> int:
+    """Print a benchmark's header line and Markdown table; write its rows as JSON if asked."""
+    sys.stdout.write(f"{header}\n\n{table}\n")
+    write_json(json_path, rows)
+    return 0
 
 
 def step_parser(prog: str, description: str) -> argparse.ArgumentParser:

@@ -11,11 +11,7 @@ torch thread in the main process: intra-op threads compete with decoding on smal
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import os
-import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,6 +22,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from mlkd.bench.common import machine, report
 from mlkd.data.batch import collate
 from mlkd.data.images import MultiLabelImageDataset
 from mlkd.data.transforms import build_transform
@@ -129,13 +126,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows += bench_data(args.num_images, [0], args.img_size, args.batch_size,
                            recipe=args.recipe, repeats=args.repeats, main_threads=1)
     src = rows[0]["source_size"] if rows else "-"
-    sys.stdout.write(f"Data loading: JPEG {src} decode + {args.recipe} train transforms at "
-                     f"{args.img_size}, batch {args.batch_size} ({platform.machine() or '?'}, "
-                     f"{os.cpu_count()} CPUs, torch threads {torch.get_num_threads()})\n\n")
-    sys.stdout.write(format_table(rows) + "\n")
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=1))
-    return 0
+    return report(f"Data loading: JPEG {src} decode + {args.recipe} train transforms at "
+                  f"{args.img_size}, batch {args.batch_size} ({machine('cpu')})",
+                  format_table(rows), rows, args.json)
 
 
 if __name__ == "__main__":

@@ -16,14 +16,13 @@ channels_last / NCHW ratio.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Sequence
 
 import torch
 from torch.utils.data import DataLoader
 
-from mlkd.bench.common import SyntheticImages, bench_config, build_net, machine, median, timed, write_json
+from mlkd.bench.common import SyntheticImages, bench_config, build_net, machine, median, report, timed
 from mlkd.data.batch import collate
 from mlkd.engine.evaluation import predict
 from mlkd.engine.runtime import resolve_precision
@@ -90,12 +89,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     rows = bench_eval(args.models, args.img_size, args.batch_size, args.num_images, args.classes,
                       args.repeats, args.device, args.amp)
-    sys.stdout.write(f"Evaluation (predict: forward + sigmoid, no_grad), {args.img_size}x{args.img_size}, "
-                     f"batch {args.batch_size}, q={args.classes}, amp {args.amp}, {args.num_images} "
-                     f"in-memory images; median of {args.repeats} rounds ({machine(args.device)})\n\n")
-    sys.stdout.write(format_table(rows) + "\n")
-    write_json(args.json, rows)
-    return 0
+    return report(f"Evaluation (predict: forward + sigmoid, no_grad), {args.img_size}x{args.img_size}, "
+                  f"batch {args.batch_size}, q={args.classes}, amp {args.amp}, {args.num_images} "
+                  f"in-memory images; median of {args.repeats} rounds ({machine(args.device)})",
+                  format_table(rows), rows, args.json)
 
 
 if __name__ == "__main__":

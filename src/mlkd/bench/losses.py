@@ -11,11 +11,7 @@ and 256) shapes. On a small shared CPU, ``--threads 1`` gives steadier figures.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Callable, Sequence
@@ -23,6 +19,7 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
+from mlkd.bench.common import machine, report
 from mlkd.losses import led_loss
 from mlkd.losses.reference import led_loss_loop
 
@@ -98,14 +95,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     rows = bench_losses(args.repeats, args.device)
-    sys.stdout.write(f"led_loss (official, fp32) forward + backward vs the loop reference, median "
-                     f"of {args.repeats} ({args.device}, {platform.machine() or '?'}, "
-                     f"{os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, "
-                     f"torch {torch.__version__})\n\n")
-    sys.stdout.write(format_table(rows) + "\n")
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=1))
-    return 0
+    return report(f"led_loss (official, fp32) forward + backward vs the loop reference, median "
+                  f"of {args.repeats} ({machine(args.device)})",
+                  format_table(rows), rows, args.json)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ allocator (oneDNN scratch pads), which is small next to the activations.
 
 from __future__ import annotations
 
-import sys
 import tempfile
 from pathlib import Path
 from typing import Callable, Sequence
@@ -33,7 +32,7 @@ from typing import Callable, Sequence
 import torch
 
 from mlkd.bench.common import (METHODS, batches_of, bench_config, machine, make_run, step_parser,
-                               SyntheticImages, write_json)
+                               SyntheticImages, report)
 from mlkd.bench.step import build_cache, build_teacher
 from mlkd.engine.step import NonFiniteGuard, defers_checks, train_step
 
@@ -130,12 +129,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         args.positives, args.methods, args.device, args.amp, args.channels_last)
     how = "torch.cuda.max_memory_allocated" if args.device.startswith("cuda") else \
         "torch.profiler allocation timeline"
-    sys.stdout.write(f"Memory of one training step, teacher {args.teacher} -> student {args.student}, "
-                     f"{args.img_size}x{args.img_size}, batch {args.batch_size}, q={args.classes}, amp "
-                     f"{args.amp}; step peak by {how} ({machine(args.device)})\n\n")
-    sys.stdout.write(format_table(rows) + "\n")
-    write_json(args.json, rows)
-    return 0
+    return report(f"Memory of one training step, teacher {args.teacher} -> student {args.student}, "
+                  f"{args.img_size}x{args.img_size}, batch {args.batch_size}, q={args.classes}, amp "
+                  f"{args.amp}; step peak by {how} ({machine(args.device)})",
+                  format_table(rows), rows, args.json)
 
 
 if __name__ == "__main__":

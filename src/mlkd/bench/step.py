@@ -24,7 +24,6 @@ figures.
 from __future__ import annotations
 
 import logging
-import sys
 import tempfile
 from pathlib import Path
 from typing import Optional, Sequence
@@ -32,7 +31,7 @@ from typing import Optional, Sequence
 import torch
 
 from mlkd.bench.common import (METHODS, batches_of, bench_config, build_net, machine, make_run,
-                               median, step_parser, SyntheticImages, timed, write_json)
+                               median, step_parser, SyntheticImages, timed, report)
 from mlkd.engine.distributed import DistInfo
 from mlkd.engine.runtime import resolve_precision
 from mlkd.engine.step import NonFiniteGuard, defers_checks, train_step
@@ -145,14 +144,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = bench_step(args.teacher, args.student, args.img_size, args.batch_size, args.classes,
                       args.positives, args.methods, args.repeats, args.warmup, args.device, args.amp,
                       args.channels_last)
-    sys.stdout.write(f"Training step (train_step: forward + backward + Adam + schedule), teacher "
-                     f"{args.teacher} -> student {args.student}, {args.img_size}x{args.img_size}, batch "
-                     f"{args.batch_size}, q={args.classes}, {args.positives} positives/image, amp "
-                     f"{args.amp}{', channels_last' if args.channels_last else ''}; median of "
-                     f"{args.repeats} interleaved rounds ({machine(args.device)})\n\n")
-    sys.stdout.write(format_table(rows) + "\n")
-    write_json(args.json, rows)
-    return 0
+    return report(f"Training step (train_step: forward + backward + Adam + schedule), teacher "
+                  f"{args.teacher} -> student {args.student}, {args.img_size}x{args.img_size}, batch "
+                  f"{args.batch_size}, q={args.classes}, {args.positives} positives/image, amp "
+                  f"{args.amp}{', channels_last' if args.channels_last else ''}; median of "
+                  f"{args.repeats} interleaved rounds ({machine(args.device)})",
+                  format_table(rows), rows, args.json)
 
 
 if __name__ == "__main__":
