@@ -103,6 +103,45 @@ def test_train_and_test_mosaics_only_use_their_own_source_split(fake_idx, tmp_pa
     assert d_test.cells.max() < 540
 
 
+def used_tiles(ds):
+    """The bytes of every filled cell of ``ds`` (one entry per distinct item)."""
+    cells = cell_views(ds)
+    return {bytes(cells[i, c]) for i, c in zip(*np.nonzero(ds.cells >= 0))}
+
+
+def test_holdout_makes_a_validation_split_from_held_out_train_items(fake_idx, tmp_path):
+    opts = dict(source="mnist", source_dir=str(fake_idx), num_train=300, num_test=200, holdout=0.2)
+    train = build("train", tmp_path, **opts)
+    val = build("test", tmp_path, **opts)
+    full = sources.load_source("mnist", "train", str(fake_idx))
+    items = {bytes(image): label for image, label in zip(full.images, full.labels)}
+    assert len(items) == 30, "the fixture's items must be distinct for this oracle"
+    # The source's test split (pixels >= 150) is never read; both splits come from train items.
+    assert val.images.max() <= 100 and train.images.max() <= 100
+    seen_train, seen_val = used_tiles(train), used_tiles(val)
+    assert seen_train <= set(items) and seen_val <= set(items)
+    assert not seen_train & seen_val, "a held-out item appears in a train mosaic"
+    assert len(seen_val) == 6 and len(seen_train) == 24, "0.2 of 30 items held out, all used"
+    # Labels are those of the placed items; same options -> same split, another seed -> another.
+    cells = cell_views(val)
+    expected = np.zeros((len(val), 10), np.uint8)
+    for i, c in zip(*np.nonzero(val.cells >= 0)):
+        expected[i, items[bytes(cells[i, c])]] = 1
+    np.testing.assert_array_equal(val.labels_matrix(), expected)
+    np.testing.assert_array_equal(build("test", tmp_path, **opts).images, val.images)
+    assert used_tiles(build("test", tmp_path, **{**opts, "seed": 1})) != seen_val
+
+
+def test_holdout_zero_is_the_plain_split_and_bad_fractions_are_refused(tmp_path):
+    np.testing.assert_array_equal(build("test", tmp_path, holdout=0).images,
+                                  build("test", tmp_path / "other").images)
+    for bad in (1.0, -0.1, "0.2", True):
+        with pytest.raises(ConfigError, match="holdout"):
+            build("train", tmp_path, holdout=bad)
+    with pytest.raises(ConfigError, match="holdout=0.0001 leaves an empty split"):
+        build("test", tmp_path, holdout=0.0001)
+
+
 @pytest.mark.parametrize("grid,min_items,max_items", [(2, 1, 4), (2, 2, 3), (3, 0, 9)])
 def test_number_of_filled_cells(tmp_path, grid, min_items, max_items):
     ds = build("train", tmp_path, grid=grid, min_items=min_items, max_items=max_items,

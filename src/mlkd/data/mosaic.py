@@ -10,8 +10,15 @@ Options (``data.options``) and defaults:
 ``source="fashion-mnist"`` (or ``"mnist"``, ``"digits"``), ``source_dir`` (default
 ``/usr/share/datasets/fashion-mnist``; alias ``root``), ``num_train=6000``, ``num_test=2000``,
 ``grid=2``, ``cell_size`` (28 for fashion-mnist/mnist, 16 for digits), ``min_items=1``,
-``max_items=grid*grid`` (4 at grid 2), ``seed=0``, ``cache_dir`` (default ``$MLKD_CACHE/mosaic``,
-else ``~/.cache/mlkd/mosaic``), ``on_bad_image`` (accepted and ignored: nothing is unreadable).
+``max_items=grid*grid`` (4 at grid 2), ``seed=0``, ``holdout=0`` (a fraction in [0, 1), see
+below), ``cache_dir`` (default ``$MLKD_CACHE/mosaic``, else ``~/.cache/mlkd/mosaic``),
+``on_bad_image`` (accepted and ignored: nothing is unreadable).
+
+Validation split: with ``holdout=f > 0`` a fraction ``f`` of the source's *train* items (a
+permutation seeded by ``seed``) is set aside; train mosaics use only the other items and the
+``test`` split is composed from the held-out items. The source's test split is then never read,
+so weights or lambdas can be chosen on that split without touching the test set. ``cells`` then
+index the split's own pool (the kept or the held-out items).
 
 Generation is deterministic given the options: the stream is ``SeedSequence([seed, split])``
 (train 0, test 1). The result is cached as ``.npz`` named by a hash of the options and
@@ -137,7 +144,7 @@ def _int_option(opts: dict, key: str, low: int, high: int | None = None) -> int:
 def resolve_options(**options: Any) -> dict[str, Any]:
     """Fill defaults and validate the mosaic options; a ConfigError names a bad key."""
     known = {"source", "source_dir", "root", "num_train", "num_test", "grid", "cell_size",
-             "min_items", "max_items", "seed", "cache_dir", "on_bad_image"}
+             "min_items", "max_items", "seed", "holdout", "cache_dir", "on_bad_image"}
     unknown = sorted(set(options) - known)
     if unknown:
         raise ConfigError(f"unknown mosaic option(s) {', '.join(unknown)}; "
@@ -158,6 +165,7 @@ def resolve_options(**options: Any) -> dict[str, Any]:
                       else 16 if source == "digits" else 28),
         "min_items": options.get("min_items", 1),
         "seed": options.get("seed", 0),
+        "holdout": options.get("holdout", 0.0),
     }
     grid = _int_option(opts, "grid", 1)
     opts["max_items"] = options.get("max_items", min(4, grid * grid))
@@ -166,6 +174,11 @@ def resolve_options(**options: Any) -> dict[str, Any]:
     _int_option(opts, "max_items", 1, grid * grid)
     _int_option(opts, "min_items", 0, opts["max_items"])
     _int_option(opts, "seed", 0)
+    holdout = opts["holdout"]
+    if isinstance(holdout, bool) or not isinstance(holdout, (int, float)) or not 0 <= holdout < 1:
+        raise ConfigError(f"mosaic option holdout must be a fraction in [0, 1) of the source's "
+                          f"train items set aside for a validation split, got {holdout!r}")
+    opts["holdout"] = float(holdout)
     if source == "digits":
         opts["source_dir"] = None  # not used; kept out of the cache key
     else:
@@ -217,6 +230,27 @@ def _save_cache(path: Path, arrays: dict[str, np.ndarray]) -> None:
             os.unlink(tmp)
 
 
+def source_pool(split: str, opts: dict[str, Any]) -> sources.Source:
+    """The items ``split``'s mosaics are drawn from (see "Validation split" above).
+
+    Without holdout: the source's own split. With ``holdout=f``: the source's train items,
+    permuted by ``SeedSequence([seed, 2])``; the first ``round(f * M)`` form the ``test`` pool and
+    the rest the ``train`` pool.
+    """
+    if not opts["holdout"]:
+        return sources.load_source(opts["source"], split, opts["source_dir"], opts["cell_size"])
+    full = sources.load_source(opts["source"], "train", opts["source_dir"], opts["cell_size"])
+    order = np.random.default_rng(np.random.SeedSequence([opts["seed"], 2])).permutation(len(full.labels))
+    cut = int(round(opts["holdout"] * len(order)))
+    if not 0 < cut < len(order):
+        raise ConfigError(f"mosaic option holdout={opts['holdout']} leaves an empty split of the "
+                          f"{len(order)} {opts['source']} train items; use a fraction between "
+                          f"{1 / len(order):.2g} and {1 - 1 / len(order):.4g}")
+    keep = np.sort(order[:cut] if split == "test" else order[cut:])
+    return sources.Source(full.name, split, np.ascontiguousarray(full.images[keep]),
+                          full.labels[keep], full.classes)
+
+
 def build_mosaic_arrays(split: str, opts: dict[str, Any]) -> tuple[dict[str, np.ndarray], Path]:
     """Load ``split``'s mosaics from the cache, or generate and cache them.
 
@@ -230,7 +264,7 @@ def build_mosaic_arrays(split: str, opts: dict[str, Any]) -> tuple[dict[str, np.
         log.debug("loaded %d %s mosaics from %s", num, split, path)
         return arrays, path
     start = time.perf_counter()
-    src = sources.load_source(opts["source"], split, opts["source_dir"], opts["cell_size"])
+    src = source_pool(split, opts)
     rng = np.random.default_rng(np.random.SeedSequence([opts["seed"], _SPLIT_CODE[split]]))
     images, labels, cells = generate_mosaics(src.images, src.labels, len(src.classes), num,
                                              opts["grid"], opts["min_items"], opts["max_items"],
