@@ -91,6 +91,12 @@ def test_dry_run_lists_every_run(capsys, tmp_path):
         assert "todo" in text and not tmp_path.joinpath(grid.dataset).exists()  # nothing trained or created
     assert cli_main(["sweep", str(CONFIGS / "demo_table1.yaml"), "seeds=[0]", "--dry-run"]) == 0
     assert "1 pair(s) x 9 method(s) x 1 seed(s) = 9 experiments -> 9 runs" in capsys.readouterr().out
+    # Overrides may also follow the options; an unknown option is still refused.
+    assert cli_main(["sweep", str(CONFIGS / "demo_table1.yaml"), "--dry-run", "seeds=[0,1]"]) == 0
+    assert "x 2 seed(s)" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        cli_main(["sweep", str(CONFIGS / "demo_table1.yaml"), "--dry-run", "seeds=[0]", "--bogus"])
+    assert "unrecognized arguments: --bogus\n" in capsys.readouterr().err
 
 
 def test_shared_runs_across_coco_grids():
