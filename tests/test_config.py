@@ -70,3 +70,18 @@ def test_override_syntax_errors():
         parse_override("optim.lr")
     with pytest.raises(ConfigError, match="is a value"):
         apply_overrides({"optim": 3}, ["optim.lr=1"])
+
+
+def test_config_differences_names_changes_and_reads_missing_keys_as_defaults():
+    from mlkd.config import Config, config_differences
+
+    new = Config().to_dict()
+    old = Config().to_dict()
+    del old["train"]["threads"]               # a config saved before the key existed
+    del old["data"]["options"]
+    assert config_differences(old, new) == []
+    new["train"]["threads"] = 2
+    new["optim"]["lr"] = 5e-3
+    new["data"]["options"] = {"root": "/d"}
+    assert config_differences(old, new) == ["data.options.root", "optim.lr", "train.threads"]
+    assert config_differences(old, new, {("train", "threads"), ("data", "options", "root")}) == ["optim.lr"]

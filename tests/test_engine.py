@@ -131,3 +131,14 @@ def test_distilled_student_starts_from_the_vanilla_students_weights(teacher, tmp
     assert distilled.teacher is not None and vanilla.teacher is None
     for key, value in vanilla.student.state_dict().items():
         assert torch.equal(value, distilled.student.state_dict()[key]), key
+
+
+def test_train_threads_applies_during_the_run_and_is_restored(teacher, monkeypatch):
+    from mlkd.engine import trainer
+
+    seen = []
+    original = trainer.build_run
+    monkeypatch.setattr(trainer, "build_run", lambda cfg: seen.append(torch.get_num_threads()) or original(cfg))
+    before = torch.get_num_threads()
+    fit(tiny_config(teacher["root"] / "threads", teacher["cache"], epochs=1, train={"threads": before + 1}))
+    assert seen == [before + 1] and torch.get_num_threads() == before

@@ -9,7 +9,7 @@ follow the official L2D recipe (SPEC.md section 5).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Optional, Union, get_args, get_origin
+from typing import Any, Collection, Literal, Optional, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
@@ -138,6 +138,7 @@ class TrainConfig(_Section):
     compile: bool = False
     nonfinite: Literal["stop", "skip"] = "stop"
     dist_timeout_s: float = Field(600.0, gt=0)  # bound on each collective under torchrun (after start-up)
+    threads: Optional[int] = Field(None, gt=0)  # torch CPU threads for the run (None: torch's default)
 
     @field_validator("protocols")
     @classmethod
@@ -252,3 +253,25 @@ def load_config(path: Optional[Union[str, Path]] = None, overrides: Optional[lis
 
 def save_config(config: Config, path: Union[str, Path]) -> None:
     Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+
+def config_differences(old: dict, new: dict, ignore: Collection[tuple] = (),
+                       defaults: Optional[dict] = None, prefix: tuple = ()) -> list[str]:
+    """Dotted keys whose values differ between two config dicts, skipping the paths in ``ignore``.
+
+    A key absent from ``old`` (a config saved before that key existed) counts as its default,
+    so adding a config key never makes earlier runs "differ".
+    """
+    defaults = Config().to_dict() if defaults is None else defaults
+    out = []
+    for key in sorted(set(old) | set(new)):
+        path = prefix + (key,)
+        if path in ignore:
+            continue
+        default = defaults.get(key) if isinstance(defaults, dict) else None
+        a, b = old.get(key, default), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_differences(a, b, ignore, default if isinstance(default, dict) else {}, path)
+        elif a != b:
+            out.append(".".join(path))
+    return out

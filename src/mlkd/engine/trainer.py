@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from mlkd.config import Config, save_config
+from mlkd.config import Config, config_differences, save_config
 from mlkd.data.loaders import build_datasets, eval_loader, train_loader
 from mlkd.engine import checkpoint as ckpt
 from mlkd.engine.builders import load_teacher, model_from_config
@@ -43,7 +43,7 @@ log = logging.getLogger("mlkd")
 
 # Config keys that may change between a run and its resumption. The fault policies are among
 # them, so that a run stopped by a damaged image or a NaN can go on with "skip".
-_RESUMABLE_CHANGES = {("train", "progress"), ("train", "log_interval"), ("train", "tensorboard"),
+_RESUMABLE_CHANGES = {("train", "progress"), ("train", "threads"), ("train", "log_interval"), ("train", "tensorboard"),
                       ("data", "num_workers"), ("optim", "stop_epoch"), ("distill", "teacher"),
                       ("train", "dist_timeout_s"), ("train", "nonfinite"), ("data", "on_bad_image"),
                       ("data", "verify_images"), ("data", "options", "on_missing")}
@@ -89,19 +89,6 @@ def _set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _config_differences(old: dict, new: dict, prefix: tuple = ()) -> list[str]:
-    keys = set(old) | set(new)
-    out = []
-    for key in sorted(keys):
-        path = prefix + (key,)
-        a, b = old.get(key), new.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += _config_differences(a, b, path)
-        elif a != b and path not in _RESUMABLE_CHANGES and path != ("run_dir",):
-            out.append(".".join(path))
-    return out
 
 
 def build_run(cfg: Config) -> Run:
@@ -181,7 +168,7 @@ def restore(run: Run) -> bool:
     if state is None:
         log.info("--resume: no checkpoint in %s yet; starting from scratch", run.run_dir / "checkpoints")
         return False
-    changed = _config_differences(state["config"], run.cfg.to_dict())
+    changed = config_differences(state["config"], run.cfg.to_dict(), _RESUMABLE_CHANGES | {("run_dir",)})
     if changed:
         raise ConfigError(f"--resume: the config differs from the checkpoint's in {', '.join(changed)}; "
                           f"resume with the same config or start a new run_dir")
@@ -278,7 +265,18 @@ def fit(cfg: Config, resume: bool = False) -> dict:
 
     The record is also the last line of ``run_dir/metrics.jsonl``. Runs under torchrun as is.
     ``run_dir`` is checked first (``prepare_run_dir``), then data, teacher and models are built.
+    ``train.threads`` sets torch's CPU threads for the run (restored afterwards).
     """
+    threads = torch.get_num_threads()
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    try:
+        return _fit(cfg, resume)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fit(cfg: Config, resume: bool) -> dict:
     prepare_run_dir(cfg, resume)
     run = build_run(cfg)
     try:

@@ -22,7 +22,7 @@ from typing import Callable, Optional
 
 import yaml
 
-from mlkd.config import Config
+from mlkd.config import Config, config_differences
 from mlkd.errors import ConfigError
 from mlkd.reproduce.grid import Grid, RunSpec
 
@@ -32,7 +32,7 @@ EXPERIMENT_FILE = "experiment.json"
 
 # Config keys a finished run may differ in from the grid's config and still count as done.
 _IGNORED = {("run_dir",), ("distill", "teacher"), ("optim", "stop_epoch"), ("train", "device"),
-            ("train", "progress"), ("train", "log_interval"), ("train", "tensorboard"),
+            ("train", "progress"), ("train", "log_interval"), ("train", "threads"), ("train", "tensorboard"),
             ("data", "num_workers"), ("data", "eval_batch_size"), ("data", "options", "root"),
             ("data", "options", "source_dir"), ("data", "options", "cache_dir")}
 
@@ -55,21 +55,6 @@ def last_record(run_dir: Path) -> Optional[dict]:
     return json.loads(last) if last else None
 
 
-def config_differences(old: dict, new: dict, prefix: tuple = ()) -> list[str]:
-    """Dotted keys whose values differ between two config dicts (ignoring ``_IGNORED``)."""
-    out = []
-    for key in sorted(set(old) | set(new)):
-        path = prefix + (key,)
-        a, b = old.get(key), new.get(key)
-        if path in _IGNORED:
-            continue
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += config_differences(a, b, path)
-        elif a != b:
-            out.append(".".join(path))
-    return out
-
-
 def run_status(run: RunSpec) -> str:
     """``done``, ``partial`` (a checkpoint, not finished) or ``todo``; ConfigError when a
     finished run was trained with another config."""
@@ -77,7 +62,7 @@ def run_status(run: RunSpec) -> str:
     if record and record.get("epoch") == stop_epoch(run.config) and record.get("eval"):
         saved = run.run_dir / "config.yaml"
         if saved.is_file():
-            changed = config_differences(yaml.safe_load(saved.read_text()) or {}, run.config.to_dict())
+            changed = config_differences(yaml.safe_load(saved.read_text()) or {}, run.config.to_dict(), _IGNORED)
             if changed:
                 raise ConfigError(
                     f"{run.run_dir} is finished but was trained with another config ({', '.join(changed)} "
