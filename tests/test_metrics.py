@@ -237,3 +237,32 @@ def test_invalid_inputs_raise_clear_errors():
         multilabel_metrics(np.array([[0.1, np.nan, 0.2]]), np.zeros((1, 3)))
     with pytest.raises(ValueError, match="oracle-k.*targets"):
         binarize(s, "oracle-k")
+
+
+# ---------------------------------------------------------------- the official code's strict rule
+def loop_strict(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Per image: threshold = the (k+1)-th highest score (none when k = q); keep scores above it."""
+    pred = np.zeros(scores.shape, dtype=bool)
+    for i, row in enumerate(scores):
+        k = int(targets[i].sum())
+        ordered = sorted(row.tolist(), reverse=True)
+        cut = ordered[k] if k < len(ordered) else -math.inf
+        pred[i] = [x > cut for x in row]
+    return pred
+
+
+def test_oracle_k_strict_is_the_official_rule_with_ties():
+    scores, targets = random_case(7, n=120, q=8, levels=4, empty_classes=False)
+    strict = binarize(scores, "oracle-k-strict", targets)
+    np.testing.assert_array_equal(strict, loop_strict(scores, targets))
+    plain = binarize(scores, "oracle-k", targets)
+    assert (strict <= plain).all() and (strict.sum(1) < plain.sum(1)).any()  # ties lose predictions
+    assert strict[1].all() and not strict[0].any()                        # k = q and k = 0 images
+    res = evaluate_protocols(scores, targets, ["oracle-k-strict"])["oracle-k-strict"]
+    ref = sklearn_metrics(scores, targets, strict)
+    for key in ("OF1", "CF1", "CP", "CR", "OP", "OR"):
+        assert res[key] == pytest.approx(ref[key], abs=1e-9), key
+    # Hand case: k = 2 with scores (0.9, 0.7, 0.7, 0.1): strict keeps only 0.9, oracle-k two.
+    s, t = np.array([[0.9, 0.7, 0.7, 0.1]]), np.array([[1, 1, 0, 0]])
+    assert binarize(s, "oracle-k-strict", t).tolist() == [[True, False, False, False]]
+    assert binarize(s, "oracle-k", t).tolist() == [[True, True, False, False]]

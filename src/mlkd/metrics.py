@@ -7,6 +7,9 @@ mAP is threshold-free. F1 needs a binarisation rule, so every F1 carries its pro
 
 - ``oracle-k``: each image predicts its top-k classes, k = its number of true labels (the
   official L2D evaluation; it reads the test labels). An image with no label predicts nothing.
+- ``oracle-k-strict``: the official code's exact rule: predict the classes scoring strictly
+  above the image's (k+1)-th highest score (all classes when k = q). On a tie at the boundary it
+  predicts fewer than k; saturated probabilities (many exactly 1.0) make this matter.
 - ``thr@<t>``: predict class c when ``score >= t`` (greater *or equal*). Thresholds apply to
   the values given: the engine passes probabilities, so ``thr@0.5``; on logits use ``thr@0``.
 - ``topk@<k>``: each image predicts its top-k classes (k >= 1; k > q predicts every class).
@@ -14,7 +17,8 @@ mAP is threshold-free. F1 needs a binarisation rule, so every F1 carries its pro
 Ties in the top-k rules are broken deterministically: among equal scores the lower class
 index ranks first, so an image always predicts exactly k classes. (The official L2D code
 instead keeps only scores strictly above its (k+1)-th score, which predicts fewer than k
-classes when the boundary is tied and fails on an image carrying every label.)
+classes when the boundary is tied and fails on an image carrying every label:
+``oracle-k-strict`` reproduces it, predicting every class on such an image.)
 
 Averages (they match scikit-learn with ``zero_division=0`` on the same predictions):
 
@@ -56,14 +60,14 @@ __all__ = [
 
 DEFAULT_PROTOCOLS: tuple[str, ...] = ("thr@0.5", "oracle-k")
 _VALID_FORMS = (
-    "'oracle-k', 'thr@<t>' (t a finite number, e.g. 'thr@0.5'), "
+    "'oracle-k', 'oracle-k-strict', 'thr@<t>' (t a finite number, e.g. 'thr@0.5'), "
     "'topk@<k>' (k a positive integer, e.g. 'topk@3')"
 )
 
 
 @dataclass(frozen=True)
 class Protocol:
-    """A parsed binarisation rule. ``kind`` is 'oracle-k', 'thr' or 'topk'."""
+    """A parsed binarisation rule. ``kind`` is 'oracle-k', 'oracle-k-strict', 'thr' or 'topk'."""
 
     kind: str
     value: float | int | None = None
@@ -71,8 +75,8 @@ class Protocol:
     @property
     def name(self) -> str:
         """Canonical tag, e.g. 'thr@0.5', 'topk@3', 'oracle-k'."""
-        if self.kind == "oracle-k":
-            return "oracle-k"
+        if self.kind.startswith("oracle-k"):
+            return self.kind
         if self.kind == "thr":
             t = float(self.value)  # type: ignore[arg-type]
             short = format(t, "g")
@@ -81,15 +85,15 @@ class Protocol:
 
 
 def parse_protocol(protocol: str | Protocol) -> Protocol:
-    """Parse 'oracle-k' | 'thr@<t>' | 'topk@<k>'; raise ConfigError (a ValueError) otherwise."""
+    """Parse 'oracle-k' | 'oracle-k-strict' | 'thr@<t>' | 'topk@<k>'; else a ConfigError (a ValueError)."""
     if isinstance(protocol, Protocol):
         return protocol
     if not isinstance(protocol, str):
         raise ConfigError(f"metrics protocol must be a string, got {protocol!r}; "
                           f"valid forms: {_VALID_FORMS}")
     text = protocol.strip()
-    if text == "oracle-k":
-        return Protocol("oracle-k")
+    if text in ("oracle-k", "oracle-k-strict"):
+        return Protocol(text)
     kind, sep, arg = text.partition("@")
     if sep and kind == "thr":
         try:
@@ -144,17 +148,24 @@ def _ranks(s: np.ndarray) -> np.ndarray:
     return ranks
 
 
+def _above_kplus1(s: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """[N, q] bool: scores strictly above each image's (k+1)-th highest score (k [N, 1])."""
+    ranked = np.concatenate([-np.sort(-s, axis=1), np.full((len(s), 1), -np.inf)], axis=1)
+    return s > np.take_along_axis(ranked, k.astype(np.int64), axis=1)
+
+
 def binarize(scores: Any, protocol: str | Protocol, targets: Any = None) -> np.ndarray:
     """Predicted label sets [N, q] (bool) from ``scores [N, q]`` under ``protocol``.
 
-    ``targets [N, q]`` (0/1) is needed only by 'oracle-k' (k_i = number of labels of image i).
+    ``targets [N, q]`` (0/1) is needed only by the oracle-k rules (k_i = labels of image i).
     """
     p = parse_protocol(protocol)
-    if p.kind == "oracle-k":
+    if p.kind.startswith("oracle-k"):
         if targets is None:
-            raise ValueError("protocol 'oracle-k' needs targets [N, q] (k = labels per image)")
+            raise ValueError(f"protocol {p.name!r} needs targets [N, q] (k = labels per image)")
         s, t = _prepare(scores, targets)
-        return _ranks(s) < t.sum(axis=1, keepdims=True)
+        k = t.sum(axis=1, keepdims=True)
+        return _above_kplus1(s, k) if p.kind == "oracle-k-strict" else _ranks(s) < k
     s = _prepare_scores(scores)
     if p.kind == "thr":
         return s >= p.value
@@ -260,6 +271,8 @@ def evaluate_protocols(scores: Any, targets: Any,
             continue
         if p.kind == "thr":
             pred = s >= p.value
+        elif p.kind == "oracle-k-strict":
+            pred = _above_kplus1(s, t.sum(axis=1, keepdims=True))
         else:
             ranks = _ranks(s) if ranks is None else ranks
             k = t.sum(axis=1, keepdims=True) if p.kind == "oracle-k" else p.value
