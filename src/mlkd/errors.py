@@ -38,3 +38,7 @@ class CheckpointError(MLKDError, ValueError):
 
 class NonFiniteLossError(MLKDError, FloatingPointError):
     """A loss became NaN or infinite and the policy says stop."""
+
+
+class RunBusyError(MLKDError, RuntimeError):
+    """Another process is training the same run folder."""

@@ -34,6 +34,7 @@ from mlkd.engine.distributed import (DistInfo, barrier, broadcast_buffers, clean
 from mlkd.engine.evaluation import evaluate
 from mlkd.engine.logs import Progress, TensorBoardLog, write_jsonl
 from mlkd.engine.optim import build_optimizer, build_scheduler
+from mlkd.engine.runlock import run_lock
 from mlkd.engine.runtime import Precision, resolve_device, resolve_precision, seed_everything
 from mlkd.engine.step import NonFiniteGuard, StudentStep, defers_checks, train_step
 from mlkd.errors import ConfigError
@@ -265,19 +266,21 @@ def fit(cfg: Config, resume: bool = False) -> dict:
 
     The record is also the last line of ``run_dir/metrics.jsonl``. Runs under torchrun as is.
     ``run_dir`` is checked first (``prepare_run_dir``), then data, teacher and models are built.
-    ``train.threads`` sets torch's CPU threads for the run (restored afterwards).
+    ``train.threads`` sets torch's CPU threads for the run (restored afterwards). Rank 0 holds
+    the run folder's lock (``mlkd.engine.runlock``): a second process on it gets RunBusyError.
     """
     threads = torch.get_num_threads()
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     try:
-        return _fit(cfg, resume)
+        prepare_run_dir(cfg, resume)
+        with run_lock(cfg.run_dir):
+            return _fit(cfg, resume)
     finally:
         torch.set_num_threads(threads)
 
 
 def _fit(cfg: Config, resume: bool) -> dict:
-    prepare_run_dir(cfg, resume)
     run = build_run(cfg)
     try:
         if resume and restore(run):

@@ -7,7 +7,10 @@ anything, resumes the interrupted one from its last good checkpoint and trains t
 from the grid's (other than paths, device, logging and ``optim.stop_epoch``) is an error rather
 than a silently reused result: pick another ``--out`` or restore the grid.
 Each run folder also gets ``experiment.json`` (role, dataset, models, method, row label, seed),
-which ``mlkd table`` reads. One process runs the runs one after another.
+which ``mlkd table`` reads. A process runs the runs one after another; several processes may
+share a grid (one per GPU, or per machine on a shared filesystem): each run folder is locked
+while it trains (``mlkd.engine.runlock``), a process skips the runs another one holds (``busy``)
+and their students (``blocked``), and a rerun picks up whatever remains.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ from typing import Callable, Optional
 import yaml
 
 from mlkd.config import Config, config_differences
-from mlkd.errors import ConfigError
+from mlkd.engine.runlock import run_lock
+from mlkd.errors import ConfigError, RunBusyError
 from mlkd.reproduce.grid import Grid, RunSpec
 
 log = logging.getLogger("mlkd")
@@ -97,7 +101,8 @@ def _sync_metrics(run: RunSpec) -> None:
 
 @dataclass
 class SweepReport:
-    """What a sweep did: run folder -> skipped | trained | failed | blocked (its teacher failed)."""
+    """What a sweep did: run folder -> skipped | trained | failed | busy (another process is
+    training it) | blocked (its teacher failed or was busy)."""
 
     status: dict[Path, str] = field(default_factory=dict)
     errors: dict[Path, str] = field(default_factory=dict)
@@ -108,10 +113,12 @@ class SweepReport:
         return sum(1 for value in self.status.values() if value == what)
 
     def summary(self) -> str:
-        parts = [f"{self.count(k)} {k}" for k in ("trained", "skipped", "failed", "blocked") if self.count(k)]
+        parts = [f"{self.count(k)} {k}" for k in ("trained", "skipped", "failed", "busy", "blocked") if self.count(k)]
         text = f"sweep: {', '.join(parts) or 'nothing to do'} in {self.seconds:.0f} s"
         if self.stopped_early:
             text += " (stopped at --max-runs; run the sweep again to continue)"
+        if self.count("busy"):
+            text += " (busy runs are being trained by another process; rerun the sweep once they finish)"
         for run_dir, error in self.errors.items():
             text += f"\n  failed: {run_dir}: {error}"
         return text
@@ -142,33 +149,44 @@ def run_sweep(grid: Grid, keep_going: bool = False, max_runs: Optional[int] = No
                 report.status[run.run_dir] = "blocked"
                 failed.add(run.run_dir)
                 continue
-            status = run_status(run)
-            if status == "done":
-                log.info("%s: finished, skipped (%s)", where, run.run_dir)
-                report.status[run.run_dir] = "skipped"
-                continue
-            if max_runs is not None and trained >= max_runs:
+            if max_runs is not None and trained >= max_runs and run_status(run) != "done":
                 report.stopped_early = True
                 break
-            log.info("%s: %s (%s)", where, "resuming" if status == "partial" else "training", run.run_dir)
-            write_experiment(run)
             try:
-                fit_fn(run.config, resume=status == "partial")
-                _sync_metrics(run)
-            except Exception as err:  # noqa: BLE001 - reported, or re-raised below
-                if not keep_going:
-                    log.error("%s failed (%s); the sweep stops here, rerun it to resume", where, run.run_dir)
-                    raise
-                log.error("%s failed: %s: %s", where, type(err).__name__, err)
-                report.status[run.run_dir] = "failed"
-                report.errors[run.run_dir] = f"{type(err).__name__}: {err}"
+                with run_lock(run.run_dir):  # held from the status check to the end of training
+                    outcome = _train_one(run, where, fit_fn, keep_going, report)
+            except RunBusyError as err:
+                log.warning("%s: %s; skipped, rerun the sweep once it is done", where, err)
+                outcome = "busy"
+            report.status[run.run_dir] = outcome
+            if outcome in ("failed", "busy"):
                 failed.add(run.run_dir)
-                continue
-            report.status[run.run_dir] = "trained"
-            trained += 1
+            trained += outcome == "trained"
     finally:
         report.seconds = time.perf_counter() - start
     return report
+
+
+def _train_one(run: RunSpec, where: str, fit_fn: Callable[..., dict], keep_going: bool,
+               report: SweepReport) -> str:
+    """Train (or resume) one run unless it is finished: ``skipped`` | ``trained`` | ``failed``."""
+    status = run_status(run)
+    if status == "done":
+        log.info("%s: finished, skipped (%s)", where, run.run_dir)
+        return "skipped"
+    log.info("%s: %s (%s)", where, "resuming" if status == "partial" else "training", run.run_dir)
+    write_experiment(run)
+    try:
+        fit_fn(run.config, resume=status == "partial")
+        _sync_metrics(run)
+    except Exception as err:  # noqa: BLE001 - reported, or re-raised below
+        if not keep_going:
+            log.error("%s failed (%s); the sweep stops here, rerun it to resume", where, run.run_dir)
+            raise
+        log.error("%s failed: %s: %s", where, type(err).__name__, err)
+        report.errors[run.run_dir] = f"{type(err).__name__}: {err}"
+        return "failed"
+    return "trained"
 
 
 def format_plan(grid: Grid) -> str:

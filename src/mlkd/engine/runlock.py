@@ -1,0 +1,67 @@
+"""One process per run folder: an advisory lock on ``<run_dir>/.lock`` while a run trains.
+
+``fit`` and ``mlkd sweep`` take it, so two processes never write one run's checkpoints. Under
+torchrun only rank 0 takes it (the ranks of one job share its folder). It is a ``flock`` on an open file, so the kernel
+releases it when the holder exits in any way (a SIGKILLed run never leaves a stale lock). The
+lock is re-entrant within a process (a sweep holds it, then ``fit`` takes it again). On
+platforms without ``fcntl`` it does nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from mlkd.errors import ConfigError, RunBusyError
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not on Linux/macOS
+    fcntl = None
+
+LOCK_NAME = ".lock"
+_held: dict[Path, int] = {}  # lock file -> nesting depth in this process
+
+
+@contextmanager
+def run_lock(run_dir: str | os.PathLike) -> Iterator[None]:
+    """Hold ``run_dir``'s lock for the block; RunBusyError naming the holder if another has it."""
+    path = (Path(run_dir) / LOCK_NAME).resolve()
+    if fcntl is None or path in _held or int(os.environ.get("RANK", "0")) != 0:
+        _held[path] = _held.get(path, 0) + 1
+        try:
+            yield
+        finally:
+            _release_depth(path)
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as err:
+        raise ConfigError(f"run_dir: cannot create the lock file {path} ({err.strerror or err}); "
+                          "choose a writable folder") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown process"
+        os.close(fd)
+        raise RunBusyError(f"{Path(run_dir)} is being trained by another process ({holder}); wait "
+                           f"for it to finish or use another run_dir") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+    _held[path] = 1
+    try:
+        yield
+    finally:
+        _release_depth(path)
+        if path not in _held:
+            os.close(fd)  # releases the flock
+
+
+def _release_depth(path: Path) -> None:
+    _held[path] -= 1
+    if not _held[path]:
+        del _held[path]
