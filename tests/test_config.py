@@ -85,3 +85,14 @@ def test_config_differences_names_changes_and_reads_missing_keys_as_defaults():
     new["data"]["options"] = {"root": "/d"}
     assert config_differences(old, new) == ["data.options.root", "optim.lr", "train.threads"]
     assert config_differences(old, new, {("train", "threads"), ("data", "options", "root")}) == ["optim.lr"]
+
+
+def test_on_off_words_are_values_not_yaml_booleans(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train: {progress: off, amp: off}\ndistill: {cache: off}\n")
+    cfg = load_config(path)
+    assert (cfg.train.progress, cfg.train.amp, cfg.distill.cache) == ("off", "off", "off")
+    cfg = load_config(path, ["train.progress=on", "distill.cache=auto", "train.amp=bf16"])
+    assert (cfg.train.progress, cfg.distill.cache, cfg.train.amp) == ("on", "auto", "bf16")
+    with pytest.raises(ConfigError, match="train.amp"):
+        load_config(path, ["train.amp=yes"])        # 'on' is not an amp mode: still refused

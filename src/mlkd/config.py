@@ -31,8 +31,12 @@ class _Section(BaseModel):
     @field_validator("*", mode="before")
     @classmethod
     def _no_bool_for_number(cls, value: Any, info: ValidationInfo) -> Any:
-        """Refuse ``true`` / ``false`` where a number is expected (pydantic would take it as 1 / 0)."""
-        annotation = cls.model_fields[info.field_name].annotation
+        """Refuse ``true`` / ``false`` where a number is expected (pydantic would take it as 1 / 0);
+        read them as ``on`` / ``off`` where those words are values (``train.progress=off``)."""
+        field = cls.model_fields[info.field_name]
+        annotation = field.annotation
+        if isinstance(value, bool) and ("off" in get_args(annotation) or field.default == "off"):
+            return "on" if value else "off"  # YAML 1.1 reads the words on / off as booleans
         if isinstance(value, bool) and _is_number(annotation):
             raise ValueError("expected a number, got a boolean")
         if isinstance(value, dict) and get_origin(annotation) is dict and _is_number(get_args(annotation)[1]):
