@@ -27,7 +27,7 @@ def main(root: str = "runs/demo", source: str = "fashion-mnist", images: int = 2
     train, _ = build_datasets(Config.model_validate(state["config"]).data)
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:images].tolist()
     batches = [collate([train[i] for i in order[j:j + 64]]) for j in range(0, images, 64)]
-    for name in ("teacher", "vanilla", "mld", "l2d"):
+    for name in ("teacher", "vanilla", "mld", "l2d", "l2d-validated"):
         if not checkpoint(name).exists():
             continue
         model, _ = model_from_checkpoint(checkpoint(name), device)
@@ -38,7 +38,7 @@ def main(root: str = "runs/demo", source: str = "fashion-mnist", images: int = 2
                 cd, id_ = cd_id_losses(s.label_embeddings, t.label_embeddings, batch["targets"])
                 values.append(torch.stack([cd, id_, bce_loss(s.logits, batch["targets"])]))
         cd, id_, bce = torch.stack(values).mean(0).tolist()
-        print(f"{name:8s} CD {cd:.3f}  ID {id_:.4f}  BCE(train) {bce:.1f}")
+        print(f"{name:13s} CD {cd:.3f}  ID {id_:.4f}  BCE(train) {bce:.1f}")
 
 
 if __name__ == "__main__":

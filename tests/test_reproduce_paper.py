@@ -90,7 +90,7 @@ def test_dry_run_lists_every_run(capsys, tmp_path):
             assert str(run.run_dir) in text
         assert "todo" in text and not tmp_path.joinpath(grid.dataset).exists()  # nothing trained or created
     assert cli_main(["sweep", str(CONFIGS / "demo_table1.yaml"), "seeds=[0]", "--dry-run"]) == 0
-    assert "1 pair(s) x 9 method(s) x 1 seed(s) = 9 experiments -> 9 runs" in capsys.readouterr().out
+    assert "1 pair(s) x 10 method(s) x 1 seed(s) = 10 experiments -> 10 runs" in capsys.readouterr().out
     # Overrides may also follow the options; an unknown option is still refused.
     assert cli_main(["sweep", str(CONFIGS / "demo_table1.yaml"), "--dry-run", "seeds=[0,1]"]) == 0
     assert "x 2 seed(s)" in capsys.readouterr().out
