@@ -30,21 +30,37 @@ CACHE = TESTS / ".cache" / "mosaic"  # mosaic arrays shared by the fault tests (
 NONFINITE = "fault_nonfinite"
 
 
+class _NaNGradient(torch.autograd.Function):
+    """Value 0 (finite), gradient NaN: what a sqrt or a division at 0 does to a finite loss."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.shape = x.shape
+        return (x * 0).sum()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return torch.full(ctx.shape, float("nan"), dtype=grad.dtype, device=grad.device)
+
+
 class NonFiniteTerm(LossTerm):
     """0 (with a zero gradient to the logits) except at the 1-based ``steps`` calls of this
-    process, where it is ``value`` ("nan" | "inf"). ``rank``: only on that DDP rank."""
+    process, where it is ``value``: "nan" | "inf", or "nan-grad" (the value stays 0 but the
+    gradient to the logits is NaN). ``rank``: only on that DDP rank."""
 
     name, needs_teacher = NONFINITE, False
 
     def __init__(self, steps: Sequence[int] = (), value: str = "nan", rank: int | None = None):
         super().__init__()
-        self.steps, self.value, self.rank, self.calls = set(steps), float(value), rank, 0
+        self.steps, self.value, self.rank, self.calls = set(steps), value, rank, 0
 
     def compute(self, s, t, targets):
         self.calls += 1
         here = self.rank is None or int(os.environ.get("RANK", "0")) == self.rank
         bad = here and self.calls in self.steps
-        return (s * 0).sum() + (self.value if bad else 0.0)
+        if bad and self.value == "nan-grad":
+            return _NaNGradient.apply(s)
+        return (s * 0).sum() + (float(self.value) if bad else 0.0)
 
 
 def register_nonfinite_term() -> None:

@@ -21,6 +21,7 @@ from fault_helpers import (CACHE, NONFINITE, all_finite, assert_same_tensors, no
 from mlkd.engine.checkpoint import load_checkpoint
 from mlkd.engine.logs import read_jsonl
 from mlkd.engine.trainer import fit
+from mlkd.errors import NonFiniteLossError
 
 DATA = {"options": {"source": "digits", "num_train": 128, "num_test": 16, "seed": 0, "cache_dir": str(CACHE)}}
 STEPS_PER_EPOCH = 4
@@ -96,3 +97,21 @@ def test_a_teacher_with_nan_weights_is_refused_before_training(tmp_path, capsys,
                             tmp_path / "exp.yaml")
     code, err = run_cli(["distill", "-c", str(cfg_file)], capsys)
     assert code == 2 and str(bad) in err and "non-finite" in err and name in err, err
+
+
+def test_finite_loss_with_nan_gradients_is_caught_like_a_nan_loss(epoch1, tmp_path, caplog):
+    """stop: error naming the step, weights = epoch 1's; skip: the step never reaches Adam."""
+    with nonfinite_term(), pytest.raises(NonFiniteLossError,
+                                         match=f"non-finite gradients at epoch 2 step {STEPS_PER_EPOCH + 2} "):
+        fit(config(tmp_path / "stop", value="nan-grad"))
+    last = load_checkpoint(tmp_path / "stop" / "checkpoints" / "last.pt")
+    assert last["epoch"] == 1
+    assert_same_tensors(last["model"], epoch1["model"])
+    caplog.set_level(logging.WARNING)
+    with nonfinite_term():
+        fit(config(tmp_path / "skip", policy="skip", value="nan-grad"))
+    assert "non-finite gradients at epoch 2 step 6 (the loss was finite); step skipped" in caplog.text
+    assert [r["train"]["skipped_steps"] for r in read_jsonl(tmp_path / "skip" / "metrics.jsonl")] == [0, 1]
+    last = load_checkpoint(tmp_path / "skip" / "checkpoints" / "last.pt")
+    assert all_finite(last["model"])
+    assert {int(s["step"]) for s in last["optimizer"]["state"].values()} == {2 * STEPS_PER_EPOCH - 1}

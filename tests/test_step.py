@@ -140,3 +140,31 @@ def test_deferred_guard_masks_the_update_on_the_device(scaler_on, clip):
     train_step(run, batch, guard)
     assert not any(torch.equal(a, p) for a, p in zip(before, net.parameters()))
     assert guard.skipped == 1 and run.global_step == 3
+
+
+@pytest.mark.parametrize("policy", ["skip", "stop"])
+def test_nan_gradients_under_a_finite_loss(teacher, mode, policy, monkeypatch, tmp_path):
+    """The 2nd step's loss stays finite but its gradient is NaN: skipped (Adam's step count 3 of 4,
+    weights finite) or stopped naming the step, on both code paths."""
+    from fault_helpers import _NaNGradient
+
+    real, calls = Objective.forward, []
+
+    def forward(self, student_out, *args, **kwargs):
+        total, values = real(self, student_out, *args, **kwargs)
+        calls.append(1)
+        if len(calls) == 2:
+            total = total + _NaNGradient.apply(student_out.logits)
+        return total, values
+
+    monkeypatch.setattr(Objective, "forward", forward)
+    cfg = tiny_config(tmp_path / "run", teacher["cache"], method="mld", teacher=teacher["ckpt"],
+                      epochs=1, train={"nonfinite": policy, "log_interval": 3})
+    if policy == "stop":
+        with pytest.raises(NonFiniteLossError, match="non-finite gradients at epoch 1 step 2 .the loss was finite"):
+            fit(cfg)
+        return
+    assert fit(cfg)["train"]["skipped_steps"] == 1
+    state = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert {float(s["step"]) for s in state["optimizer"]["state"].values()} == {3.0}
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())

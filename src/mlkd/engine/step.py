@@ -13,7 +13,8 @@ optimiser is fused Adam(W), and the non-finite policy runs on the device (see
 fused optimiser (its ``found_inf`` input, as GradScaler uses it), and the host reads the flags
 only every ``train.log_interval`` steps and at the end of the epoch.
 
-``train.nonfinite`` semantics (both modes): a step whose total loss is NaN/inf never updates
+``train.nonfinite`` semantics (both modes): a step whose total loss is NaN/inf, or whose loss is
+finite but whose gradients are not (without GradScaler, which skips those itself), never updates
 the weights or the optimiser state (Adam's moments and step count); the LR schedule and the
 step counter still advance, as for a step GradScaler skips. ``stop`` raises
 NonFiniteLossError naming the epoch, the step and the non-finite term(s): at that step on CPU,
@@ -38,6 +39,8 @@ from mlkd.errors import NonFiniteLossError
 from mlkd.models.output import ModelOutput
 
 log = logging.getLogger("mlkd")
+
+GRADIENTS = "gradients"  # the flag slot of a step whose loss was finite but gradients were not
 
 #: Devices where the non-finite check is deferred (a host read would stall the device queue).
 DEFERRED_DEVICE_TYPES: tuple[str, ...] = ("cuda",)
@@ -116,15 +119,42 @@ class NonFiniteGuard:
         if distributed:
             bad = any_rank(bad, info)
         if self._count is None:
-            self._names = list(terms)
+            self._names = [*terms, GRADIENTS]
             self._count = torch.zeros((), dtype=torch.long, device=total.device)
-            self._first = torch.full((1 + len(terms),), -1, dtype=torch.long, device=total.device)
-        flags = torch.stack([~torch.isfinite(v.detach().float()).all() for v in terms.values()])
+            self._first = torch.full((2 + len(terms),), -1, dtype=torch.long, device=total.device)
+        flags = torch.stack([~torch.isfinite(v.detach().float()).all() for v in terms.values()]
+                            + [torch.zeros((), dtype=torch.bool, device=total.device)])
         record = torch.cat([torch.full((1,), run.global_step, device=total.device), flags.long()])
         self._first = torch.where(bad & (self._first[0] < 0), record, self._first)
         self._count += bad
         self._bad = bad
         return True
+
+    def gradients_ok(self, params, scaler, run) -> bool:
+        """After backward: a finite loss can still give NaN/inf gradients (a sqrt or division at
+        0). Per-step mode: False (skip) or raise; deferred mode: flag the step on the device and
+        return True. With GradScaler (fp16) the scaler skips such steps itself. Under DDP the
+        gradients are already averaged across ranks, so every rank decides alike."""
+        grads = [p.grad for p in params if p.grad is not None]
+        if scaler.is_enabled() or not grads:
+            return True
+        bad = ~torch.isfinite(torch.stack(torch._foreach_norm(grads))).all()
+        if self.deferred:
+            fresh = bad & ~self._bad
+            record = torch.zeros_like(self._first)
+            record[0], record[-1] = run.global_step, 1
+            self._first = torch.where(fresh & (self._first[0] < 0), record, self._first)
+            self._count += fresh
+            self._bad = self._bad | bad
+            return True
+        if not bool(bad):
+            return True
+        message = f"non-finite gradients at epoch {run.epoch + 1} step {run.global_step} (the loss was finite)"
+        if self.policy == "stop":
+            raise NonFiniteLossError(message + "; the weights were not updated (train.nonfinite=skip skips such steps)")
+        log.warning("%s; step skipped", message)
+        self.skipped += 1
+        return False
 
     def before_update(self, optimizer, scaler, params) -> None:
         """Deferred mode, after backward: make the optimiser skip this step on the device."""
@@ -159,7 +189,9 @@ class NonFiniteGuard:
         if new <= 0:
             return
         names = [name for name, flag in zip(self._names, flags) if flag] or ["total"]
-        message = f"non-finite loss at epoch {run.epoch + 1} step {first} in term(s) {', '.join(names)}"
+        message = (f"non-finite gradients at epoch {run.epoch + 1} step {first} (the loss was finite)"
+                   if names == [GRADIENTS] else
+                   f"non-finite loss at epoch {run.epoch + 1} step {first} in term(s) {', '.join(names)}")
         if self.policy == "stop":
             later = run.global_step - first
             raise NonFiniteLossError(
@@ -190,6 +222,9 @@ def train_step(run, batch: dict, guard: NonFiniteGuard) -> Optional[tuple[Tensor
         return None
     run.scaler.scale(total).backward()
     params = [p for group in run.optimizer.param_groups for p in group["params"]]
+    if not guard.gradients_ok(params, run.scaler, run):
+        run.scheduler.step()
+        return None
     guard.before_update(run.optimizer, run.scaler, params)
     if cfg.optim.grad_clip:
         run.scaler.unscale_(run.optimizer)
