@@ -1,5 +1,6 @@
-"""``python tests/fault_cli.py ARGS`` = ``mlkd ARGS`` with the test-only ``fault_nonfinite`` loss
-term registered (see fault_helpers.py); torchrun runs it as a script for the DDP fault tests."""
+"""``python tests/fault_cli.py ARGS`` = ``mlkd ARGS`` with the test-only loss terms
+``fault_nonfinite`` and ``fault_signal`` registered (see fault_helpers.py); torchrun runs it as
+a script for the DDP fault tests."""
 
 import sys
 

@@ -5,6 +5,8 @@
   real training loop: nothing of the engine is mocked. Its registration is scoped
   (``nonfinite_term()``) so other tests never see it in ``LOSS_TERMS``; ``fault_cli.py``
   registers it in subprocesses (torchrun).
+- ``SignalTerm``: a test-only term that sends this process a real SIGTERM / SIGUSR1 at a chosen
+  step (pre-emption), optionally on one rank only; registered with the other.
 - ``write_config``: a tiny config as a YAML file (for ``mlkd.cli`` in a subprocess).
 - ``run_cli``: ``mlkd.cli.main`` in-process, returning (exit code, stderr).
 - ``cli_command`` / ``cli_env``: the command line of ``python -m mlkd.cli`` in a subprocess.
@@ -15,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import signal as signal_module
 import sys
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -28,6 +31,7 @@ from mlkd.losses.objective import LOSS_TERMS, LossTerm
 TESTS = Path(__file__).resolve().parent
 CACHE = TESTS / ".cache" / "mosaic"  # mosaic arrays shared by the fault tests (git-ignored)
 NONFINITE = "fault_nonfinite"
+SIGNAL = "fault_signal"
 
 
 class _NaNGradient(torch.autograd.Function):
@@ -63,9 +67,35 @@ class NonFiniteTerm(LossTerm):
         return (s * 0).sum() + (float(self.value) if bad else 0.0)
 
 
+class SignalTerm(LossTerm):
+    """0, and at the 1-based ``steps`` calls of this process (on ``rank`` only, if given) a real
+    ``signal`` (a name, default SIGTERM) sent to this process: a pre-emption at a known step.
+    ``once``: a file created when the signal is sent; while it exists no signal is sent (so the
+    resumed run, with the same config, is not pre-empted again)."""
+
+    name, needs_teacher = SIGNAL, False
+
+    def __init__(self, steps: Sequence[int] = (), rank: int | None = None, signal: str = "SIGTERM",
+                 once: str | None = None):
+        super().__init__()
+        self.steps, self.rank, self.signal, self.once, self.calls = set(steps), rank, signal, once, 0
+
+    def compute(self, s, t, targets):
+        self.calls += 1
+        here = self.rank is None or int(os.environ.get("RANK", "0")) == self.rank
+        if here and self.calls in self.steps and not (self.once and os.path.exists(self.once)):
+            if self.once:
+                Path(self.once).touch()
+            os.kill(os.getpid(), getattr(signal_module, self.signal))
+        return (s * 0).sum()
+
+
 def register_nonfinite_term() -> None:
+    """Register the test-only terms (``fault_nonfinite``, ``fault_signal``)."""
     if NONFINITE not in LOSS_TERMS:
         LOSS_TERMS.register(NONFINITE)(NonFiniteTerm)
+    if SIGNAL not in LOSS_TERMS:
+        LOSS_TERMS.register(SIGNAL)(SignalTerm)
 
 
 @contextlib.contextmanager
@@ -76,6 +106,7 @@ def nonfinite_term() -> Iterator[None]:
         yield
     finally:
         LOSS_TERMS._entries.pop(NONFINITE, None)
+        LOSS_TERMS._entries.pop(SIGNAL, None)
 
 
 

@@ -161,3 +161,38 @@ def test_a_hung_rank_makes_the_other_fail_within_dist_timeout(teacher, tmp_path)
     errors = [line for line in watcher.lines if line.startswith("mlkd: error:")]
     assert len(errors) == 1 and "RuntimeError" in errors[0], watcher.text[-3000:]
     assert "Traceback" not in watcher.text
+
+
+def test_sigterm_on_one_rank_stops_both_at_the_same_batch_and_resume_matches(teacher, tmp_path):
+    """Rank 1 alone gets SIGTERM during step 6 (log_interval 4): both ranks agree at batch 8,
+    rank 0 saves that point, torchrun ends; --resume finishes bit-identical to a run never
+    interrupted."""
+    from fault_helpers import SIGNAL, assert_same_tensors
+    from mlkd.engine.checkpoint import load_checkpoint
+    from mlkd.engine.logs import read_jsonl
+
+    def run(name, *extra):
+        once = str(tmp_path / f"{name}.signalled")  # the resumed run is not signalled again
+        distill = {"weights": {SIGNAL: 1.0}, "options": {SIGNAL: {"steps": [6], "rank": 1, "once": once}}}
+        cfg = tiny_config(tmp_path / name, CACHE, method="l2d", teacher=teacher, epochs=2, data=DATA,
+                          train={"log_interval": 4}, distill=distill)
+        config = write_config(cfg, tmp_path / f"{name}.yaml")
+        return subprocess.run(torchrun(str(TESTS / "fault_cli.py"), "distill", "--config", str(config), *extra),
+                              env=cli_env(), capture_output=True, text=True, timeout=300)
+
+    stopped = run("run")
+    text = stopped.stdout + stopped.stderr
+    assert stopped.returncode != 0, text[-3000:]
+    assert "mlkd: stopped by SIGTERM at epoch 1, batch 8 of 16" in text, text[-3000:]                # rank 1
+    assert "mlkd: stopped by a signal on another rank at epoch 1, batch 8 of 16" in text, text[-3000:]  # rank 0
+    state = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert state["partial"]["batches"] == 8 and state["global_step"] == 8
+    resumed = run("run", "--resume")
+    assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-3000:]
+    (tmp_path / "full.signalled").touch()  # the reference run is never signalled
+    full = run("full")
+    assert full.returncode == 0, (full.stdout + full.stderr)[-3000:]
+    a = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    b = load_checkpoint(tmp_path / "full" / "checkpoints" / "last.pt")
+    assert_same_tensors(a["model"], b["model"])
+    assert read_jsonl(tmp_path / "run" / "metrics.jsonl")[-1]["eval"] == read_jsonl(tmp_path / "full" / "metrics.jsonl")[-1]["eval"]

@@ -9,7 +9,7 @@ import os
 import sys
 from typing import Optional
 
-from mlkd.errors import MLKDError
+from mlkd.errors import EXIT_PREEMPTED, MLKDError, Preempted
 
 log = logging.getLogger("mlkd")
 
@@ -275,6 +275,9 @@ def main(argv: Optional[list[str]] = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:
         return args.func(args)
+    except Preempted as err:  # a checkpoint of this point was saved: the job may be requeued
+        print(f"mlkd: {_one_line(str(err))}", file=sys.stderr)
+        return EXIT_PREEMPTED
     except MLKDError as err:
         if args.debug:
             raise

@@ -42,3 +42,11 @@ class NonFiniteLossError(MLKDError, FloatingPointError):
 
 class RunBusyError(MLKDError, RuntimeError):
     """Another process is training the same run folder."""
+
+
+#: Exit status of a pre-empted command (EX_TEMPFAIL: try again, i.e. with --resume).
+EXIT_PREEMPTED = 75
+
+
+class Preempted(MLKDError):
+    """A run stopped on SIGTERM / SIGUSR1 after saving a checkpoint of where it was."""

@@ -10,6 +10,7 @@ from mlkd.data.batch import collate
 from mlkd.data.registry import build_dataset
 from mlkd.data.transforms import build_transform
 from mlkd.engine.distributed import DistInfo, ShardSampler
+from mlkd.engine.preemption import ResumableSampler
 from mlkd.errors import DataError
 
 
@@ -48,14 +49,15 @@ def train_loader(dataset, cfg: DataConfig, info: DistInfo, seed: int, pin: bool,
     """Shuffled with (seed, epoch) via DistributedSampler.set_epoch; last partial batch dropped.
 
     Each rank takes ``batch_size // world_size`` images, so the global batch is ``batch_size``.
-    ``wrap_sampler``: optional ``sampler -> sampler`` (the teacher cache's view sampler).
+    ``wrap_sampler``: optional ``sampler -> sampler`` (the teacher cache's view sampler). The
+    outermost sampler is a ``ResumableSampler`` (a pre-empted epoch continues mid-way).
     """
     per_rank = max(1, cfg.batch_size // info.world_size)
     sampler = DistributedSampler(dataset, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=seed, drop_last=True)
     drop_last = len(sampler) >= per_rank
     if wrap_sampler is not None:
         sampler = wrap_sampler(sampler)
-    return _loader(dataset, per_rank, sampler, cfg.num_workers, drop_last, pin)
+    return _loader(dataset, per_rank, ResumableSampler(sampler), cfg.num_workers, drop_last, pin)
 
 
 def eval_loader(dataset, cfg: DataConfig, info: DistInfo, pin: bool) -> DataLoader:

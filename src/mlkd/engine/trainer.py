@@ -34,10 +34,11 @@ from mlkd.engine.distributed import (DistInfo, barrier, broadcast_buffers, clean
 from mlkd.engine.evaluation import evaluate
 from mlkd.engine.logs import Progress, TensorBoardLog, write_jsonl
 from mlkd.engine.optim import build_optimizer, build_scheduler
+from mlkd.engine.preemption import stop_on_signals
 from mlkd.engine.runlock import run_lock
 from mlkd.engine.runtime import Precision, resolve_device, resolve_precision, seed_everything
 from mlkd.engine.step import NonFiniteGuard, StudentStep, defers_checks, train_step
-from mlkd.errors import ConfigError
+from mlkd.errors import ConfigError, Preempted
 from mlkd.losses import build_objective, method_needs_teacher
 
 log = logging.getLogger("mlkd")
@@ -71,6 +72,8 @@ class Run:
     epoch: int = 0  # completed epochs
     global_step: int = 0
     teacher_cache: Any = None  # a TeacherCache serving the teacher's outputs (distill.cache)
+    partial: Optional[dict] = None  # how far a pre-empted epoch got (see train_one_epoch)
+    stop_request: Any = None  # a preemption.StopRequest while fit runs
 
     @property
     def run_dir(self) -> Path:
@@ -160,6 +163,7 @@ def _state(run: Run) -> dict:
         "scaler": run.scaler.state_dict(), "epoch": run.epoch, "global_step": run.global_step,
         "rng": _rng_state(), "config": run.cfg.to_dict(), "classes": run.classes,
         "history": run.history, "metrics": run.history[-1] if run.history else None,
+        "partial": run.partial,
     }
 
 
@@ -179,52 +183,87 @@ def restore(run: Run) -> bool:
     run.scheduler.load_state_dict(state["scheduler"])
     run.scaler.load_state_dict(state["scaler"])
     run.epoch, run.global_step, run.history = state["epoch"], state["global_step"], state["history"]
+    run.partial = state.get("partial")
     _set_rng_state(state["rng"])
-    log.info("resumed %s from %s after epoch %d", run.run_dir, state.get("path"), run.epoch)
+    within = f" and {run.partial['batches']} batches of epoch {run.epoch + 1}" if run.partial else ""
+    log.info("resumed %s from %s after epoch %d%s", run.run_dir, state.get("path"), run.epoch, within)
     return True
 
 
 def train_one_epoch(run: Run) -> dict[str, float]:
     """One pass over the training data (``train_step`` per batch); returns the epoch's mean of
     each loss term over the applied steps. The host reads the loss only every
-    ``train.log_interval`` steps (and, on CPU, for the per-step non-finite check)."""
-    cfg = run.cfg
-    run.train_loader.sampler.set_epoch(run.epoch)
+    ``train.log_interval`` steps (and, on CPU, for the per-step non-finite check).
+
+    A pre-empted epoch (``run.partial``, from the checkpoint) continues at its next batch with
+    its sums so far; a stop signal (``run.stop_request``) ends the epoch after the current step
+    with a checkpoint of that point and :class:`Preempted`.
+    """
+    cfg, loader = run.cfg, run.train_loader
+    done = run.partial or {}
+    loader.sampler.set_epoch(run.epoch)
+    loader.sampler.start = done.get("batches", 0) * loader.batch_size
     run.step.train()
     guard = NonFiniteGuard(cfg.train.nonfinite, defers_checks(run.device), run.optimizer)
-    sums: dict[str, torch.Tensor] = {}
-    steps = images_seen = skipped = 0
-    progress = Progress(len(run.train_loader), f"epoch {run.epoch + 1}", cfg.train.progress,
+    sums: dict[str, Any] = dict(done.get("sums", {}))
+    batches, steps = done.get("batches", 0), done.get("steps", 0)
+    images_seen, skipped = done.get("images", 0), done.get("skipped_images", 0)
+    total_batches = batches + len(loader)
+    progress = Progress(total_batches, f"epoch {run.epoch + 1}", cfg.train.progress,
                         cfg.train.log_interval, run.info.is_main)
-    start = time.perf_counter()
-    for batch in run.train_loader:
+    start = time.perf_counter() - done.get("seconds", 0.0)
+    rng = _rng_state() if done else None
+    batch_iter = iter(loader)
+    if rng is not None:  # making the iterator drew a seed: the resumed random stream goes on exactly
+        _set_rng_state(rng)
+    for batch in batch_iter:
+        batches += 1
         skipped += batch["skipped"]
-        if batch["images"] is None:
-            continue
-        result = train_step(run, batch, guard)
-        steps += 1
-        images_seen += batch["images"].shape[0]
-        if result is None:  # skipped by the per-step non-finite check
-            continue
-        total, terms = result
-        for name, value in {"loss": total, **terms}.items():
-            sums[name] = sums.get(name, 0.0) + guard.masked(value).float()
-        shown = None
-        if steps % cfg.train.log_interval == 0:
+        result = None if batch["images"] is None else train_step(run, batch, guard)
+        if batch["images"] is not None:
+            steps += 1
+            images_seen += batch["images"].shape[0]
+        if result is not None:  # None: no images, or skipped by the per-step non-finite check
+            total, terms = result
+            for name, value in {"loss": total, **terms}.items():
+                sums[name] = sums.get(name, 0.0) + guard.masked(value).float()
+            shown = None
+            if steps % cfg.train.log_interval == 0:
+                guard.check(run)
+                shown = {"loss": float(total), "lr": run.scheduler.get_last_lr()[0]}
+            progress.update(steps, images_seen, shown)
+        request = run.stop_request
+        if request is not None and request.agreed(run.info, run.device, batches, cfg.train.log_interval):
             guard.check(run)
-            shown = {"loss": float(total), "lr": run.scheduler.get_last_lr()[0]}
-        progress.update(steps, images_seen, shown)
+            progress.close()
+            run.partial = {"batches": batches, "steps": steps, "images": images_seen, "skipped_images": skipped,
+                           "skipped_steps": done.get("skipped_steps", 0) + guard.skipped,
+                           "seconds": time.perf_counter() - start,
+                           "sums": {name: float(value) for name, value in sums.items()}}
+            _stop(run, f"at epoch {run.epoch + 1}, batch {batches} of {total_batches}")
     guard.check(run)
     progress.close()
     seconds = time.perf_counter() - start
-    applied = max(steps - guard.skipped, 1)
+    skipped_steps = done.get("skipped_steps", 0) + guard.skipped
+    applied = max(steps - skipped_steps, 1)
     means = {name: float(value) / applied for name, value in sums.items()}
     means.update({"images_per_s": images_seen * run.info.world_size / max(seconds, 1e-9), "seconds": seconds,
-                  "skipped_images": skipped, "skipped_steps": guard.skipped,
+                  "skipped_images": skipped, "skipped_steps": skipped_steps,
                   "lr": run.scheduler.get_last_lr()[0]})
     if skipped:
         log.warning("epoch %d: %d unreadable image(s) skipped", run.epoch + 1, skipped)
+    run.partial, loader.sampler.start = None, 0
     return means
+
+
+def _stop(run: Run, where: str) -> None:
+    """Save a checkpoint of this exact point (rank 0), then raise Preempted on every rank."""
+    path = run.run_dir / "checkpoints" / ckpt.LAST
+    if run.info.is_main:
+        path = ckpt.save_rotating(_state(run), run.run_dir / "checkpoints")
+    barrier(run.info)
+    run.stop_request.handled = True
+    raise Preempted(f"stopped by {run.stop_request.name} {where}; saved {path}: continue with --resume")
 
 
 def _evaluate_now(run: Run, last: bool) -> bool:
@@ -291,27 +330,38 @@ def _fit(cfg: Config, resume: bool) -> dict:
             save_config(cfg, run.run_dir / "config.yaml")
         board = TensorBoardLog(run.run_dir / "tensorboard") if cfg.train.tensorboard and run.info.is_main else None
         stop = min(cfg.optim.stop_epoch or cfg.optim.epochs, cfg.optim.epochs)
-        while run.epoch < stop:
-            train_stats = train_one_epoch(run)
-            run.epoch += 1
-            broadcast_buffers(run.student, run.info)
-            record: dict[str, Any] = {"epoch": run.epoch, "train": train_stats, "data": _data_report(run)}
-            if _evaluate_now(run, run.epoch == stop):
-                record["eval"] = evaluate(run.student, run.test_loader, run.device, run.precision,
-                                          cfg.train.protocols, run.info, cfg.train.channels_last)
-            run.history.append(record)
-            if run.info.is_main:
-                ckpt.save_rotating(_state(run), run.run_dir / "checkpoints")
-                write_jsonl(run.history, run.run_dir / "metrics.jsonl")
-                if board is not None:
-                    board.write(record)
-                log.info("epoch %d/%d %s", run.epoch, stop, _summary(record))
-            barrier(run.info)
+        with stop_on_signals() as run.stop_request:
+            _epochs(run, stop, board)
         if board is not None:
             board.close()
         return run.history[-1] if run.history else {}
     finally:
         cleanup(run.info)
+
+
+def _epochs(run: Run, stop: int, board: Optional[TensorBoardLog]) -> None:
+    """Train, evaluate and checkpoint each remaining epoch up to ``stop``."""
+    cfg = run.cfg
+    while run.epoch < stop:
+        train_stats = train_one_epoch(run)
+        run.epoch += 1
+        broadcast_buffers(run.student, run.info)
+        record: dict[str, Any] = {"epoch": run.epoch, "train": train_stats, "data": _data_report(run)}
+        if _evaluate_now(run, run.epoch == stop):
+            record["eval"] = evaluate(run.student, run.test_loader, run.device, run.precision,
+                                      cfg.train.protocols, run.info, cfg.train.channels_last)
+        run.history.append(record)
+        if run.info.is_main:
+            ckpt.save_rotating(_state(run), run.run_dir / "checkpoints")
+            write_jsonl(run.history, run.run_dir / "metrics.jsonl")
+            if board is not None:
+                board.write(record)
+            log.info("epoch %d/%d %s", run.epoch, stop, _summary(record))
+        barrier(run.info)
+        if run.epoch < stop and run.stop_request.agreed(run.info, run.device, 0, 1):
+            run.stop_request.handled = True
+            raise Preempted(f"stopped by {run.stop_request.name} after epoch {run.epoch}, its checkpoint "
+                            f"saved in {run.run_dir / 'checkpoints'}: continue with --resume")
 
 
 def _summary(record: dict) -> str:

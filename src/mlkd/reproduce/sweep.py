@@ -27,7 +27,7 @@ import yaml
 
 from mlkd.config import Config, config_differences
 from mlkd.engine.runlock import run_lock
-from mlkd.errors import ConfigError, RunBusyError
+from mlkd.errors import ConfigError, Preempted, RunBusyError
 from mlkd.reproduce.grid import Grid, RunSpec
 
 log = logging.getLogger("mlkd")
@@ -180,7 +180,7 @@ def _train_one(run: RunSpec, where: str, fit_fn: Callable[..., dict], keep_going
         fit_fn(run.config, resume=status == "partial")
         _sync_metrics(run)
     except Exception as err:  # noqa: BLE001 - reported, or re-raised below
-        if not keep_going:
+        if not keep_going or isinstance(err, Preempted):  # a pre-empted job stops the whole sweep
             log.error("%s failed (%s); the sweep stops here, rerun it to resume", where, run.run_dir)
             raise
         log.error("%s failed: %s: %s", where, type(err).__name__, err)
