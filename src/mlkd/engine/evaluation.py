@@ -21,7 +21,8 @@ def predict(model: nn.Module, loader, device: torch.device, precision: Precision
     """Probabilities of every sample, in dataset order, gathered from every rank.
 
     Returns {"index": [N], "scores": [N, q] float32 probabilities, "targets": [N, q] uint8}.
-    Unreadable images skipped by the dataset are absent; ``skipped`` counts them.
+    Unreadable images skipped by the dataset are absent; ``skipped`` counts them. Scores stay
+    on the device until the pass ends (no host sync per batch; N x q floats of memory).
     """
     was_training = model.training
     model.eval()
@@ -35,7 +36,7 @@ def predict(model: nn.Module, loader, device: torch.device, precision: Precision
             images = images.contiguous(memory_format=torch.channels_last)
         with precision.autocast(device):
             logits = model(images).logits
-        scores.append(torch.sigmoid(logits.float()).cpu())
+        scores.append(torch.sigmoid(logits.float()))  # stays on the device: one copy at the end
         targets.append(batch["targets"].to(torch.uint8))
         index.append(batch["index"])
     model.train(was_training)
@@ -43,7 +44,7 @@ def predict(model: nn.Module, loader, device: torch.device, precision: Precision
     empty = np.zeros((0, len(q) if q is not None else 0))
     local = {
         "index": torch.cat(index).numpy() if index else np.zeros(0, dtype=np.int64),
-        "scores": torch.cat(scores).numpy() if scores else empty.astype(np.float32),
+        "scores": torch.cat(scores).cpu().numpy() if scores else empty.astype(np.float32),
         "targets": torch.cat(targets).numpy() if targets else empty.astype(np.uint8),
         "skipped": np.array([skipped]),
     }
