@@ -179,6 +179,9 @@ def test_renderers_bold_the_best_student_and_note_n():
     assert (cf1["mean"], cf1["std"], cf1["n"], cf1["values"], cf1["best"]) == ("76.0000", "1.0000", "3", "75.0000;76.0000;77.0000", "1")
     latex = render(table, "latex")
     assert r"\textbf{72.00 $\pm$ 1.41}" in latex and r"resnet101$\rightarrow$resnet34" in latex
+    table.rows[-1] = "L2D (validated λ)"  # unicode Greek in a row label becomes math (pdflatex)
+    table.cells = {("L2D (validated λ)" if k[0] == "L2D" else k[0], *k[1:]): v for k, v in table.cells.items()}
+    assert "L2D (validated $\\lambda$) & " in render(table, "latex")
     with pytest.raises(ConfigError, match="format"):
         render(table, "html")
 

@@ -130,9 +130,15 @@ def to_csv(table: ResultTable) -> str:
     return buffer.getvalue()
 
 
+# Greek letters that row labels use (λ, Δ): as math, so the table compiles under pdflatex too.
+_GREEK = {"α": r"$\alpha$", "β": r"$\beta$", "γ": r"$\gamma$", "δ": r"$\delta$", "Δ": r"$\Delta$",
+          "λ": r"$\lambda$", "μ": r"$\mu$", "σ": r"$\sigma$", "τ": r"$\tau$"}
+
+
 def _tex(text: str) -> str:
     for char, escaped in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&"),
-                          ("#", r"\#"), ("->", r"$\rightarrow$"), ("±", r"$\pm$"), ("–", "--")):
+                          ("#", r"\#"), ("->", r"$\rightarrow$"), ("±", r"$\pm$"), ("–", "--"),
+                          ("—", "---"), *_GREEK.items()):
         text = text.replace(char, escaped)
     return text
 
