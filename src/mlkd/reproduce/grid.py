@@ -10,8 +10,8 @@ base config of every run) and grid keys::
     required: [data.options.root]   # keys the user must give before a sweep trains anything
     pairs:                 # (teacher model, student model); a mapping or a 2-item list
       - {teacher: resnet101, student: resnet34}
-    models:                # optional model-section overrides per model name
-      resnet101: {pretrained: /weights/resnet101.safetensors}
+    models:                # optional model-section overrides per model name (``name`` too:
+      resnet101: {pretrained: /weights/resnet101.safetensors}   # resnet50: {name: resnet50.a1_in1k})
     methods: [teacher, vanilla, rkd, pkt, reviewkd, mse, ps, mld, l2d]
     #   an entry is a method name, ``teacher`` (the Teacher row) or a mapping
     #   {method: l2d, weights: {mld: 100}, options: {...}, name: "row label", slug: folder}
@@ -317,7 +317,9 @@ def load_grid(path: Union[str, Path], overrides: Optional[list[str]] = None,
 def _run_config(base: dict, models: dict, model: str, method: MethodSpec, seed: int,
                 run_dir: Path, teacher_ckpt: Optional[Path], extra: Optional[dict], source: str) -> Config:
     cfg = deep_merge(base, extra or {})
-    cfg["model"] = deep_merge(deep_merge(cfg.get("model") or {}, models.get(model, {})), {"name": model})
+    # models.<name> comes last: it may set `name` too (a timm variant or a stand-in network);
+    # the run folders keep the grid's model name.
+    cfg["model"] = deep_merge(deep_merge(cfg.get("model") or {}, {"name": model}), models.get(model, {}))
     name = "vanilla" if method.method == "teacher" else method.method
     cfg["distill"] = deep_merge(cfg.get("distill") or {}, {
         "method": name, "teacher": str(teacher_ckpt) if teacher_ckpt else None,
