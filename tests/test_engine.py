@@ -142,3 +142,19 @@ def test_train_threads_applies_during_the_run_and_is_restored(teacher, monkeypat
     before = torch.get_num_threads()
     fit(tiny_config(teacher["root"] / "threads", teacher["cache"], epochs=1, train={"threads": before + 1}))
     assert seen == [before + 1] and torch.get_num_threads() == before
+
+
+def test_run_folders_stand_for_their_last_checkpoint(teacher, capsys):
+    """distill.teacher and `mlkd eval` take a run folder as well as a checkpoint file."""
+    folder = teacher["root"] / "teacher"
+    run_dir = teacher["root"] / "from-folder"
+    record = fit(tiny_config(run_dir, teacher["cache"], method="mld", teacher=str(folder), epochs=1))
+    same = fit(tiny_config(teacher["root"] / "from-file", teacher["cache"], method="mld", teacher=teacher["ckpt"], epochs=1))
+    assert record["eval"] == same["eval"]
+    outputs = []
+    for target in (run_dir, run_dir / "checkpoints" / "last.pt"):
+        assert cli_main(["eval", str(target), "-p", "thr@0.5"]) == 0
+        outputs.append(json.loads(capsys.readouterr().out))
+    assert outputs[0] == outputs[1]
+    assert cli_main(["eval", str(teacher["root"] / "nowhere")]) == 2
+    assert "checkpoint not found" in capsys.readouterr().err

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 from torch.utils.data import Subset
 
+from mlkd.engine.checkpoint import checkpoint_file
 from mlkd.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -54,8 +55,7 @@ def parse_spec(spec: str) -> tuple[Optional[str], Path]:
         path = Path(rest)
     else:
         name, path = None, Path(spec)
-    if path.is_dir():
-        path = path / "checkpoints" / "last.pt"
+    path = checkpoint_file(path)
     if not path.is_file():
         raise ConfigError(f"analysis: checkpoint not found: {path} (give NAME=PATH with PATH a "
                           "checkpoint file or a run folder holding checkpoints/last.pt)")

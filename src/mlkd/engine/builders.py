@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from torch import nn
 
 from mlkd.config import ModelConfig
-from mlkd.engine.checkpoint import check_classes, load_checkpoint
+from mlkd.engine.checkpoint import check_classes, checkpoint_file, load_checkpoint
 from mlkd.errors import CheckpointError, ConfigError
 
 
@@ -64,8 +64,9 @@ def load_teacher(path: str | None, classes: list[str], device: torch.device) -> 
     weights must be finite (checked once here, not per step)."""
     if not path:
         raise ConfigError("distill.teacher: this method needs a teacher checkpoint (distill.teacher=/path/to/last.pt)")
-    if not Path(path).is_file():
-        raise ConfigError(f"distill.teacher: file not found: {path}")
+    if not checkpoint_file(path).is_file():
+        raise ConfigError(f"distill.teacher: file not found: {checkpoint_file(path)} (a checkpoint file or "
+                          "the teacher's run folder)")
     teacher, state = model_from_checkpoint(path, device)
     check_classes(state["classes"], classes, f"teacher checkpoint {path}")
     bad = [name for name, value in teacher.state_dict().items()

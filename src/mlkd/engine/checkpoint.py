@@ -128,11 +128,19 @@ def save_rotating(state: dict[str, Any], folder: Path) -> Path:
     return last
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint; a missing, corrupt or incomplete file is a CheckpointError naming it."""
+def checkpoint_file(path: str | Path) -> Path:
+    """``path`` itself, or for a run folder its ``checkpoints/last.pt``."""
     path = Path(path)
+    return path / "checkpoints" / LAST if path.is_dir() else path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint (a file, or a run folder's last.pt); a missing, corrupt or incomplete
+    file is a CheckpointError naming it."""
+    path = checkpoint_file(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
+        raise CheckpointError(f"checkpoint not found: {path} (give a checkpoint file or a run folder "
+                              "holding checkpoints/last.pt)")
     try:
         state = torch.load(path, map_location=map_location, weights_only=False)
     except Exception as err:  # torch raises many types for damaged files
