@@ -14,7 +14,7 @@ from engine_helpers import tiny_config
 from mlkd.engine.trainer import fit
 from mlkd.errors import RunBusyError
 from mlkd.reproduce.grid import load_grid
-from mlkd.reproduce.sweep import run_status, run_sweep
+from mlkd.reproduce.sweep import format_plan, run_status, run_sweep
 from test_reproduce_sweep import write_grid
 
 HOLD = ("import sys, time\nfrom mlkd.engine.runlock import run_lock\n"
@@ -47,10 +47,12 @@ def test_sweep_skips_busy_runs_and_their_students_then_a_rerun_finishes(tmp_path
     grid = load_grid(write_grid(tmp_path, tmp_path / "cache", methods=["teacher", "mld"]))
     teacher0, student0, teacher1, student1 = grid.runs
     assert (teacher0.role, student0.role, teacher1.seed) == ("teacher", "distill", 1)
-    with held_by_another_process(teacher0.run_dir):
+    with held_by_another_process(teacher0.run_dir) as pid:
+        assert f"busy (pid {pid} on " in format_plan(grid)  # the dry run shows who trains it
         report = run_sweep(grid)
     assert [report.status[r.run_dir] for r in grid.runs] == ["busy", "blocked", "trained", "trained"]
     assert "1 busy" in report.summary() and "rerun the sweep once they finish" in report.summary()
     assert [run_status(r) for r in grid.runs] == ["todo", "todo", "done", "done"]
+    assert "busy (" not in format_plan(grid)  # the holder is gone: no stale lock
     report = run_sweep(grid)
     assert [report.status[r.run_dir] for r in grid.runs] == ["trained", "trained", "skipped", "skipped"]

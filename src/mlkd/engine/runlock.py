@@ -65,3 +65,18 @@ def _release_depth(path: Path) -> None:
     _held[path] -= 1
     if not _held[path]:
         del _held[path]
+
+
+def lock_holder(run_dir: str | os.PathLike) -> str | None:
+    """Who holds ``run_dir``'s lock ("pid N on HOST"), or None when nobody (or no fcntl)."""
+    path = Path(run_dir) / LOCK_NAME
+    if fcntl is None or not path.is_file() or path.resolve() in _held:
+        return None
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown process"
+    finally:
+        os.close(fd)  # also drops the shared lock just taken
+    return None

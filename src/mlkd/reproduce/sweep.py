@@ -26,7 +26,7 @@ from typing import Callable, Optional
 import yaml
 
 from mlkd.config import Config, config_differences
-from mlkd.engine.runlock import run_lock
+from mlkd.engine.runlock import lock_holder, run_lock
 from mlkd.errors import ConfigError, Preempted, RunBusyError
 from mlkd.reproduce.grid import Grid, RunSpec
 
@@ -207,8 +207,9 @@ def format_plan(grid: Grid) -> str:
     header = ("#", "status", "role", "row", "model", "seed", "epochs", "run folder", "serves")
     rows = []
     for index, run in enumerate(grid.runs, 1):
+        holder = lock_holder(run.run_dir)
         try:
-            status = run_status(run)
+            status = f"busy ({holder})" if holder else run_status(run)
         except ConfigError:
             status = "CONFLICT"
         epochs = f"{stop_epoch(run.config)}/{run.config.optim.epochs}"
