@@ -59,6 +59,7 @@ class DataConfig(_Section):
     num_workers: int = Field(2, ge=0)
     on_bad_image: Literal["error", "skip"] = "error"
     verify_images: bool = False  # decode every image once before training (see build_datasets)
+    holdout: float = Field(0.0, ge=0.0, lt=1.0)  # evaluate on this fraction of the train images (mlkd.data.holdout)
 
 
 class ModelConfig(_Section):

@@ -7,6 +7,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from mlkd.config import DataConfig
 from mlkd.data.batch import collate
+from mlkd.data.holdout import split_train
 from mlkd.data.registry import build_dataset
 from mlkd.data.transforms import build_transform
 from mlkd.engine.distributed import DistInfo, ShardSampler
@@ -16,18 +17,23 @@ from mlkd.errors import DataError
 
 def build_datasets(cfg: DataConfig):
     """(train, test) datasets with the recipe's train / eval transforms; same class list.
+    With ``data.holdout`` the "test" side is a validation split of the train images
+    (``mlkd.data.holdout``).
 
     With ``data.verify_images`` every image of both splits is decoded here, before any model
     is built (``MultiLabelImageDataset.verify_images``: an ``error`` policy stops on the first
     unreadable file, ``skip`` drops them); datasets without image files are not affected.
     """
     options = {"on_bad_image": cfg.on_bad_image, **cfg.options}
+    eval_transform = build_transform(cfg.recipe, cfg.img_size, False, cfg.normalize)
     train = build_dataset(cfg.name, "train", build_transform(cfg.recipe, cfg.img_size, True, cfg.normalize), **options)
-    test = build_dataset(cfg.name, "test", build_transform(cfg.recipe, cfg.img_size, False, cfg.normalize), **options)
+    test = None if cfg.holdout else build_dataset(cfg.name, "test", eval_transform, **options)
     if cfg.verify_images:
         for dataset in (train, test):
             if hasattr(dataset, "verify_images"):
                 dataset.verify_images(cfg.num_workers)
+    if cfg.holdout:  # evaluate on held-out training images; the test split is not read
+        train, test = split_train(train, eval_transform, cfg.holdout)
     if list(train.classes) != list(test.classes):
         raise DataError(f"dataset {cfg.name!r}: train and test splits have different class lists")
     for split, dataset in (("train", train), ("test", test)):

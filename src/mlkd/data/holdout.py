@@ -1,0 +1,76 @@
+"""``data.holdout``: a validation split carved from the training images of any dataset.
+
+With ``data.holdout = f`` a fraction f of the train split, chosen by a permutation seeded with
+``HOLDOUT_SEED`` (the same for every run and every ``train.seed``, so all methods are compared on
+one split), is set aside: training uses the other images, evaluation uses the held-out ones
+under the evaluation transform, and the test split is never read. Choose weights or epochs
+there, then report the test split with ``data.holdout: 0``.
+
+For the embedded mosaics, ``data.options.holdout`` is stricter: it holds out source *items*, so
+no Fashion-MNIST item appears in both a training and a validation mosaic.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import numpy as np
+from torch.utils.data import Dataset
+
+from mlkd.errors import DataError
+
+HOLDOUT_SEED = 0
+
+
+def holdout_positions(n: int, fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """(kept [n - m], held out [m]) sorted positions of ``n`` items, m = round(fraction * n)."""
+    order = np.random.default_rng(np.random.SeedSequence([HOLDOUT_SEED, n])).permutation(n)
+    held = int(round(fraction * n))
+    if not 0 < held < n:
+        raise DataError(f"data.holdout={fraction} leaves an empty split of the {n} training images; "
+                        f"use a fraction between {1 / n:.2g} and {1 - 1 / n:.4g}")
+    return np.sort(order[held:]), np.sort(order[:held])
+
+
+class HoldoutSplit(Dataset):
+    """The items ``indices`` of ``dataset``, re-numbered 0..len-1 (the batch contract's index is
+    the position here, so teacher caches and predictions line up with this split)."""
+
+    def __init__(self, dataset: Dataset, indices: np.ndarray, split: str):
+        self.dataset, self.indices, self.split = dataset, np.asarray(indices, dtype=np.int64), split
+        self.classes = list(dataset.classes)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, position: int):
+        item = self.dataset[int(self.indices[position])]
+        return None if item is None else (item[0], item[1], position)
+
+    def labels_matrix(self) -> np.ndarray:
+        return np.asarray(self.dataset.labels_matrix())[self.indices]
+
+    @property
+    def transform(self):
+        return self.dataset.transform
+
+    @transform.setter
+    def transform(self, value) -> None:  # on a copy: the other split shares the dataset
+        self.dataset = copy.copy(self.dataset)
+        self.dataset.transform = value
+
+    def __getattr__(self, name: str) -> Any:  # missing, unreadable_files, ... of the whole split
+        if name.startswith("__") or name == "dataset":
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+
+def split_train(train: Dataset, eval_transform, fraction: float) -> tuple[HoldoutSplit, HoldoutSplit]:
+    """(training part, held-out part under ``eval_transform``) of the train split ``train``."""
+    if not hasattr(train, "transform"):
+        raise DataError("data.holdout needs a dataset with a `transform` attribute")
+    keep, held = holdout_positions(len(train), fraction)
+    evaluated = copy.copy(train)
+    evaluated.transform = eval_transform
+    return HoldoutSplit(train, keep, "train"), HoldoutSplit(evaluated, held, "holdout")
