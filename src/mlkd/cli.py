@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import Optional
 
 from mlkd.errors import EXIT_PREEMPTED, MLKDError, Preempted
@@ -164,9 +165,27 @@ def _cmd_analyze(args) -> int:
     return 0
 
 
+def _cmd_analyze_combine(args) -> int:
+    from mlkd.analysis.combine import combine, to_markdown
+
+    combined = combine(args.folders)
+    table = to_markdown(combined)
+    print(f"mean ± sample std over {len(args.folders)} analysis folder(s)\n\n{table}", end="")
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "combined.md").write_text(table)
+        (out / "combined.json").write_text(json.dumps(combined, indent=1))
+    return 0
+
+
 def _add_analyze_parser(sub) -> None:
     analyze = sub.add_parser("analyze", help="per-class AP, correlation, retrieval, attention maps from checkpoints")
     kinds = analyze.add_subparsers(dest="analysis", required=True)
+    combine = kinds.add_parser("combine", help="mean ± std of several analysis folders (one per seed)")
+    combine.add_argument("folders", nargs="+", help="folders written by mlkd analyze --out (same model names)")
+    combine.add_argument("--out", "-o", help="also write combined.md and combined.json here")
+    combine.set_defaults(func=_cmd_analyze_combine)
     helps = {"per-class": "per-class AP table (Table 3) and the per-label KD gain chart",
              "correlation": "student minus teacher correlation of predicted probabilities (heat-maps, MAD)",
              "retrieval": "k-NN retrieval on the test split: mAP@k / P@k, top-5 grids",
@@ -213,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     distill.set_defaults(func=_cmd_train)
 
     evaluate = sub.add_parser("eval", help="evaluate a checkpoint on its test split")
-    evaluate.add_argument("checkpoint", help="a checkpoint file (run_dir/checkpoints/last.pt)")
+    evaluate.add_argument("checkpoint", help="a checkpoint file, or a run folder (its checkpoints/last.pt)")
     evaluate.add_argument("--protocol", "-p", action="append",
                           help="thr@0.5, thr@T, topk@K or oracle-k (repeatable; default: the run's)")
     evaluate.add_argument("--config", "-c", help="evaluate on this config's data instead of the checkpoint's")
