@@ -67,3 +67,14 @@ def test_a_run_on_the_holdout_split_evaluates_the_held_out_images(tmp_path):
                              data=data, distill={"cache": "auto"}))
     assert record["eval"]["num_images"] == 32                     # 25% of the 128 training mosaics
     assert read_jsonl(tmp_path / "l2d" / "metrics.jsonl")[-1]["data"]["train"]["images"] == 96
+
+
+def test_data_summary_names_the_validation_split(tmp_path, capsys):
+    from mlkd.cli import main as cli_main
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("data: {name: mosaic, recipe: none, img_size: 32, holdout: 0.2, "
+                   f"options: {{source: digits, num_train: 200, num_test: 50, cache_dir: {tmp_path / 'cache'}}}}}\n")
+    assert cli_main(["data", "summary", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    assert "| train | 160 |" in out and "| holdout (validation) | 40 |" in out

@@ -138,7 +138,8 @@ def _cmd_data(args) -> int:
 
     cfg = load_config(args.config, args.overrides)
     train, test = build_datasets(cfg.data)
-    print(format_summary({"train": summarize_dataset(train), "test": summarize_dataset(test)}))
+    held_out = "holdout (validation)" if cfg.data.holdout else "test"
+    print(format_summary({"train": summarize_dataset(train), held_out: summarize_dataset(test)}))
     return 0
 
 
