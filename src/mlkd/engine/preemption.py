@@ -25,6 +25,8 @@ from mlkd.engine.distributed import DistInfo, any_rank
 log = logging.getLogger("mlkd")
 
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGUSR1") if hasattr(signal, name))
+
+
 class StopRequest:
     """Records the first stop signal received; ``signum`` is None until one arrives."""
 

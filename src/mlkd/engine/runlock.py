@@ -1,10 +1,11 @@
 """One process per run folder: an advisory lock on ``<run_dir>/.lock`` while a run trains.
 
 ``fit`` and ``mlkd sweep`` take it, so two processes never write one run's checkpoints. Under
-torchrun only rank 0 takes it (the ranks of one job share its folder). It is a ``flock`` on an open file, so the kernel
-releases it when the holder exits in any way (a SIGKILLed run never leaves a stale lock). The
-lock is re-entrant within a process (a sweep holds it, then ``fit`` takes it again). On
-platforms without ``fcntl`` it does nothing.
+torchrun only rank 0 takes it (the ranks of one job share its folder). It is a ``flock`` on an
+open file, so the kernel releases it when the holder exits in any way (a SIGKILLed run never
+leaves a stale lock). The lock is re-entrant within a process (a sweep holds it, then ``fit``
+takes it again). On platforms without ``fcntl`` it does nothing; on a network filesystem without
+lock support it does not protect.
 """
 
 from __future__ import annotations
