@@ -116,3 +116,28 @@ def test_a_preempted_run_stops_the_sweep_even_with_keep_going(tmp_path):
 
     with pytest.raises(Preempted):
         run_sweep(grid, keep_going=True, fit_fn=preempted)
+
+
+def test_a_signal_during_a_runs_last_evaluation_stops_the_sweep_before_the_next_run(tmp_path, monkeypatch):
+    """The run is finished when the signal is acted on: it stays finished, the sweep raises
+    Preempted before the next run, and a rerun trains only what is left."""
+    import mlkd.engine.trainer as trainer
+    from test_reproduce_sweep import write_grid
+
+    grid = load_grid(write_grid(tmp_path, tmp_path / "cache", methods=["teacher", "mld"]))
+    real, calls = trainer.evaluate, []
+
+    def evaluate(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:  # the first run's (last) evaluation
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "evaluate", evaluate)
+    with pytest.raises(Preempted, match="stopped by SIGTERM before run 2 of 4"):
+        run_sweep(grid)
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    from mlkd.reproduce.sweep import run_status
+
+    assert [run_status(r) for r in grid.runs] == ["done", "todo", "todo", "todo"]
+    assert [s for s in run_sweep(grid).status.values()] == ["skipped", "trained", "trained", "trained"]

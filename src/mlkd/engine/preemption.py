@@ -58,9 +58,9 @@ class StopRequest:
 def stop_on_signals() -> Iterator[StopRequest]:
     """Route STOP_SIGNALS to a StopRequest for the block (main thread only; else a no-op).
 
-    A signal that came too late to stop the run (during its last evaluation) is sent again
-    after the previous handlers are back, so the process still ends as asked (a sweep does not
-    start its next run).
+    A signal the block did not act on (it came during a run's last evaluation) is passed on to
+    the previous handler once that is back: an enclosing ``stop_on_signals`` (``mlkd sweep``
+    stops before its next run) or the default action (the process ends as asked).
     """
     request = StopRequest()
     if threading.current_thread() is not threading.main_thread():
@@ -73,7 +73,11 @@ def stop_on_signals() -> Iterator[StopRequest]:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
         if request.signum is not None and not request.handled:
-            signal.raise_signal(request.signum)
+            handler = previous[request.signum]
+            if callable(handler):
+                handler(request.signum, None)
+            else:
+                signal.raise_signal(request.signum)
 
 
 class ResumableSampler(Sampler):

@@ -26,6 +26,7 @@ from typing import Callable, Optional
 import yaml
 
 from mlkd.config import Config, config_differences
+from mlkd.engine.preemption import StopRequest, stop_on_signals
 from mlkd.engine.runlock import lock_holder, run_lock
 from mlkd.errors import ConfigError, Preempted, RunBusyError
 from mlkd.reproduce.grid import Grid, RunSpec
@@ -140,31 +141,42 @@ def run_sweep(grid: Grid, keep_going: bool = False, max_runs: Optional[int] = No
         from mlkd.engine.trainer import fit as fit_fn
     report = SweepReport()
     start = time.perf_counter()
-    failed: set[Path] = set()
-    trained = 0
     try:
-        for index, run in enumerate(grid.runs, 1):
-            where = f"[{index}/{len(grid.runs)}] {run.role} {run.label} {run.model} seed {run.seed}"
-            if run.teacher_run is not None and run.teacher_run in failed:
-                report.status[run.run_dir] = "blocked"
-                failed.add(run.run_dir)
-                continue
-            if max_runs is not None and trained >= max_runs and run_status(run) != "done":
-                report.stopped_early = True
-                break
-            try:
-                with run_lock(run.run_dir):  # held from the status check to the end of training
-                    outcome = _train_one(run, where, fit_fn, keep_going, report)
-            except RunBusyError as err:
-                log.warning("%s: %s; skipped, rerun the sweep once it is done", where, err)
-                outcome = "busy"
-            report.status[run.run_dir] = outcome
-            if outcome in ("failed", "busy"):
-                failed.add(run.run_dir)
-            trained += outcome == "trained"
+        with stop_on_signals() as stop:
+            _run_all(grid, report, fit_fn, keep_going, max_runs, stop)
     finally:
         report.seconds = time.perf_counter() - start
     return report
+
+
+def _run_all(grid: Grid, report: SweepReport, fit_fn: Callable[..., dict], keep_going: bool,
+             max_runs: Optional[int], stop: StopRequest) -> None:
+    """The sweep's loop; a stop signal between runs (``stop``) ends it with Preempted."""
+    failed: set[Path] = set()
+    trained = 0
+    for index, run in enumerate(grid.runs, 1):
+        if stop.signum is not None:
+            stop.handled = True
+            raise Preempted(f"stopped by {stop.name} before run {index} of {len(grid.runs)} (the runs "
+                            "before it are finished): rerun the sweep to continue")
+        where = f"[{index}/{len(grid.runs)}] {run.role} {run.label} {run.model} seed {run.seed}"
+        if run.teacher_run is not None and run.teacher_run in failed:
+            report.status[run.run_dir] = "blocked"
+            failed.add(run.run_dir)
+            continue
+        if max_runs is not None and trained >= max_runs and run_status(run) != "done":
+            report.stopped_early = True
+            break
+        try:
+            with run_lock(run.run_dir):  # held from the status check to the end of training
+                outcome = _train_one(run, where, fit_fn, keep_going, report)
+        except RunBusyError as err:
+            log.warning("%s: %s; skipped, rerun the sweep once it is done", where, err)
+            outcome = "busy"
+        report.status[run.run_dir] = outcome
+        if outcome in ("failed", "busy"):
+            failed.add(run.run_dir)
+        trained += outcome == "trained"
 
 
 def _train_one(run: RunSpec, where: str, fit_fn: Callable[..., dict], keep_going: bool,
