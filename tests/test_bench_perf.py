@@ -61,3 +61,17 @@ def test_eval_bench_and_dispatcher(tmp_path, capsys, monkeypatch):
     assert bench_main(argv) == 0
     assert "x BCE-only" in capsys.readouterr().out
     assert [r["method"] for r in json.loads(out.read_text())] == ["vanilla", "mld"]
+
+
+def test_hostsync_check_runs_every_method_on_the_device_code_path(monkeypatch, capsys):
+    """On CPU nothing can be checked, but forced onto the CUDA code path (deferred non-finite
+    checks, fused Adam) every method's steps run and the rows say what was (not) checked."""
+    import mlkd.bench.hostsync as hostsync
+    import mlkd.engine.step as step_module
+
+    monkeypatch.setattr(step_module, "DEFERRED_DEVICE_TYPES", ("cuda", "cpu"))
+    rows = hostsync.check_host_syncs(**TINY, steps=2, warmup=1)
+    assert [r["method"] for r in rows] == list(hostsync.METHODS)
+    assert all(r["deferred_checks"] and not r["checked"] and r["syncs"] == "none" for r in rows)
+    assert "not checked on cpu" in hostsync.format_table(rows)
+    assert "hostsync" in BENCHES

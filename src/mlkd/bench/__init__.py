@@ -12,4 +12,5 @@ BENCHES = {
     "eval": "mlkd.bench.eval",
     "data": "mlkd.bench.data",
     "memory": "mlkd.bench.memory",
+    "hostsync": "mlkd.bench.hostsync",
 }
