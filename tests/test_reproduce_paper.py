@@ -227,5 +227,9 @@ def test_paired_differences_match_seeds():
     cell = paired.cell("MLD", 0, "mAP")
     assert paired.rows == ["MLD"] and cell.seeds == [0, 1] and cell.values == [1.0, 1.5]
     assert cell.std == pytest.approx(np.std([1.0, 1.5], ddof=1))
+    table.cells[("Student", 0, "OF1")] = Cell([50.0, 50.0, 50.0], [0, 1, 2])
+    table.cells[("MLD", 0, "OF1")] = Cell([51.0, 49.0, 50.0], [0, 1, 2])  # one up, one down, one tie
+    text = render(paired_table(table, "Student"), "md")
+    assert "| MLD | **+1.25 ± 0.35 [2/2]** | **+0.00 ± 1.00 [1/3]** |" in text and "[k/n]: the seeds" in text
     with pytest.raises(ConfigError, match="no such row"):
         paired_table(table, "Vanilla")

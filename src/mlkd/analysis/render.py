@@ -26,12 +26,15 @@ def _num(value: Optional[float]) -> str:
 
 
 def _cell_text(cell: Cell, typical_n: int, pm: str, signed: bool = False) -> str:
+    """``mean ± std``; paired cells (``signed``) add ``[k/n]``: the seeds whose difference is > 0."""
     if not cell.n:
         return "–"
     text = f"{cell.mean:+.2f}" if signed else f"{cell.mean:.2f}"
     if cell.n > 1:
         text += f" {pm} {cell.std:.2f}"
-    if cell.n != typical_n:
+    if signed:
+        text += f" [{sum(value > 0 for value in cell.values)}/{cell.n}]"
+    elif cell.n != typical_n:
         text += f" (n={cell.n})"
     return text
 
@@ -69,7 +72,8 @@ def caption(table: ResultTable) -> str:
     if table.published:
         what = "published numbers"
     elif table.paired_with:
-        what = f"mean ± sample std of the per-seed differences (points), n = {n} seeds"
+        what = (f"mean ± sample std of the per-seed differences (points), n = {n} seeds; [k/n]: the "
+                f"seeds where the row beats {table.paired_with}")
     elif n > 1:
         what = f"mean ± sample std over n = {n} seeds"
     else:
