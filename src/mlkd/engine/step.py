@@ -108,12 +108,7 @@ class NonFiniteGuard:
             bad = [name for name, value in terms.items() if not bool(torch.isfinite(value).all())] or ["total"]
             where = (f"in term(s) {', '.join(bad)}" + (f" on rank {info.rank}" if distributed else "")
                      if here else "on another rank")
-            message = f"non-finite loss at epoch {run.epoch + 1} step {run.global_step} {where}"
-            if self.policy == "stop":
-                raise NonFiniteLossError(message + "; the weights were not updated (train.nonfinite=skip skips such steps)")
-            log.warning("%s; step skipped", message)
-            self.skipped += 1
-            return False
+            return self._refuse(f"non-finite loss at epoch {run.epoch + 1} step {run.global_step} {where}")
         total = total.detach()
         bad = ~torch.isfinite(total)
         if distributed:
@@ -125,9 +120,8 @@ class NonFiniteGuard:
         flags = torch.stack([~torch.isfinite(v.detach().float()).all() for v in terms.values()]
                             + [torch.zeros((), dtype=torch.bool, device=total.device)])
         record = torch.cat([torch.full((1,), run.global_step, device=total.device), flags.long()])
-        self._first = torch.where(bad & (self._first[0] < 0), record, self._first)
-        self._count += bad
-        self._bad = bad
+        self._bad = torch.zeros_like(bad)
+        self._flag(bad, record)
         return True
 
     def gradients_ok(self, params, scaler, run) -> bool:
@@ -140,21 +134,30 @@ class NonFiniteGuard:
             return True
         bad = ~torch.isfinite(torch.stack(torch._foreach_norm(grads))).all()
         if self.deferred:
-            fresh = bad & ~self._bad
             record = torch.zeros_like(self._first)
             record[0], record[-1] = run.global_step, 1
-            self._first = torch.where(fresh & (self._first[0] < 0), record, self._first)
-            self._count += fresh
-            self._bad = self._bad | bad
+            self._flag(bad, record)
             return True
         if not bool(bad):
             return True
-        message = f"non-finite gradients at epoch {run.epoch + 1} step {run.global_step} (the loss was finite)"
+        return self._refuse(f"non-finite gradients at epoch {run.epoch + 1} step {run.global_step} "
+                            "(the loss was finite)")
+
+    def _refuse(self, message: str) -> bool:
+        """Per-step mode, a bad step: raise under ``stop``; under ``skip`` warn, count, return False."""
         if self.policy == "stop":
             raise NonFiniteLossError(message + "; the weights were not updated (train.nonfinite=skip skips such steps)")
         log.warning("%s; step skipped", message)
         self.skipped += 1
         return False
+
+    def _flag(self, bad: Tensor, record: Tensor) -> None:
+        """Deferred mode: mark this step bad (device flag); a step not yet counted adds to the
+        count, and the first such step keeps ``record`` ([step, term flags..., gradients])."""
+        fresh = bad & ~self._bad
+        self._first = torch.where(fresh & (self._first[0] < 0), record, self._first)
+        self._count += fresh
+        self._bad = self._bad | bad
 
     def before_update(self, optimizer, scaler, params) -> None:
         """Deferred mode, after backward: make the optimiser skip this step on the device."""
