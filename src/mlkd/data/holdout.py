@@ -12,12 +12,12 @@ no Fashion-MNIST item appears in both a training and a validation mosaic.
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import numpy as np
 from torch.utils.data import Dataset
 
+from mlkd.data.views import with_transform
 from mlkd.errors import DataError
 
 HOLDOUT_SEED = 0
@@ -57,8 +57,7 @@ class HoldoutSplit(Dataset):
 
     @transform.setter
     def transform(self, value) -> None:  # on a copy: the other split shares the dataset
-        self.dataset = copy.copy(self.dataset)
-        self.dataset.transform = value
+        self.dataset = with_transform(self.dataset, value)
 
     def __getattr__(self, name: str) -> Any:  # missing, unreadable_files, ... of the whole split
         if name.startswith("__") or name == "dataset":
@@ -71,6 +70,4 @@ def split_train(train: Dataset, eval_transform, fraction: float) -> tuple[Holdou
     if not hasattr(train, "transform"):
         raise DataError("data.holdout needs a dataset with a `transform` attribute")
     keep, held = holdout_positions(len(train), fraction)
-    evaluated = copy.copy(train)
-    evaluated.transform = eval_transform
-    return HoldoutSplit(train, keep, "train"), HoldoutSplit(evaluated, held, "holdout")
+    return HoldoutSplit(train, keep, "train"), HoldoutSplit(with_transform(train, eval_transform), held, "holdout")

@@ -84,12 +84,17 @@ class ViewSampler(Sampler):
         return len(self.sampler)
 
 
+def with_transform(dataset: Dataset, transform: Callable) -> Dataset:
+    """A shallow copy of ``dataset`` whose items go through ``transform`` (the original keeps its own)."""
+    copied = copy.copy(dataset)
+    copied.transform = transform
+    return copied
+
+
 def view_dataset(train_set: Dataset, eval_transform: Callable, policy: str, seed: int) -> Dataset:
     """The training images as the cache (and the student) see them under ``policy``."""
     if policy == "eval":
         if not hasattr(train_set, "transform"):
             raise ConfigError("distill.cache_view=eval needs a dataset with a `transform` attribute")
-        dataset = copy.copy(train_set)
-        dataset.transform = eval_transform
-        return dataset
+        return with_transform(train_set, eval_transform)
     return SeededViews(train_set, seed)
