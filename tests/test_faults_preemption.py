@@ -141,3 +141,28 @@ def test_a_signal_during_a_runs_last_evaluation_stops_the_sweep_before_the_next_
 
     assert [run_status(r) for r in grid.runs] == ["done", "todo", "todo", "todo"]
     assert [s for s in run_sweep(grid).status.values()] == ["skipped", "trained", "trained", "trained"]
+
+
+def test_signal_during_an_epochs_evaluation_stops_after_that_epoch(reference, tmp_path, monkeypatch):
+    """Not the last epoch: its checkpoint is already written, the run stops there (no partial
+    epoch) and --resume ends bit-identical to the uninterrupted run."""
+    import mlkd.engine.trainer as trainer
+
+    cfg = config(tmp_path / "run", reference["teacher"])
+    real, calls = trainer.evaluate, []
+
+    def evaluate(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "evaluate", evaluate)
+    with pytest.raises(Preempted, match="stopped by SIGTERM after epoch 1; saved .*last.pt: continue with --resume"):
+        fit(cfg)
+    saved = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert saved["epoch"] == 1 and saved["partial"] is None
+    monkeypatch.undo()
+    fit(cfg, resume=True)
+    assert_same_tensors(load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["model"],
+                        reference["state"]["model"])

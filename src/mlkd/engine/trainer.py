@@ -219,19 +219,19 @@ def train_one_epoch(run: Run) -> dict[str, float]:
     for batch in batch_iter:
         batches += 1
         skipped += batch["skipped"]
-        result = None if batch["images"] is None else train_step(run, batch, guard)
         if batch["images"] is not None:
+            result = train_step(run, batch, guard)
             steps += 1
             images_seen += batch["images"].shape[0]
-        if result is not None:  # None: no images, or skipped by the per-step non-finite check
-            total, terms = result
-            for name, value in {"loss": total, **terms}.items():
-                sums[name] = sums.get(name, 0.0) + guard.masked(value).float()
-            shown = None
-            if steps % cfg.train.log_interval == 0:
-                guard.check(run)
-                shown = {"loss": float(total), "lr": run.scheduler.get_last_lr()[0]}
-            progress.update(steps, images_seen, shown)
+            if result is not None:  # None: skipped by the per-step non-finite check
+                total, terms = result
+                for name, value in {"loss": total, **terms}.items():
+                    sums[name] = sums.get(name, 0.0) + guard.masked(value).float()
+                shown = None
+                if steps % cfg.train.log_interval == 0:
+                    guard.check(run)
+                    shown = {"loss": float(total), "lr": run.scheduler.get_last_lr()[0]}
+                progress.update(steps, images_seen, shown)
         request = run.stop_request
         if request is not None and request.agreed(run.info, run.device, batches, cfg.train.log_interval):
             guard.check(run)
@@ -256,10 +256,11 @@ def train_one_epoch(run: Run) -> dict[str, float]:
     return means
 
 
-def _stop(run: Run, where: str) -> None:
-    """Save a checkpoint of this exact point (rank 0), then raise Preempted on every rank."""
+def _stop(run: Run, where: str, save: bool = True) -> None:
+    """Save a checkpoint of this exact point (rank 0; ``save=False`` when the epoch's checkpoint
+    was just written), then raise Preempted on every rank."""
     path = run.run_dir / "checkpoints" / ckpt.LAST
-    if run.info.is_main:
+    if save and run.info.is_main:
         path = ckpt.save_rotating(_state(run), run.run_dir / "checkpoints")
     barrier(run.info)
     run.stop_request.handled = True
@@ -359,9 +360,7 @@ def _epochs(run: Run, stop: int, board: Optional[TensorBoardLog]) -> None:
             log.info("epoch %d/%d %s", run.epoch, stop, _summary(record))
         barrier(run.info)
         if run.epoch < stop and run.stop_request.agreed(run.info, run.device, 0, 1):
-            run.stop_request.handled = True
-            raise Preempted(f"stopped by {run.stop_request.name} after epoch {run.epoch}, its checkpoint "
-                            f"saved in {run.run_dir / 'checkpoints'}: continue with --resume")
+            _stop(run, f"after epoch {run.epoch}", save=False)
 
 
 def _summary(record: dict) -> str:
