@@ -41,7 +41,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -164,12 +164,20 @@ def binarize(scores: Any, protocol: str | Protocol, targets: Any = None) -> np.n
         if targets is None:
             raise ValueError(f"protocol {p.name!r} needs targets [N, q] (k = labels per image)")
         s, t = _prepare(scores, targets)
-        k = t.sum(axis=1, keepdims=True)
-        return _above_kplus1(s, k) if p.kind == "oracle-k-strict" else _ranks(s) < k
-    s = _prepare_scores(scores)
+        return _predictions(p, s, t)
+    return _predictions(p, _prepare_scores(scores), None)
+
+
+def _predictions(p: Protocol, s: np.ndarray, t: Optional[np.ndarray],
+                 ranks: Optional[np.ndarray] = None) -> np.ndarray:
+    """[N, q] bool under ``p``; ``t`` (bool targets) for the oracle-k rules, ``ranks`` = _ranks(s)
+    when already computed."""
     if p.kind == "thr":
         return s >= p.value
-    return _ranks(s) < p.value
+    if p.kind == "oracle-k-strict":
+        return _above_kplus1(s, t.sum(axis=1, keepdims=True))
+    ranks = _ranks(s) if ranks is None else ranks
+    return ranks < (t.sum(axis=1, keepdims=True) if p.kind == "oracle-k" else p.value)
 
 
 def average_precision(scores: Any, targets: Any) -> np.ndarray:
@@ -269,13 +277,7 @@ def evaluate_protocols(scores: Any, targets: Any,
     for p in parsed:
         if p.name in results:
             continue
-        if p.kind == "thr":
-            pred = s >= p.value
-        elif p.kind == "oracle-k-strict":
-            pred = _above_kplus1(s, t.sum(axis=1, keepdims=True))
-        else:
-            ranks = _ranks(s) if ranks is None else ranks
-            k = t.sum(axis=1, keepdims=True) if p.kind == "oracle-k" else p.value
-            pred = ranks < k
-        results[p.name] = _report(ap, pred, t, p.name)
+        if p.kind in ("oracle-k", "topk") and ranks is None:
+            ranks = _ranks(s)  # once for every top-k rule
+        results[p.name] = _report(ap, _predictions(p, s, t, ranks), t, p.name)
     return results
