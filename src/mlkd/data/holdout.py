@@ -12,7 +12,7 @@ no Fashion-MNIST item appears in both a training and a validation mosaic.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional, Sequence
 
 import numpy as np
 from torch.utils.data import Dataset
@@ -23,13 +23,18 @@ from mlkd.errors import DataError
 HOLDOUT_SEED = 0
 
 
-def holdout_positions(n: int, fraction: float) -> tuple[np.ndarray, np.ndarray]:
-    """(kept [n - m], held out [m]) sorted positions of ``n`` items, m = round(fraction * n)."""
-    order = np.random.default_rng(np.random.SeedSequence([HOLDOUT_SEED, n])).permutation(n)
+def holdout_positions(n: int, fraction: float, entropy: Optional[Sequence[int]] = None,
+                      what: str = "data.holdout", items: str = "training images",
+                      error: type[Exception] = DataError) -> tuple[np.ndarray, np.ndarray]:
+    """(kept [n - m], held out [m]) sorted positions of ``n`` items, m = round(fraction * n), from
+    a permutation seeded by ``entropy`` (default ``[HOLDOUT_SEED, n]``). An empty side raises
+    ``error`` naming ``what`` and the ``items``."""
+    seed = np.random.SeedSequence(list(entropy) if entropy is not None else [HOLDOUT_SEED, n])
+    order = np.random.default_rng(seed).permutation(n)
     held = int(round(fraction * n))
     if not 0 < held < n:
-        raise DataError(f"data.holdout={fraction} leaves an empty split of the {n} training images; "
-                        f"use a fraction between {1 / n:.2g} and {1 - 1 / n:.4g}")
+        raise error(f"{what}={fraction} leaves an empty split of the {n} {items}; "
+                    f"use a fraction between {1 / n:.2g} and {1 - 1 / n:.4g}")
     return np.sort(order[held:]), np.sort(order[:held])
 
 

@@ -41,6 +41,7 @@ import torch
 from torch.utils.data import Dataset
 
 from mlkd.data import sources
+from mlkd.data.holdout import holdout_positions
 from mlkd.data.registry import DATASETS
 from mlkd.errors import ConfigError
 
@@ -240,13 +241,9 @@ def source_pool(split: str, opts: dict[str, Any]) -> sources.Source:
     if not opts["holdout"]:
         return sources.load_source(opts["source"], split, opts["source_dir"], opts["cell_size"])
     full = sources.load_source(opts["source"], "train", opts["source_dir"], opts["cell_size"])
-    order = np.random.default_rng(np.random.SeedSequence([opts["seed"], 2])).permutation(len(full.labels))
-    cut = int(round(opts["holdout"] * len(order)))
-    if not 0 < cut < len(order):
-        raise ConfigError(f"mosaic option holdout={opts['holdout']} leaves an empty split of the "
-                          f"{len(order)} {opts['source']} train items; use a fraction between "
-                          f"{1 / len(order):.2g} and {1 - 1 / len(order):.4g}")
-    keep = np.sort(order[:cut] if split == "test" else order[cut:])
+    kept, held = holdout_positions(len(full.labels), opts["holdout"], [opts["seed"], 2], "mosaic option holdout",
+                                   f"{opts['source']} train items", ConfigError)
+    keep = held if split == "test" else kept
     return sources.Source(full.name, split, np.ascontiguousarray(full.images[keep]),
                           full.labels[keep], full.classes)
 
