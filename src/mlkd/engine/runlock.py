@@ -47,7 +47,7 @@ def run_lock(run_dir: str | os.PathLike) -> Iterator[None]:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown process"
+        holder = _holder(fd)
         os.close(fd)
         raise RunBusyError(f"{Path(run_dir)} is being trained by another process ({holder}); wait "
                            f"for it to finish or use another run_dir") from None
@@ -60,6 +60,11 @@ def run_lock(run_dir: str | os.PathLike) -> Iterator[None]:
         _release_depth(path)
         if path not in _held:
             os.close(fd)  # releases the flock
+
+
+def _holder(fd: int) -> str:
+    """The "pid N on HOST" line the holder wrote into the lock file."""
+    return os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown process"
 
 
 def _release_depth(path: Path) -> None:
@@ -77,7 +82,7 @@ def lock_holder(run_dir: str | os.PathLike) -> str | None:
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
-        return os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown process"
+        return _holder(fd)
     finally:
         os.close(fd)  # also drops the shared lock just taken
     return None
