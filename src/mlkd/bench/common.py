@@ -137,6 +137,14 @@ def report(header: str, table: str, rows, json_path: Optional[Path]) -> int:
     return 0
 
 
+def parse_args(parser: argparse.ArgumentParser, argv) -> argparse.Namespace:
+    """Parse a benchmark's arguments and apply ``--threads`` (torch intra-op threads) if given."""
+    args = parser.parse_args(argv)
+    if getattr(args, "threads", None):
+        torch.set_num_threads(args.threads)
+    return args
+
+
 def step_parser(prog: str, description: str) -> argparse.ArgumentParser:
     """The arguments shared by the step-shaped benchmarks (step, memory)."""
     parser = argparse.ArgumentParser(prog=prog, description=description)

@@ -22,7 +22,7 @@ from typing import Sequence
 import torch
 from torch.utils.data import DataLoader
 
-from mlkd.bench.common import SyntheticImages, bench_config, build_net, machine, median, report, timed
+from mlkd.bench.common import SyntheticImages, bench_config, build_net, machine, median, parse_args, report, timed
 from mlkd.data.batch import collate
 from mlkd.engine.evaluation import predict
 from mlkd.engine.runtime import resolve_precision
@@ -84,9 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--amp", default="off", choices=["off", "auto", "bf16", "fp16"])
     parser.add_argument("--json", type=Path, help="also write the rows to this JSON file")
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse_args(parser, argv)
     rows = bench_eval(args.models, args.img_size, args.batch_size, args.num_images, args.classes,
                       args.repeats, args.device, args.amp)
     return report(f"Evaluation (predict: forward + sigmoid, no_grad), {args.img_size}x{args.img_size}, "

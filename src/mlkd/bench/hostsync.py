@@ -19,8 +19,8 @@ from typing import Optional, Sequence
 
 import torch
 
-from mlkd.bench.common import (METHODS, SyntheticImages, batches_of, bench_config, machine, make_run, report,
-                               step_parser)
+from mlkd.bench.common import (METHODS, SyntheticImages, batches_of, bench_config, machine, make_run, parse_args,
+                               report, step_parser)
 from mlkd.bench.step import build_cache, build_teacher
 from mlkd.engine.step import NonFiniteGuard, defers_checks, train_step
 
@@ -87,9 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = step_parser("mlkd bench hostsync", __doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=3, help="steps checked per method")
     parser.add_argument("--warmup", type=int, default=2, help="steps first, unchecked (allocations, autotuning)")
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse_args(parser, argv)
     rows = check_host_syncs(args.teacher, args.student, args.img_size, args.batch_size, args.classes,
                             args.positives, args.methods, args.steps, args.warmup, args.device, args.amp,
                             args.channels_last)

@@ -19,7 +19,7 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
-from mlkd.bench.common import machine, report
+from mlkd.bench.common import machine, parse_args, report
 from mlkd.losses import led_loss
 from mlkd.losses.reference import led_loss_loop
 
@@ -91,9 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: unchanged)")
     parser.add_argument("--json", type=Path, help="also write the rows to this JSON file")
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse_args(parser, argv)
     rows = bench_losses(args.repeats, args.device)
     return report(f"led_loss (official, fp32) forward + backward vs the loop reference, median "
                   f"of {args.repeats} ({machine(args.device)})",

@@ -31,7 +31,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from mlkd.bench.common import (METHODS, batches_of, bench_config, machine, make_run, step_parser,
+from mlkd.bench.common import (METHODS, parse_args, batches_of, bench_config, machine, make_run, step_parser,
                                SyntheticImages, report)
 from mlkd.bench.step import build_cache, build_teacher
 from mlkd.engine.step import NonFiniteGuard, defers_checks, train_step
@@ -122,9 +122,7 @@ def format_table(rows: Sequence[dict]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = step_parser("mlkd bench memory", __doc__.splitlines()[0])
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse_args(parser, argv)
     rows = bench_memory(args.teacher, args.student, args.img_size, args.batch_size, args.classes,
                         args.positives, args.methods, args.device, args.amp, args.channels_last)
     how = "torch.cuda.max_memory_allocated" if args.device.startswith("cuda") else \

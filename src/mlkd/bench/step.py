@@ -30,7 +30,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from mlkd.bench.common import (METHODS, batches_of, bench_config, build_net, machine, make_run,
+from mlkd.bench.common import (METHODS, parse_args, batches_of, bench_config, build_net, machine, make_run,
                                median, step_parser, SyntheticImages, timed, report)
 from mlkd.engine.distributed import DistInfo
 from mlkd.engine.runtime import resolve_precision
@@ -138,9 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = step_parser("mlkd bench step", __doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7, help="timed rounds (median)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed rounds first")
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse_args(parser, argv)
     rows = bench_step(args.teacher, args.student, args.img_size, args.batch_size, args.classes,
                       args.positives, args.methods, args.repeats, args.warmup, args.device, args.amp,
                       args.channels_last)
