@@ -38,7 +38,8 @@ class Scene(NamedTuple):
 
 
 def background(size: int, rng: np.random.Generator) -> np.ndarray:
-    """A random plain, gradient or smooth-noise background, uint8 [size, size, 3]."""
+    """A random plain, gradient or smooth-noise (blotches around one colour, plus grain)
+    background, uint8 [size, size, 3]."""
     kind = rng.integers(3)
     if kind == 0:
         return np.broadcast_to(rng.integers(0, 256, 3, dtype=np.uint8), (size, size, 3)).copy()
@@ -48,7 +49,9 @@ def background(size: int, rng: np.random.Generator) -> np.ndarray:
         ramp = np.linspace(-1, 1, size)
         t = (np.cos(angle) * ramp[None, :] + np.sin(angle) * ramp[:, None]) / 2 ** 0.5 / 2 + 0.5
         return (a + (b - a) * t[..., None]).astype(np.uint8)
-    coarse = rng.integers(0, 256, (int(rng.integers(2, 6)),) * 2 + (3,), dtype=np.uint8)
+    cells = (int(rng.integers(2, 6)),) * 2 + (1,)  # colour blotches around one random colour
+    coarse = np.clip(rng.uniform(40, 215, 3) + rng.uniform(-70, 70, cells) + rng.uniform(-25, 25, cells[:2] + (3,)),
+                     0, 255).astype(np.uint8)
     smooth = np.asarray(Image.fromarray(coarse).resize((size, size), Image.BICUBIC), np.float32)
     grain = rng.normal(0, rng.uniform(2, 14), (size, size, 1)).astype(np.float32)
     return np.clip(smooth + grain, 0, 255).astype(np.uint8)
