@@ -51,7 +51,7 @@ def figure(dataset, path: Path, rows: int = 3, cols: int = 6) -> None:
         ax.set_title("\n".join(", ".join(names[j:j + 2]) for j in range(0, len(names), 2)), fontsize=7)
         ax.axis("off")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=90)
 
 
 def main(out: str = "docs/figures/coco_scenes.png") -> None:
