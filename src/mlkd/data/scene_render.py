@@ -79,10 +79,30 @@ def _fits(owner: np.ndarray, visible: np.ndarray, need: np.ndarray, box, mask) -
     return None if np.any(visible - lost < need) else lost
 
 
-def _try_layout(classes, required, sprite_sets, size, rng, scale):
+def _place(sprite: Image.Image, side: float, owner, visible, need, rng):
+    """(resized sprite, box (x, y), mask bool [h, w], pixels lost by each placed instance [n])
+    of the first of ``_TRIES`` random placements, each 10% smaller, that keeps every placed
+    instance at its need; None if none does."""
+    size = owner.shape[0]
+    w, h = sprite.size
+    for _ in range(_TRIES):
+        f = min(side / max(w, h), (size - 1) / max(w, h))
+        shape = (max(_MIN_SIDE // 2, round(w * f)), max(_MIN_SIDE // 2, round(h * f)))
+        placed = sprite.resize(shape, Image.BILINEAR)
+        mask = np.asarray(placed.getchannel("A")) > 127
+        box = (int(rng.integers(0, size - shape[0] + 1)), int(rng.integers(0, size - shape[1] + 1)))
+        lost = _fits(owner, visible, need, box, mask) if mask.any() else None
+        if lost is not None:
+            return placed, box, mask, lost
+        side = max(_MIN_SIDE, side * 0.9)
+    return None
+
+
+def _try_layout(classes, required, sprite_sets, size, rng, scale) -> Scene | None:
+    """The scene at ``scale``, or None when a required instance does not fit."""
     n = len(classes)
     canvas = Image.fromarray(background(size, rng))
-    owner = np.full((size, size), -1, np.int64)
+    owner = np.full((size, size), -1, np.int64)  # the instance on top at each pixel
     visible, need = np.zeros(n, np.int64), np.zeros(n, np.int64)
     fonts, masks, kept = np.zeros(n, np.int64), np.zeros((n, size, size), bool), np.zeros(n, bool)
     base = size * scale * min(0.6, max(0.22, 0.95 / math.sqrt(n)))
@@ -91,29 +111,18 @@ def _try_layout(classes, required, sprite_sets, size, rng, scale):
         sprite = sprite_sets[fonts[k]][classes[k]]
         if rng.random() < 0.5:
             sprite = sprite.transpose(Image.FLIP_LEFT_RIGHT)
-        side = base * rng.uniform(0.7, 1.3)
-        for _ in range(_TRIES):
-            w, h = sprite.size
-            f = min(side / max(w, h), (size - 1) / max(w, h))
-            shape = (max(_MIN_SIDE // 2, round(w * f)), max(_MIN_SIDE // 2, round(h * f)))
-            placed = sprite.resize(shape, Image.BILINEAR)
-            mask = np.asarray(placed.getchannel("A")) > 127
-            box = (int(rng.integers(0, size - shape[0] + 1)), int(rng.integers(0, size - shape[1] + 1)))
-            lost = _fits(owner, visible, need, box, mask) if mask.any() else None
-            if lost is not None:
-                break
-            side = max(_MIN_SIDE, side * 0.9)
-        else:
+        found = _place(sprite, base * rng.uniform(0.7, 1.3), owner, visible, need, rng)
+        if found is None:
             if required[k]:
                 return None
             continue
-        canvas.paste(placed, box, placed)
-        x, y = box
-        region = owner[y:y + shape[1], x:x + shape[0]]
-        region[mask] = k
-        masks[k, y:y + shape[1], x:x + shape[0]] = mask
+        placed, (x, y), mask, lost = found
+        canvas.paste(placed, (x, y), placed)
+        h, w = mask.shape
+        owner[y:y + h, x:x + w][mask] = k
+        masks[k, y:y + h, x:x + w] = mask
         visible -= lost
-        visible[k] = need[k] = int(mask.sum())
+        visible[k] = int(mask.sum())
         need[k] = math.ceil(VISIBLE_FRACTION * visible[k])
         kept[k] = True
     return Scene(np.asarray(canvas), classes[kept], fonts[kept], masks[kept])
