@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.mlkd-installed
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: venv test demo bench fashion-mnist clean
+.PHONY: venv test demo bench fashion-mnist noto-emoji clean
 
 venv: $(STAMP)
 
@@ -27,7 +27,16 @@ fashion-mnist:
 		|| echo "mlkd: could not install dataset-fashion-mnist; the demo will use scikit-learn digits"; \
 	else echo "mlkd: dataset-fashion-mnist is absent and apt-get needs root; the demo will use scikit-learn digits (install it with: sudo apt-get install dataset-fashion-mnist)"; fi
 
-demo: $(STAMP) fashion-mnist
+# coco_scenes draws with OpenMoji (a pip dependency); Noto Color Emoji adds a second style.
+noto-emoji:
+	@if [ -f /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		(apt-get install -y -qq fonts-noto-color-emoji || \
+		 (apt-get update -qq && apt-get install -y -qq fonts-noto-color-emoji)) >/dev/null \
+		|| echo "mlkd: could not install fonts-noto-color-emoji; coco_scenes will draw with OpenMoji alone"; \
+	else echo "mlkd: fonts-noto-color-emoji is absent and apt-get needs root; coco_scenes will draw with OpenMoji alone (install it with: sudo apt-get install fonts-noto-color-emoji)"; fi
+
+demo: $(STAMP) fashion-mnist noto-emoji
 	$(BIN)/mlkd demo
 
 bench: $(STAMP)

@@ -39,6 +39,12 @@ COCO_CLASSES = [name for _, name in COCO_CATEGORIES]
 _SUBSETS = {"train": "train2014", "test": "val2014"}
 
 
+def alphabetical_to_category_order(classes: list[str] = COCO_CLASSES) -> list[int]:
+    """Position in ``classes`` of each name of ``sorted(classes)``: maps an official L2D label
+    index (alphabetical order; 49 is person) to the category-id order (person is 0)."""
+    return [classes.index(name) for name in sorted(classes)]
+
+
 def load_instances(path: Path) -> COCO:
     """A pycocotools COCO index of an instances file; a DataError if it cannot be read."""
     if not path.is_file():
@@ -94,8 +100,7 @@ def samples_from_list(path: Path, classes: list[str], image_dir: Path):
     if not isinstance(entries, list):
         raise DataError(f"coco2014: list file {path} must hold a JSON list of "
                         '{"file_name": ..., "labels": [indices]} objects')
-    alphabetical = sorted(classes)
-    to_ours = [classes.index(name) for name in alphabetical]
+    to_ours = alphabetical_to_category_order(classes)
     samples = []
     for k, entry in enumerate(entries):
         if (not isinstance(entry, dict) or not isinstance(entry.get("file_name"), str)

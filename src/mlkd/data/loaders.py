@@ -8,7 +8,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from mlkd.config import DataConfig
 from mlkd.data.batch import collate
 from mlkd.data.holdout import split_train
-from mlkd.data.registry import build_dataset
+from mlkd.data.registry import build_dataset, draws_at_img_size
 from mlkd.data.transforms import build_transform
 from mlkd.engine.distributed import DistInfo, ShardSampler
 from mlkd.engine.preemption import ResumableSampler
@@ -25,6 +25,8 @@ def build_datasets(cfg: DataConfig):
     unreadable file, ``skip`` drops them); datasets without image files are not affected.
     """
     options = {"on_bad_image": cfg.on_bad_image, **cfg.options}
+    if draws_at_img_size(cfg.name):  # generated data is drawn at the model's input size
+        options.setdefault("img_size", cfg.img_size)
     eval_transform = build_transform(cfg.recipe, cfg.img_size, False, cfg.normalize)
     train = build_dataset(cfg.name, "train", build_transform(cfg.recipe, cfg.img_size, True, cfg.normalize), **options)
     test = None if cfg.holdout else build_dataset(cfg.name, "test", eval_transform, **options)

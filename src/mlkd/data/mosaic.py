@@ -31,7 +31,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -42,6 +41,7 @@ from torch.utils.data import Dataset
 
 from mlkd.data import sources
 from mlkd.data.holdout import holdout_positions
+from mlkd.data.npz_cache import load_npz, save_npz
 from mlkd.data.registry import DATASETS
 from mlkd.errors import ConfigError
 
@@ -200,35 +200,13 @@ def cache_key(opts: dict[str, Any], split: str) -> str:
     return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _load_cache(path: Path, num: int, side: int) -> dict[str, np.ndarray] | None:
-    if not path.is_file():
-        return None
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in _KEYS}
+def _check_cache(num: int, side: int) -> Callable[[dict], None]:
+    def check(arrays: dict) -> None:
         images, labels, cells = arrays["images"], arrays["labels"], arrays["cells"]
         if (images.shape != (num, side, side) or images.dtype != np.uint8
                 or labels.shape != (num, len(arrays["classes"])) or len(cells) != num):
             raise ValueError(f"unexpected shapes {images.shape}, {labels.shape}, {cells.shape}")
-        return arrays
-    except Exception as err:  # any unreadable cache is rebuilt, never fatal
-        log.warning("mosaic cache %s is corrupt (%s: %s); regenerating it", path,
-                    type(err).__name__, err)
-        return None
-
-
-def _save_cache(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except OSError as err:
-        log.warning("cannot write mosaic cache %s (%s); continuing without it", path, err)
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
+    return check
 
 
 def source_pool(split: str, opts: dict[str, Any]) -> sources.Source:
@@ -256,7 +234,7 @@ def build_mosaic_arrays(split: str, opts: dict[str, Any]) -> tuple[dict[str, np.
     """
     num, side = opts[f"num_{split}"], opts["grid"] * opts["cell_size"]
     path = opts["cache_dir"] / f"mosaic-{opts['source']}-{split}-{cache_key(opts, split)}.npz"
-    arrays = _load_cache(path, num, side)
+    arrays = load_npz(path, _KEYS, _check_cache(num, side), "mosaic")
     if arrays is not None:
         log.debug("loaded %d %s mosaics from %s", num, split, path)
         return arrays, path
@@ -270,7 +248,7 @@ def build_mosaic_arrays(split: str, opts: dict[str, Any]) -> tuple[dict[str, np.
               "classes": np.array(src.classes)}
     log.info("generated %d %s mosaics from %s in %.2fs", num, split, opts["source"],
              time.perf_counter() - start)
-    _save_cache(path, arrays)
+    save_npz(path, arrays, "mosaic")
     return arrays, path
 
 

@@ -17,7 +17,7 @@ from mlkd.registry import Registry
 DATASETS = Registry("dataset")
 
 # Modules whose import registers their datasets (imported on first use).
-_DATASET_MODULES = ("mosaic", "voc", "coco", "nuswide", "listfile")
+_DATASET_MODULES = ("mosaic", "voc", "coco", "nuswide", "listfile", "scenes")
 
 
 def _load_all() -> None:
@@ -33,6 +33,13 @@ def build_dataset(name: str, split: str, transform: Callable | None = None, **op
     """Build the registered dataset ``name`` for ``split`` ("train" or "test")."""
     _load_all()
     return DATASETS.get(name)(split, transform, **options)
+
+
+def draws_at_img_size(name: str) -> bool:
+    """Whether dataset ``name`` draws its images at an ``img_size`` option that the loader fills
+    from ``data.img_size`` (the builder has ``canvas_from_img_size = True``)."""
+    _load_all()
+    return bool(getattr(DATASETS.get(name), "canvas_from_img_size", False))
 
 
 def dataset_names() -> list[str]:
