@@ -91,7 +91,9 @@ def hub_cached_file(timm_name: str) -> Optional[str]:
 def _probe_hub(timm_name: str, timeout_s: float = 3.0) -> None:
     """A ConfigError at once when the hub is switched off (``HF_HUB_OFFLINE``) or its host (or
     the HTTPS proxy) does not accept a TCP connection within ``timeout_s``."""
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+    import huggingface_hub.constants as hf_constants
+
+    if hf_constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
         raise _hub_error(timm_name, "HF_HUB_OFFLINE is set and the weights are not in the local cache")
     proxy = os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy")
     url = urlsplit(proxy if proxy else os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
