@@ -77,8 +77,13 @@ def test_packaged_weights_classify_real_imagenet_photos(name, no_network):
         random_top1, _ = hits(net(x), labels)
         net.load_state_dict(pretrained_state_dict(name), strict=True)
         top1, top5 = hits(net(x), labels)
+        tf_true = net(x).softmax(dim=1)[torch.arange(20), labels].mean()
+        symmetric = timm.create_model(source.timm_name.removeprefix("tf_"), num_classes=1000).eval()
+        symmetric.load_state_dict(pretrained_state_dict(name))
+        symmetric_true = symmetric(x).softmax(dim=1)[torch.arange(20), labels].mean()
     assert top1 >= 15 and top5 >= 18, (name, top1, top5)
     assert random_top1 <= 2, (name, random_top1)
+    assert tf_true > symmetric_true  # the TF-padded architecture is the better fit (our choice)
 
 
 @pytest.mark.parametrize("name", LITES)

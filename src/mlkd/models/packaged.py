@@ -50,8 +50,10 @@ def _lite(k: int) -> PackagedWeights:
                            f"tf_efficientnet_lite{k}", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
 
 
-#: alias -> its offline weights. ``tf_`` architectures: TF "same" padding, as the weights were
-#: trained (on the 20 ImageNet photos it scores at least as well as timm's ``efficientnet_lite*``).
+#: alias -> its offline weights. ``tf_`` architectures (TF "same" padding, as the weights were
+#: trained): on the 20 foolbox ImageNet photos at 224 px they give the true class a higher mean
+#: probability than timm's symmetric-padding ``efficientnet_lite*`` (Lite0 0.69 vs 0.60, Lite1
+#: 0.77 vs 0.66, Lite2 0.86 vs 0.82) for the same top-1 in total (54/60 each).
 PACKAGED: dict[str, PackagedWeights] = {w.alias: w for w in (_lite(0), _lite(1), _lite(2))}
 
 
