@@ -72,20 +72,20 @@ def _hub_error(timm_name: str, why: str) -> ConfigError:
 
 def hub_cached_file(timm_name: str) -> Optional[str]:
     """The weights file of ``timm_name``'s default pretrained tag already in the Hugging Face
-    cache, or None (not cached, or no hub id)."""
+    cache (or, for a model with a download URL only, torch's hub cache), or None."""
     import timm
-
-    cfg = timm.get_pretrained_cfg(timm_name, allow_unregistered=True)
-    hub_id = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
-    if not hub_id:
-        return None
     from huggingface_hub import try_to_load_from_cache
 
-    for filename in ("model.safetensors", "pytorch_model.bin"):
-        path = try_to_load_from_cache(hub_id, filename)
-        if isinstance(path, str) and os.path.isfile(path):
-            return path
-    return None
+    cfg = timm.get_pretrained_cfg(timm_name, allow_unregistered=True)
+    if cfg is None:
+        return None
+    if cfg.hf_hub_id:
+        names = [cfg.hf_hub_filename] if cfg.hf_hub_filename else ["model.safetensors", "pytorch_model.bin"]
+        paths = [try_to_load_from_cache(cfg.hf_hub_id, name) for name in names]
+    else:
+        url = cfg.url[0] if isinstance(cfg.url, (list, tuple)) else cfg.url
+        paths = [os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(url))] if url else []
+    return next((p for p in paths if isinstance(p, str) and os.path.isfile(p)), None)
 
 
 def _probe_hub(timm_name: str, timeout_s: float = 3.0) -> None:
