@@ -206,3 +206,24 @@ def test_finetune_bench_rows(no_network):
     assert lite["img_per_s"] == pytest.approx(2 / float(np.median(lite["wall_s"])), rel=0.01)
     assert lite["speed_vs_ref"] == pytest.approx(float(np.median(np.divide(ref["wall_s"], lite["wall_s"]))), abs=1e-3)
     assert len(format_table(rows).splitlines()) == 4
+
+
+def test_teacher_from_checkpoint_keeps_its_normalisation_beside_a_plain_student(tmp_path, monkeypatch, no_network):
+    from mlkd.config import Config
+    from mlkd.engine.builders import load_teacher
+    from mlkd.engine.checkpoint import save_rotating
+
+    cfg = Config.model_validate({"model": {"name": "efficientnet_lite0", "pretrained": True, **SMALL}})
+    teacher = model_from_config(cfg.model, 3).eval()
+    state = {"model": teacher.state_dict(), "classes": ["a", "b", "c"], "config": cfg.to_dict(), "epoch": 0}
+    path = save_rotating(state, tmp_path / "checkpoints")
+    monkeypatch.setattr(packaged_mod.importlib.util, "find_spec", lambda name: None)  # package gone
+    loaded = load_teacher(str(path), ["a", "b", "c"], torch.device("cpu"))
+    student = model_from_config(ModelConfig(name="tiny", **SMALL), 3)
+    assert loaded.input_normalization == ((0.5,) * 3, (0.5,) * 3) and student.input_normalization is None
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(loaded(x).pooled, teacher(x).pooled)
+        final, _ = loaded.backbone((x - 0.5) / 0.5)
+        assert torch.allclose(loaded(x).pooled, final.mean(dim=(2, 3)), atol=1e-6)
+        assert not torch.allclose(loaded(x).pooled, loaded((x - 0.5) / 0.5).pooled, atol=1e-3)
