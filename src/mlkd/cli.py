@@ -258,7 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_reproduce_parsers(sub)
 
-    models = sub.add_parser("models", help="the paper's backbones with parameters and FLOPs")
+    models = sub.add_parser("models", help="the paper's backbones and those with offline ImageNet weights: "
+                                           "parameters, FLOPs, where the weights come from")
     models.add_argument("--img-size", type=int, default=224)
     models.add_argument("--num-classes", type=int, default=80)
     models.set_defaults(func=_cmd_models)

@@ -13,4 +13,5 @@ BENCHES = {
     "data": "mlkd.bench.data",
     "memory": "mlkd.bench.memory",
     "hostsync": "mlkd.bench.hostsync",
+    "finetune": "mlkd.bench.finetune",
 }

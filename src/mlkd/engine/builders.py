@@ -17,8 +17,10 @@ def model_from_config(cfg: ModelConfig, num_classes: int, pretrained: bool | str
     """``build_model`` with the config's settings (``pretrained`` overrides the config's).
 
     ``model.options`` go to ``timm.create_model``; one the model does not take is a ConfigError.
+    The input normalisation follows the config's ``pretrained`` even when ``pretrained=False``
+    overrides the weights (a checkpoint rebuilds without the weight package).
     """
-    from mlkd.models import build_model
+    from mlkd.models import build_model, default_input_norm
 
     try:
         return build_model(
@@ -26,7 +28,8 @@ def model_from_config(cfg: ModelConfig, num_classes: int, pretrained: bool | str
             pretrained=cfg.pretrained if pretrained is None else pretrained,
             img_size=cfg.img_size, embed_dim=cfg.embed_dim, head=cfg.head,
             learnable_queries=cfg.learnable_queries, num_heads=cfg.num_heads,
-            ffn_dim=cfg.ffn_dim, dropout=cfg.dropout, **cfg.options,
+            ffn_dim=cfg.ffn_dim, dropout=cfg.dropout,
+            input_norm=default_input_norm(cfg.name, cfg.pretrained), **cfg.options,
         )
     except TypeError as err:
         if cfg.options and "unexpected keyword argument" in str(err):
@@ -77,3 +80,13 @@ def load_teacher(path: str | None, classes: list[str], device: torch.device) -> 
                               "checkpoint of a healthy run")
     teacher.requires_grad_(False)
     return teacher
+
+
+def check_normalisation(model: nn.Module, data_normalize: bool, what: str) -> None:
+    """A ConfigError when ``data.normalize`` would normalise the input of a ``model`` that
+    normalises it itself (``MultiLabelNet.input_normalization``)."""
+    spec = getattr(model, "input_normalization", None)
+    if data_normalize and spec is not None:
+        raise ConfigError(f"data.normalize=true but the {what} ({getattr(model, 'backbone_name', '?')}) "
+                          f"normalises its input itself (mean {spec[0]}, std {spec[1]}); set "
+                          "data.normalize=false so the input is not normalised twice")

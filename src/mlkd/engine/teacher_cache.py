@@ -78,12 +78,16 @@ _META = "meta.json"
 
 # ---------------------------------------------------------------- fingerprint
 def weights_digest(model: nn.Module) -> str:
-    """SHA-256 of a model's state dict (names, dtypes, shapes and bytes)."""
+    """SHA-256 of a model's state dict (names, dtypes, shapes and bytes) and of its own input
+    normalisation, if any."""
     digest = hashlib.sha256()
     for name, tensor in model.state_dict().items():
         tensor = tensor.detach().cpu().contiguous()
         digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
         digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    norm = getattr(model, "input_normalization", None)
+    if norm is not None:  # not in the state dict (non-persistent) but part of the teacher
+        digest.update(f"input_norm:{norm};".encode())
     return digest.hexdigest()
 
 

