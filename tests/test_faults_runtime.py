@@ -5,9 +5,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
+from engine_helpers import tiny_config
+from fault_helpers import CACHE
 from mlkd.data.images import MultiLabelImageDataset
+from mlkd.engine.trainer import fit
+
+DATA = {"source": "digits", "num_train": 128, "num_test": 16, "seed": 0, "cache_dir": str(CACHE)}
 
 
 @pytest.mark.parametrize("mode", ["I;16", "I;16B", "I"])
@@ -30,3 +36,24 @@ def test_16_bit_grayscale_is_scaled_to_8_bits_not_clipped(tmp_path, mode):
     assert pixels.shape == (3, 4, 256)
     for channel in pixels:
         np.testing.assert_array_equal(channel, expected)
+
+
+@pytest.mark.parametrize("num_train,epochs", [(160, 1), (32, 5)])
+def test_one_cycle_with_a_one_step_warm_up_trains(tmp_path, monkeypatch, num_train, epochs):
+    """epochs x steps x pct_start = 1 (5 steps of 32, pct_start 0.2): torch's OneCycleLR divided
+    by zero. The run trains; step 0 is at the start of the warm-up, the last step near 0."""
+    cfg = tiny_config(tmp_path / "run", CACHE, epochs=epochs, train={"eval_every": 0},
+                      data={"options": {**DATA, "num_train": num_train}})
+    lrs = []
+    real = torch.optim.Adam.step
+
+    def step(self, *args, **kwargs):
+        lrs.append(self.param_groups[0]["lr"])
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", step)
+    record = fit(cfg)
+    assert record["epoch"] == epochs and len(lrs) == 5
+    assert lrs[0] == pytest.approx(cfg.optim.lr / 25)
+    assert lrs[1] == pytest.approx(cfg.optim.lr * (1 + np.cos(np.pi / 4)) / 2, rel=1e-5)  # 1 of 4 annealing steps
+    assert lrs[1] > lrs[2] > lrs[3] > lrs[4]
