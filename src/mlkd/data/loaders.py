@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
@@ -11,7 +13,7 @@ from mlkd.data.holdout import split_train
 from mlkd.data.registry import build_dataset
 from mlkd.data.transforms import build_transform
 from mlkd.engine.distributed import DistInfo, ShardSampler
-from mlkd.engine.preemption import ResumableSampler
+from mlkd.engine.preemption import STOP_SIGNALS, ResumableSampler
 from mlkd.errors import DataError
 
 
@@ -42,11 +44,20 @@ def build_datasets(cfg: DataConfig):
     return train, test
 
 
+def ignore_stop_signals(worker_id: int = 0) -> None:
+    """A DataLoader worker's ``worker_init_fn``: SIGINT and the pre-emption signals are the main
+    process's to handle. SLURM (time limit, ``scancel``) and Ctrl-C signal the whole process
+    group; a worker killed by them would end the run with a DataLoader error instead of the
+    main process's checkpoint and exit status 75. Workers still end with the main process."""
+    for signum in (signal.SIGINT, *STOP_SIGNALS):
+        signal.signal(signum, signal.SIG_IGN)
+
+
 def _loader(dataset, batch_size: int, sampler, workers: int, drop_last: bool, pin: bool) -> DataLoader:
     return DataLoader(
         dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
         collate_fn=collate, pin_memory=pin, drop_last=drop_last,
-        persistent_workers=workers > 0,
+        persistent_workers=workers > 0, worker_init_fn=ignore_stop_signals,
     )
 
 
