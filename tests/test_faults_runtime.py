@@ -9,8 +9,10 @@ import torch
 from PIL import Image
 
 from engine_helpers import tiny_config
-from fault_helpers import CACHE
+from fault_helpers import CACHE, all_finite, run_cli, write_config
 from mlkd.data.images import MultiLabelImageDataset
+from mlkd.engine.checkpoint import load_checkpoint
+from mlkd.engine.logs import read_jsonl
 from mlkd.engine.trainer import fit
 
 DATA = {"source": "digits", "num_train": 128, "num_test": 16, "seed": 0, "cache_dir": str(CACHE)}
@@ -57,3 +59,19 @@ def test_one_cycle_with_a_one_step_warm_up_trains(tmp_path, monkeypatch, num_tra
     assert lrs[0] == pytest.approx(cfg.optim.lr / 25)
     assert lrs[1] == pytest.approx(cfg.optim.lr * (1 + np.cos(np.pi / 4)) / 2, rel=1e-5)  # 1 of 4 annealing steps
     assert lrs[1] > lrs[2] > lrs[3] > lrs[4]
+
+
+def test_a_diverged_model_under_skip_saves_the_epoch_and_stops_with_a_clear_error(tmp_path, capsys):
+    """lr 100 with train.nonfinite=skip: the weights stay finite but the model's scores are NaN.
+    The epoch is checkpointed and logged (its eval holds the error), then one error line, exit 2."""
+    cfg = tiny_config(tmp_path / "run", CACHE, epochs=3, optim={"lr": 100.0}, data={"options": DATA},
+                      train={"nonfinite": "skip", "eval_every": 1})
+    code, err = run_cli(["train", "-c", str(write_config(cfg, tmp_path / "exp.yaml"))], capsys)
+    assert code == 2, err  # an MLKDError: one line, like the other stopped runs
+    lines = [line for line in err.splitlines() if line.startswith("mlkd: error")]
+    assert len(lines) == 1 and "epoch 1 (" in lines[0] and "test images have NaN scores" in lines[0]
+    assert "the epoch is saved in" in lines[0] and "last.pt" in lines[0]
+    saved = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert saved["epoch"] == 1 and all_finite(saved["model"])
+    record = read_jsonl(tmp_path / "run" / "metrics.jsonl")[-1]
+    assert record["epoch"] == 1 and "NaN scores" in record["eval"]["error"]
