@@ -97,11 +97,25 @@ def read_lines(path: str | os.PathLike, what: str) -> list[str]:
     return [line.strip() for line in read_text(path, what).splitlines() if line.strip()]
 
 
+# Grayscale modes deeper than 8 bits (16-bit PNG / TIFF open as I;16; "I" is read as 16-bit).
+_DEEP_GRAY = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
+
+
 def load_rgb(path: str | os.PathLike) -> Image.Image:
     """Open, fully decode and convert an image to RGB (raises whatever PIL raises)."""
     with Image.open(path) as image:
         image.load()
-        return image.convert("RGB")
+        return to_rgb(image)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """``image`` as 8-bit RGB. 16-bit grayscale is scaled (round(v * 255 / 65535), "I" values
+    clipped to [0, 65535] first): PIL's own ``convert`` clips it at 255, so a 16-bit image
+    would come out nearly black and white. Other modes go through ``convert("RGB")``."""
+    if image.mode in _DEEP_GRAY:
+        values = np.clip(np.asarray(image, dtype=np.float64), 0, 65535)
+        image = Image.fromarray(np.rint(values / 257.0).astype(np.uint8))
+    return image.convert("RGB")
 
 
 class MultiLabelImageDataset(Dataset):

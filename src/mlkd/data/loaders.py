@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import signal
+
 import torch
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from mlkd.config import DataConfig
 from mlkd.data.batch import collate
 from mlkd.data.holdout import split_train
 from mlkd.data.registry import build_dataset, draws_at_img_size
 from mlkd.data.transforms import build_transform
+from mlkd.data.views import seeded
 from mlkd.engine.distributed import DistInfo, ShardSampler
-from mlkd.engine.preemption import ResumableSampler
+from mlkd.engine.preemption import STOP_SIGNALS, ResumableSampler
 from mlkd.errors import DataError
 
 
@@ -44,17 +47,54 @@ def build_datasets(cfg: DataConfig):
     return train, test
 
 
-def _loader(dataset, batch_size: int, sampler, workers: int, drop_last: bool, pin: bool) -> DataLoader:
+def ignore_stop_signals(worker_id: int = 0) -> None:
+    """A DataLoader worker's ``worker_init_fn``: SIGINT and the pre-emption signals are the main
+    process's to handle. SLURM (time limit, ``scancel``) and Ctrl-C signal the whole process
+    group; a worker killed by them would end the run with a DataLoader error instead of the
+    main process's checkpoint and exit status 75. Workers still end with the main process."""
+    for signum in (signal.SIGINT, *STOP_SIGNALS):
+        signal.signal(signum, signal.SIG_IGN)
+
+
+class ItemSeeded(Dataset):
+    """The training set read through ``(index, epoch)`` keys, each item's random draws seeded by
+    (seed, epoch, index) (``mlkd.data.views.seeded``; the worker's streams are restored after
+    it). Used with DataLoader workers: an item's augmentation then does not depend on which
+    worker loads it, on what that worker loaded before (persistent workers keep their RNG
+    across epochs), or on whether the process was resumed. Other attributes are the dataset's."""
+
+    def __init__(self, dataset, seed: int):
+        self.dataset, self.seed = dataset, int(seed)
+
+    def __getattr__(self, name):
+        if name.startswith("__") or name == "dataset":  # unpickling, before __init__ ran
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key):
+        index, epoch = key
+        with seeded(self.seed, epoch, int(index)):
+            return self.dataset[index]
+
+
+def _loader(dataset, batch_size: int, sampler, workers: int, drop_last: bool, pin: bool,
+            generator: torch.Generator | None = None) -> DataLoader:
     return DataLoader(
         dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
-        collate_fn=collate, pin_memory=pin, drop_last=drop_last,
-        persistent_workers=workers > 0,
+        collate_fn=collate, pin_memory=pin, drop_last=drop_last, generator=generator,
+        persistent_workers=workers > 0, worker_init_fn=ignore_stop_signals,
     )
 
 
 def train_loader(dataset, cfg: DataConfig, info: DistInfo, seed: int, pin: bool,
                  wrap_sampler=None) -> DataLoader:
     """Shuffled with (seed, epoch) via DistributedSampler.set_epoch; last partial batch dropped.
+    With ``num_workers > 0`` augmentation is a function of (seed, epoch, item) (``ItemSeeded``):
+    a resumed run, stopped at an epoch's end or mid-epoch, draws exactly what an uninterrupted one
+    does, and so does a run with another number of workers (but not one with ``num_workers: 0``).
 
     Each rank takes ``batch_size // world_size`` images, so the global batch is ``batch_size``.
     ``wrap_sampler``: optional ``sampler -> sampler`` (the teacher cache's view sampler). The
@@ -65,7 +105,15 @@ def train_loader(dataset, cfg: DataConfig, info: DistInfo, seed: int, pin: bool,
     drop_last = len(sampler) >= per_rank
     if wrap_sampler is not None:
         sampler = wrap_sampler(sampler)
-    return _loader(dataset, per_rank, ResumableSampler(sampler), cfg.num_workers, drop_last, pin)
+    if cfg.num_workers == 0:
+        return _loader(dataset, per_rank, ResumableSampler(sampler), 0, drop_last, pin)
+    # With workers: per-item seeds (ItemSeeded; the teacher cache's views are seeded already) and
+    # a generator of the loader's own for the base seed iter() draws, so that the global RNG
+    # (dropout) is drawn by the model only.
+    tag = wrap_sampler is None
+    return _loader(ItemSeeded(dataset, seed) if tag else dataset, per_rank,
+                   ResumableSampler(sampler, tag_epoch=tag), cfg.num_workers, drop_last, pin,
+                   torch.Generator().manual_seed(seed))
 
 
 def eval_loader(dataset, cfg: DataConfig, info: DistInfo, pin: bool) -> DataLoader:

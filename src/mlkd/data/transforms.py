@@ -10,8 +10,9 @@ Recipes (SPEC section 5), train side:
 
 Eval side, every recipe: Resize((s, s)) -> ToTensor, deterministic. ``normalize=True`` appends
 the ImageNet mean/std normalisation (for pretrained weights that expect it). Randomness comes
-from torch's global RNG (Cutout) and Python's / torch's (RandAugment, flip), which DataLoader
-seeds per worker.
+from torch's global RNG (Cutout) and Python's / torch's (RandAugment, flip); with DataLoader
+workers the training loader seeds them per item by (seed, epoch, index)
+(``mlkd.data.loaders.ItemSeeded``), without workers they are the main process's streams.
 """
 
 from __future__ import annotations

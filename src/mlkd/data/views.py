@@ -22,7 +22,7 @@ from mlkd.errors import ConfigError
 
 
 @contextlib.contextmanager
-def _seeded(seed: int, view: int, index: int) -> Iterator[None]:
+def seeded(seed: int, view: int, index: int) -> Iterator[None]:
     """torch / random / numpy generators seeded by (seed, view, index) inside the block; the
     previous states are restored after it (the training RNG streams are not disturbed)."""
     state = int(np.random.SeedSequence([seed, view, index]).generate_state(1, np.uint64)[0] >> 1)
@@ -51,7 +51,7 @@ class SeededViews(Dataset):
 
     def __getitem__(self, key):
         index, view = key if isinstance(key, tuple) else (key, 0)
-        with _seeded(self.seed, view, index):
+        with seeded(self.seed, view, index):
             return self.dataset[index]
 
     @property

@@ -10,6 +10,7 @@ from torch import nn
 
 from mlkd.engine.distributed import DistInfo, gather_arrays
 from mlkd.engine.runtime import Precision
+from mlkd.errors import NonFiniteLossError
 from mlkd.metrics import evaluate_protocols
 
 log = logging.getLogger("mlkd")
@@ -60,8 +61,16 @@ def predict(model: nn.Module, loader, device: torch.device, precision: Precision
 
 def evaluate(model: nn.Module, loader, device: torch.device, precision: Precision,
              protocols: list[str], info: DistInfo = DistInfo(), channels_last: bool = False) -> dict:
-    """Metrics of ``model`` on ``loader`` for every protocol: {protocol: metrics dict, ...}."""
+    """Metrics of ``model`` on ``loader`` for every protocol: {protocol: metrics dict, ...}.
+
+    A model whose scores are NaN (it diverged) has no meaningful ranking: NonFiniteLossError
+    says on how many test images, instead of metrics computed on part of the test set.
+    """
     predictions = predict(model, loader, device, precision, info, channels_last)
+    bad = int(np.isnan(predictions["scores"]).any(axis=1).sum())
+    if bad:
+        raise NonFiniteLossError(f"evaluation: {bad} of {len(predictions['index'])} test images have NaN "
+                                 "scores (the model diverged; e.g. lower optim.lr)")
     result = evaluate_protocols(predictions["scores"], predictions["targets"], protocols)
     result["num_images"] = int(len(predictions["index"]))
     result["skipped"] = predictions["skipped"]

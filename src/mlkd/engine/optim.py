@@ -41,8 +41,17 @@ def build_optimizer(modules: Iterable[nn.Module], cfg: OptimConfig,
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, steps_per_epoch: int):
-    """OneCycleLR over the *scheduled* epochs (``epochs``), even when ``stop_epoch`` ends early."""
+    """OneCycleLR over the *scheduled* epochs (``epochs``), even when ``stop_epoch`` ends early.
+
+    When ``pct_start x epochs x steps_per_epoch`` is exactly 1 (e.g. 5 steps, pct_start 0.2)
+    torch's warm-up phase has zero length and its schedule divides by zero; the warm-up is then
+    lengthened by a millionth of a step, so step 0 starts the warm-up (``lr / div_factor``) as
+    in every other schedule and the rest follows the cosine within 1e-6 of a step.
+    """
+    steps_per_epoch = max(1, steps_per_epoch)
+    pct_start, total = cfg.pct_start, cfg.epochs * steps_per_epoch
+    if float(pct_start * total) - 1 == 0:
+        pct_start = (1 + 1e-6) / total
     return torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=cfg.lr, epochs=cfg.epochs, steps_per_epoch=max(1, steps_per_epoch),
-        pct_start=cfg.pct_start,
+        optimizer, max_lr=cfg.lr, epochs=cfg.epochs, steps_per_epoch=steps_per_epoch, pct_start=pct_start,
     )

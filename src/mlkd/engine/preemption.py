@@ -82,17 +82,20 @@ def stop_on_signals() -> Iterator[StopRequest]:
 
 class ResumableSampler(Sampler):
     """Wraps the training sampler; ``start`` (in samples) skips the beginning of the epoch's
-    order once, to continue a pre-empted epoch. ``set_epoch`` is forwarded."""
+    order once, to continue a pre-empted epoch. ``set_epoch`` is forwarded. ``tag_epoch``:
+    yield ``(index, epoch)`` pairs (for ``mlkd.data.loaders.ItemSeeded``)."""
 
-    def __init__(self, sampler: Sampler):
-        self.sampler, self.start = sampler, 0
+    def __init__(self, sampler: Sampler, tag_epoch: bool = False):
+        self.sampler, self.start, self.epoch, self.tag_epoch = sampler, 0, 0, tag_epoch
 
     def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
         if hasattr(self.sampler, "set_epoch"):
             self.sampler.set_epoch(epoch)
 
     def __iter__(self):
-        return islice(iter(self.sampler), self.start, None)
+        order = islice(iter(self.sampler), self.start, None)
+        return ((index, self.epoch) for index in order) if self.tag_epoch else order
 
     def __len__(self) -> int:
         return max(len(self.sampler) - self.start, 0)

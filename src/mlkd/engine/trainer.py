@@ -38,7 +38,7 @@ from mlkd.engine.preemption import stop_on_signals
 from mlkd.engine.runlock import run_lock
 from mlkd.engine.runtime import Precision, resolve_device, resolve_precision, seed_everything
 from mlkd.engine.step import NonFiniteGuard, StudentStep, defers_checks, train_step
-from mlkd.errors import ConfigError, Preempted
+from mlkd.errors import ConfigError, NonFiniteLossError, Preempted
 from mlkd.losses import build_objective, method_needs_teacher
 
 log = logging.getLogger("mlkd")
@@ -350,9 +350,9 @@ def _epochs(run: Run, stop: int, board: Optional[TensorBoardLog]) -> None:
         run.epoch += 1
         broadcast_buffers(run.student, run.info)
         record: dict[str, Any] = {"epoch": run.epoch, "train": train_stats, "data": _data_report(run)}
+        failure = None
         if _evaluate_now(run, run.epoch == stop):
-            record["eval"] = evaluate(run.student, run.test_loader, run.device, run.precision,
-                                      cfg.train.protocols, run.info, cfg.train.channels_last)
+            record["eval"], failure = _evaluate_epoch(run)
         run.history.append(record)
         if run.info.is_main:
             ckpt.save_rotating(_state(run), run.run_dir / "checkpoints")
@@ -361,8 +361,23 @@ def _epochs(run: Run, stop: int, board: Optional[TensorBoardLog]) -> None:
                 board.write(record)
             log.info("epoch %d/%d %s", run.epoch, stop, _summary(record))
         barrier(run.info)
+        if failure is not None:
+            raise NonFiniteLossError(f"epoch {run.epoch} ({train_stats['skipped_steps']} non-finite steps skipped): "
+                                     f"{failure}; the epoch is saved in {run.run_dir / 'checkpoints' / ckpt.LAST}")
         if run.epoch < stop and run.stop_request.agreed(run.info, run.device, 0, 1):
             _stop(run, f"after epoch {run.epoch}", save=False)
+
+
+def _evaluate_epoch(run: Run) -> tuple[dict, Optional[NonFiniteLossError]]:
+    """The epoch's metrics, or, for a diverged model (NaN scores), ``{"error": message}`` and the
+    error: the epoch is checkpointed and logged first, then the run stops with it (a diverged
+    model stays diverged: later steps would all be skipped under ``train.nonfinite=skip``)."""
+    cfg = run.cfg
+    try:
+        return evaluate(run.student, run.test_loader, run.device, run.precision, cfg.train.protocols,
+                        run.info, cfg.train.channels_last), None
+    except NonFiniteLossError as err:
+        return {"error": str(err)}, err
 
 
 def _summary(record: dict) -> str:

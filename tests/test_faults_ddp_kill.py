@@ -1,0 +1,58 @@
+"""2-rank gloo DDP runs (real torchrun): rank 1 SIGKILLed mid-epoch (torchrun ends the run
+non-zero; ``--resume`` from the last epoch's checkpoint ends bit-identical, weights and metrics,
+to an uninterrupted DDP run); rank 0's checkpoint write refused by the kernel (both ranks end,
+with rank 0's one-line error)."""
+
+from __future__ import annotations
+
+import resource
+import subprocess
+
+from engine_helpers import tiny_config
+from fault_helpers import CACHE, SIGNAL, TESTS, assert_same_tensors, cli_env, write_config
+from mlkd.engine.checkpoint import load_checkpoint
+from mlkd.engine.logs import read_jsonl
+from test_faults_ddp import BOUND_S, DATA, teacher, torchrun  # noqa: F401 (teacher is a fixture)
+
+
+def test_sigkill_of_one_rank_mid_epoch_then_resume_matches_an_uninterrupted_run(teacher, tmp_path):  # noqa: F811
+    def run(name, *extra):
+        once = str(tmp_path / f"{name}.killed")  # the resumed run is not killed again
+        distill = {"weights": {SIGNAL: 1.0},
+                   "options": {SIGNAL: {"steps": [20], "rank": 1, "signal": "SIGKILL", "once": once}}}
+        cfg = tiny_config(tmp_path / name, CACHE, method="l2d", teacher=teacher, epochs=2, data=DATA,
+                          distill=distill)
+        config = write_config(cfg, tmp_path / f"{name}.yaml")
+        return subprocess.run(torchrun(str(TESTS / "fault_cli.py"), "distill", "--config", str(config), *extra),
+                              env=cli_env(), capture_output=True, text=True, timeout=300)
+
+    killed = run("run")  # rank 1 dies at step 20: epoch 2, batch 4 of 16
+    assert killed.returncode != 0, (killed.stdout + killed.stderr)[-3000:]
+    state = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert state["epoch"] == 1 and state["partial"] is None
+    resumed = run("run", "--resume")
+    assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-3000:]
+    (tmp_path / "full.killed").touch()  # the reference run is never killed
+    full = run("full")
+    assert full.returncode == 0, (full.stdout + full.stderr)[-3000:]
+    a = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    b = load_checkpoint(tmp_path / "full" / "checkpoints" / "last.pt")
+    assert_same_tensors(a["model"], b["model"])
+    assert read_jsonl(tmp_path / "run" / "metrics.jsonl")[-1]["eval"] == read_jsonl(tmp_path / "full" / "metrics.jsonl")[-1]["eval"]
+
+
+def test_a_failing_checkpoint_write_on_rank_0_ends_both_ranks_with_its_error(tmp_path):
+    """Under a 1 MB file-size limit (RLIMIT_FSIZE: the kernel refuses the bytes, as a full disk
+    would) rank 0's first checkpoint write fails: it exits with the one-line error, rank 1 (in
+    the barrier) fails too instead of waiting, torchrun exits non-zero and no file is left."""
+    cfg = write_config(tiny_config(tmp_path / "run", CACHE, epochs=2, data=DATA), tmp_path / "run.yaml")
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1_000_000, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+
+    done = subprocess.run(torchrun(str(TESTS / "fault_cli.py"), "train", "--config", str(cfg)), env=cli_env(),
+                          capture_output=True, text=True, timeout=BOUND_S, preexec_fn=limit)
+    text = done.stdout + done.stderr
+    assert done.returncode != 0, text[-3000:]
+    assert "mlkd: error: cannot write checkpoint " in text and "nothing was replaced" in text, text[-3000:]
+    assert list((tmp_path / "run" / "checkpoints").iterdir()) == []
