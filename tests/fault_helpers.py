@@ -147,5 +147,22 @@ def assert_same_tensors(a: dict, b: dict) -> None:
         assert torch.equal(value, b[key]), f"tensor {key} differs"
 
 
+def assert_resume_matches_uninterrupted(run, tmp_path: Path, marker: str) -> None:
+    """``run("run", "--resume")`` completes, then a reference ``run("full")`` (its ``full.<marker>``
+    file tells the fault injector to leave it alone) ends with the same weights and final metrics."""
+    from mlkd.engine.checkpoint import load_checkpoint
+    from mlkd.engine.logs import read_jsonl
+
+    resumed = run("run", "--resume")
+    assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-3000:]
+    (tmp_path / f"full.{marker}").touch()
+    full = run("full")
+    assert full.returncode == 0, (full.stdout + full.stderr)[-3000:]
+    a = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    b = load_checkpoint(tmp_path / "full" / "checkpoints" / "last.pt")
+    assert_same_tensors(a["model"], b["model"])
+    assert read_jsonl(tmp_path / "run" / "metrics.jsonl")[-1]["eval"] == read_jsonl(tmp_path / "full" / "metrics.jsonl")[-1]["eval"]
+
+
 def all_finite(state: dict) -> bool:
     return all(bool(torch.isfinite(v).all()) for v in state.values() if v.is_floating_point())

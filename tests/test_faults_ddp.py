@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 
 from engine_helpers import tiny_config
-from fault_helpers import (CACHE, NONFINITE, TESTS, cli_command, cli_env,  # noqa: F401
-                           write_config)
+from fault_helpers import (CACHE, NONFINITE, TESTS, assert_resume_matches_uninterrupted,  # noqa: F401
+                           cli_command, cli_env, write_config)
 from mlkd.engine.trainer import fit
 
 # 128 images, global batch 8 (4 per rank): 16 steps per epoch and rank.
@@ -167,9 +167,8 @@ def test_sigterm_on_one_rank_stops_both_at_the_same_batch_and_resume_matches(tea
     """Rank 1 alone gets SIGTERM during step 6 (log_interval 4): both ranks agree at batch 8,
     rank 0 saves that point, torchrun ends; --resume finishes bit-identical to a run never
     interrupted."""
-    from fault_helpers import SIGNAL, assert_same_tensors
+    from fault_helpers import SIGNAL
     from mlkd.engine.checkpoint import load_checkpoint
-    from mlkd.engine.logs import read_jsonl
 
     def run(name, *extra):
         once = str(tmp_path / f"{name}.signalled")  # the resumed run is not signalled again
@@ -187,12 +186,4 @@ def test_sigterm_on_one_rank_stops_both_at_the_same_batch_and_resume_matches(tea
     assert "mlkd: stopped by a signal on another rank at epoch 1, batch 8 of 16" in text, text[-3000:]  # rank 0
     state = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
     assert state["partial"]["batches"] == 8 and state["global_step"] == 8
-    resumed = run("run", "--resume")
-    assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-3000:]
-    (tmp_path / "full.signalled").touch()  # the reference run is never signalled
-    full = run("full")
-    assert full.returncode == 0, (full.stdout + full.stderr)[-3000:]
-    a = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
-    b = load_checkpoint(tmp_path / "full" / "checkpoints" / "last.pt")
-    assert_same_tensors(a["model"], b["model"])
-    assert read_jsonl(tmp_path / "run" / "metrics.jsonl")[-1]["eval"] == read_jsonl(tmp_path / "full" / "metrics.jsonl")[-1]["eval"]
+    assert_resume_matches_uninterrupted(run, tmp_path, "signalled")

@@ -9,9 +9,9 @@ import resource
 import subprocess
 
 from engine_helpers import tiny_config
-from fault_helpers import CACHE, SIGNAL, TESTS, assert_same_tensors, cli_env, write_config
+from fault_helpers import (CACHE, SIGNAL, TESTS, assert_resume_matches_uninterrupted, cli_env,
+                           write_config)
 from mlkd.engine.checkpoint import load_checkpoint
-from mlkd.engine.logs import read_jsonl
 from test_faults_ddp import BOUND_S, DATA, teacher, torchrun  # noqa: F401 (teacher is a fixture)
 
 
@@ -30,15 +30,7 @@ def test_sigkill_of_one_rank_mid_epoch_then_resume_matches_an_uninterrupted_run(
     assert killed.returncode != 0, (killed.stdout + killed.stderr)[-3000:]
     state = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
     assert state["epoch"] == 1 and state["partial"] is None
-    resumed = run("run", "--resume")
-    assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-3000:]
-    (tmp_path / "full.killed").touch()  # the reference run is never killed
-    full = run("full")
-    assert full.returncode == 0, (full.stdout + full.stderr)[-3000:]
-    a = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
-    b = load_checkpoint(tmp_path / "full" / "checkpoints" / "last.pt")
-    assert_same_tensors(a["model"], b["model"])
-    assert read_jsonl(tmp_path / "run" / "metrics.jsonl")[-1]["eval"] == read_jsonl(tmp_path / "full" / "metrics.jsonl")[-1]["eval"]
+    assert_resume_matches_uninterrupted(run, tmp_path, "killed")
 
 
 def test_a_failing_checkpoint_write_on_rank_0_ends_both_ranks_with_its_error(tmp_path):
