@@ -4,6 +4,17 @@ The CLI prints ``MLKDError`` messages as one line (no traceback unless ``--debug
 """
 
 
+#: The longest quoted value (a config value, a cause's message) an error message carries.
+QUOTE_LIMIT = 200
+
+
+def shorten(text: object, limit: int = QUOTE_LIMIT) -> str:
+    """``text`` on one line, cut to ``limit`` characters (marked "...") so that a quoted value
+    (a YAML alias bomb, a library's paragraph of advice) never makes an error huge."""
+    one_line = " ".join(str(text)[: 4 * limit].split())
+    return one_line if len(one_line) <= limit else one_line[: limit - 3] + "..."
+
+
 class MLKDError(Exception):
     """Base class of every error mlkd raises on purpose.
 
@@ -33,7 +44,12 @@ class DataError(MLKDError, ValueError):
 
 
 class CheckpointError(MLKDError, ValueError):
-    """A checkpoint is missing, corrupt or does not match the run."""
+    """A checkpoint is missing, unreadable, refused, corrupt or does not match the run."""
+
+
+class CheckpointCorruptError(CheckpointError):
+    """A checkpoint's bytes are damaged (truncated, garbage, digest mismatch): only these are
+    set aside as ``*.corrupt`` by ``--resume``; an intact file that cannot be opened is not."""
 
 
 class NonFiniteLossError(MLKDError, FloatingPointError):
