@@ -68,3 +68,57 @@ def test_a_folder_holding_another_config_is_not_overwritten(tmp_path, capsys):
     assert_error(*run_cli(["train", "-c", str(cfg_file), "--resume"], capsys), "config.yaml of another config",
                  "optim.lr")
     assert (run / "config.yaml").read_bytes() == before
+
+
+def without_root_bypass(argv):
+    """``argv`` run so that file permissions apply: as root, without the capabilities that let
+    root read any file (CAP_DAC_OVERRIDE / CAP_DAC_READ_SEARCH)."""
+    if os.geteuid() != 0:
+        return argv
+    if not shutil.which("setpriv"):
+        pytest.skip("running as root without setpriv: permissions cannot be made to apply")
+    caps = "-dac_override,-dac_read_search"
+    return ["setpriv", f"--inh-caps={caps}", f"--bounding-set={caps}", *argv]
+
+
+def test_an_intact_checkpoint_that_cannot_be_opened_is_not_called_corrupt(stopped, tmp_path):
+    import subprocess
+
+    from fault_helpers import cli_command, cli_env
+
+    run, cfg_file = copy_run(stopped, tmp_path)
+    last = run / "checkpoints" / "last.pt"
+    before = last.read_bytes()
+    last.chmod(0)
+    try:
+        done = subprocess.run(without_root_bypass(cli_command("train", "-c", str(cfg_file), "--resume")),
+                              env=cli_env(), capture_output=True, text=True, timeout=120)
+    finally:
+        last.chmod(0o644)
+    assert_error(done.returncode, done.stderr.strip().splitlines()[-1], f"checkpoint {last} cannot be opened",
+                 "Permission denied", "not corrupt")
+    assert last.read_bytes() == before and not list(run.glob("checkpoints/*.corrupt"))
+    assert [p.name for p in sorted((run / "checkpoints").glob("*.pt"))] == ["last.pt", "prev.pt"]
+
+
+def test_files_of_a_run_follow_the_umask(tmp_path):
+    from mlkd.engine.trainer import fit
+
+    old = os.umask(0o027)
+    try:
+        fit(tiny_config(tmp_path / "run", CACHE, epochs=2, data=DATA))
+    finally:
+        os.umask(old)
+    run = tmp_path / "run"
+    for path in (run / "checkpoints" / "last.pt", run / "checkpoints" / "prev.pt", run / "config.yaml",
+                 run / "metrics.jsonl"):
+        assert oct(path.stat().st_mode & 0o777) == oct(0o640), path
+
+
+def test_eval_of_a_run_folder_killed_between_the_two_renames_uses_prev(stopped, tmp_path, capsys):
+    run, _ = copy_run(stopped, tmp_path)
+    folder = run / "checkpoints"
+    os.replace(folder / "last.pt", folder / "prev.pt")  # save_rotating's first rename, then the kill
+    (folder / ".last.pt.x.tmp").write_bytes(b"the new checkpoint, complete but not renamed yet")
+    code, err = run_cli(["eval", str(run), "--compact"], capsys)
+    assert code == 0, err

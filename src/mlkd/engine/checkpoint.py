@@ -84,6 +84,7 @@ def _write_temporary(obj: Any, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would lock colleagues out of eval / distill
         with os.fdopen(fd, "wb") as handle:
             torch.save(obj, handle)
             handle.flush()
@@ -92,6 +93,13 @@ def _write_temporary(obj: Any, path: Path) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return Path(tmp)
+
+
+def _umask() -> int:
+    """This process's umask (reading it means setting it: set it straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_folder(folder: Path) -> None:
@@ -141,9 +149,16 @@ def save_rotating(state: dict[str, Any], folder: Path) -> Path:
 
 
 def checkpoint_file(path: str | Path) -> Path:
-    """``path`` itself, or for a run folder its ``checkpoints/last.pt``."""
+    """``path`` itself, or for a run folder its ``checkpoints/last.pt`` (``prev.pt`` when a
+    process killed between ``save_rotating``'s two renames left no last.pt)."""
     path = Path(path)
-    return path / "checkpoints" / LAST if path.is_dir() else path
+    if not path.is_dir():
+        return path
+    last, prev = path / "checkpoints" / LAST, path / "checkpoints" / PREV
+    if not last.exists() and prev.is_file():
+        log.warning("%s has no %s (a save was interrupted); using %s", path, LAST, prev)
+        return prev
+    return last
 
 
 def _unpickle(path: Path, map_location: str | torch.device) -> Any:
