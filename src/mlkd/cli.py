@@ -10,10 +10,11 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from mlkd.errors import EXIT_PREEMPTED, MLKDError, Preempted
+from mlkd.errors import EXIT_PREEMPTED, MLKDError, Preempted, shorten
 
 log = logging.getLogger("mlkd")
 
+MESSAGE_LIMIT = 2000  # the longest error line printed
 OVERRIDES_HELP = "config overrides as key.sub=value (e.g. optim.lr=3e-4 data.batch_size=32)"
 
 
@@ -311,13 +312,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     except Exception as err:  # an unexpected failure: one line, the traceback with --debug
         if args.debug:
             raise
-        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        print(f"mlkd: error: {type(err).__name__}: {first} (run with --debug for the traceback)", file=sys.stderr)
+        first = str(err).strip()[:MESSAGE_LIMIT].splitlines()[0] if str(err).strip() else ""
+        print(f"mlkd: error: {type(err).__name__}: {_one_line(first)} (run with --debug for the traceback)",
+              file=sys.stderr)
         return 1
 
 
 def _one_line(text: str) -> str:
-    return " ".join(text.split())
+    """The message on one line, bounded (a message quotes causes and values)."""
+    return shorten(text, MESSAGE_LIMIT)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from typing import Any, Collection, Literal, Optional, Union, get_args, get_orig
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
-from mlkd.errors import ConfigError
+from mlkd.errors import ConfigError, quote, shorten
 
 PositiveInt = Field(gt=0)
 
@@ -176,15 +176,19 @@ class Config(_Section):
         return self.model_dump(mode="json")
 
 
+_MAX_PROBLEMS = 8  # problems one validation message lists
+
+
 def _format_validation_error(err: ValidationError, source: str) -> str:
-    parts = []
-    for problem in err.errors():
+    parts, problems = [], err.errors()
+    for problem in problems[:_MAX_PROBLEMS]:
         key = ".".join(str(p) for p in problem["loc"]) or "<root>"
         if problem["type"] == "extra_forbidden":
             parts.append(f"unknown key '{key}'")
         else:
-            parts.append(f"'{key}': {problem['msg']} (got {problem.get('input')!r})")
-    return f"{source}: " + "; ".join(parts)
+            parts.append(f"'{shorten(key)}': {shorten(problem['msg'])} (got {quote(problem.get('input'))})")
+    more = f"; and {len(problems) - _MAX_PROBLEMS} more" if len(problems) > _MAX_PROBLEMS else ""
+    return f"{source}: " + "; ".join(parts) + more
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

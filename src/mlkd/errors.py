@@ -1,7 +1,10 @@
 """Exception types. Every message says what was wrong and how to fix it.
 
-The CLI prints ``MLKDError`` messages as one line (no traceback unless ``--debug``).
+The CLI prints ``MLKDError`` messages as one line (no traceback unless ``--debug``). A value
+quoted in a message goes through ``quote`` (bounded, whatever its size).
 """
+
+import reprlib
 
 
 #: The longest quoted value (a config value, a cause's message) an error message carries.
@@ -13,6 +16,22 @@ def shorten(text: object, limit: int = QUOTE_LIMIT) -> str:
     (a YAML alias bomb, a library's paragraph of advice) never makes an error huge."""
     one_line = " ".join(str(text)[: 4 * limit].split())
     return one_line if len(one_line) <= limit else one_line[: limit - 3] + "..."
+
+
+def _bounded_repr() -> reprlib.Repr:
+    bounded = reprlib.Repr()
+    bounded.maxlevel, bounded.maxlist, bounded.maxtuple, bounded.maxdict = 3, 8, 8, 8
+    bounded.maxstring = bounded.maxother = bounded.maxlong = QUOTE_LIMIT
+    return bounded
+
+
+_REPR = _bounded_repr()
+
+
+def quote(value: object) -> str:
+    """``repr(value)`` bounded: nested and long values are elided (``[[1, 2, ...], ...]``), so a
+    YAML alias bomb (a few lines that expand to gigabytes) is quoted in a few characters."""
+    return shorten(_REPR.repr(value))
 
 
 class MLKDError(Exception):
