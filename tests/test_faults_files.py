@@ -122,3 +122,32 @@ def test_eval_of_a_run_folder_killed_between_the_two_renames_uses_prev(stopped, 
     (folder / ".last.pt.x.tmp").write_bytes(b"the new checkpoint, complete but not renamed yet")
     code, err = run_cli(["eval", str(run), "--compact"], capsys)
     assert code == 0, err
+
+
+def test_eval_prints_valid_json_for_classes_without_positives(stopped, tmp_path, capsys):
+    import json
+
+    from mlkd.cli import main
+
+    _, cfg_file = copy_run(stopped, tmp_path)
+    capsys.readouterr()
+    code = main(["eval", str(stopped), "-c", str(cfg_file), "data.options.num_test=2", "--compact"])
+    out = capsys.readouterr().out
+
+    def refuse(constant):
+        raise AssertionError(f"{constant} is not JSON")
+
+    result = json.loads(out, parse_constant=refuse)
+    assert code == 0 and result["thr@0.5"]["num_classes_excluded"] > 0
+    assert None in result["thr@0.5"]["AP"]
+
+
+def test_eval_of_a_checkpoint_from_a_newer_version_names_the_key(stopped, tmp_path, capsys):
+    from mlkd.engine.checkpoint import load_checkpoint, save_rotating
+
+    state = load_checkpoint(stopped / "checkpoints" / "last.pt")
+    state["config"]["train"]["future_key"] = 1
+    state["mlkd_version"] = "9.0.0"
+    path = save_rotating(state, tmp_path / "checkpoints")
+    assert_error(*run_cli(["eval", str(path)], capsys), f"checkpoint {path}: its saved config",
+                 "unknown key 'train.future_key'", "written by mlkd 9.0.0")

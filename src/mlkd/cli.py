@@ -56,7 +56,9 @@ def _cmd_eval(args) -> int:
 
     data_cfg = load_config(args.config, args.overrides).data if (args.config or args.overrides) else None
     result = evaluate_checkpoint(args.checkpoint, args.protocol or None, data_cfg, args.device)
-    text = json.dumps(result, indent=None if args.compact else 2, default=float)
+    from mlkd.engine.logs import json_safe
+
+    text = json.dumps(json_safe(result), indent=None if args.compact else 2, allow_nan=False, default=float)
     if args.json:
         with open(args.json, "w") as handle:
             handle.write(text + "\n")
@@ -165,7 +167,9 @@ def _cmd_analyze(args) -> int:
     result = analyze([args.analysis], args.checkpoints, args.out, config=args.config, device=args.device,
                      limit=args.limit, teacher=args.teacher, baseline=args.baseline,
                      batch_size=args.batch_size, options=options)
-    print(json.dumps(result, indent=2, default=float))
+    from mlkd.engine.logs import json_safe
+
+    print(json.dumps(json_safe(result), indent=2, allow_nan=False, default=float))
     return 0
 
 

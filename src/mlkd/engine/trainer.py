@@ -25,6 +25,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from mlkd import __version__
 from mlkd.config import Config, config_differences, read_yaml, save_config
 from mlkd.data.loaders import build_datasets, eval_loader, train_loader
 from mlkd.engine import checkpoint as ckpt
@@ -167,7 +168,7 @@ def _state(run: Run) -> dict:
         "scaler": run.scaler.state_dict(), "epoch": run.epoch, "global_step": run.global_step,
         "rng": _rng_state(), "config": run.cfg.to_dict(), "classes": run.classes,
         "history": run.history, "metrics": run.history[-1] if run.history else None,
-        "partial": run.partial,
+        "partial": run.partial, "mlkd_version": __version__,
     }
 
 
