@@ -151,3 +151,47 @@ def test_eval_of_a_checkpoint_from_a_newer_version_names_the_key(stopped, tmp_pa
     path = save_rotating(state, tmp_path / "checkpoints")
     assert_error(*run_cli(["eval", str(path)], capsys), f"checkpoint {path}: its saved config",
                  "unknown key 'train.future_key'", "written by mlkd 9.0.0")
+
+
+@pytest.fixture
+def file_size_limit():
+    """``limit(n)``: the kernel refuses bytes past ``n`` in any file (EFBIG, as a full disk
+    refuses with ENOSPC) until the test ends."""
+    import resource
+    import signal
+
+    if signal.getsignal(signal.SIGXFSZ) != signal.SIG_IGN:
+        pytest.skip("needs SIGXFSZ ignored (CPython does)")
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    yield lambda n: resource.setrlimit(resource.RLIMIT_FSIZE, (n, hard))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+
+
+def test_disk_full_while_writing_metrics_keeps_the_old_file(stopped, tmp_path, file_size_limit):
+    from mlkd.engine.logs import read_jsonl, write_jsonl
+    from mlkd.errors import RunFolderError
+
+    run, _ = copy_run(stopped, tmp_path)
+    metrics = run / "metrics.jsonl"
+    before = metrics.read_bytes()
+    records = read_jsonl(metrics)
+    file_size_limit(100)
+    with pytest.raises(RunFolderError, match=f"cannot write {metrics}.tmp .*disk full"):
+        write_jsonl(records + records, metrics)
+    assert metrics.read_bytes() == before and not (run / "metrics.jsonl.tmp").exists()
+
+
+def test_disk_full_while_writing_the_config_is_a_one_line_error(tmp_path, capsys, file_size_limit):
+    cfg_file = write_config(config(tmp_path / "run"), tmp_path / "exp.yaml")
+    file_size_limit(200)
+    code, err = run_cli(["train", "-c", str(cfg_file)], capsys)
+    assert_error(code, err, f"cannot write {tmp_path / 'run' / 'config.yaml'}", "disk full")
+
+
+def test_a_checkpoints_folder_that_cannot_be_created_is_a_one_line_error(tmp_path):
+    from mlkd.engine.checkpoint import save_rotating
+    from mlkd.errors import CheckpointError
+
+    (tmp_path / "run").write_text("a file where the run folder should be")
+    with pytest.raises(CheckpointError, match="cannot write checkpoint .*nothing was replaced"):
+        save_rotating({"epoch": 1}, tmp_path / "run" / "checkpoints")

@@ -14,7 +14,7 @@ from typing import Any, Collection, Literal, Optional, Union, get_args, get_orig
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
-from mlkd.errors import ConfigError, quote, shorten
+from mlkd.errors import ConfigError, RunFolderError, quote, shorten
 
 PositiveInt = Field(gt=0)
 
@@ -306,7 +306,11 @@ def load_config(path: Optional[Union[str, Path]] = None, overrides: Optional[lis
 
 
 def save_config(config: Config, path: Union[str, Path]) -> None:
-    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    """Write ``config`` as YAML; a failed write (disk full) is a RunFolderError naming the file."""
+    try:
+        Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    except OSError as err:
+        raise RunFolderError.cannot_write(path, err) from None
 
 
 def config_differences(old: dict, new: dict, ignore: Collection[tuple] = (),

@@ -71,6 +71,15 @@ class CheckpointCorruptError(CheckpointError):
     set aside as ``*.corrupt`` by ``--resume``; an intact file that cannot be opened is not."""
 
 
+class RunFolderError(MLKDError, OSError):
+    """A run-folder file (metrics.jsonl, config.yaml, a folder) could not be written."""
+
+    @classmethod
+    def cannot_write(cls, path: object, err: OSError) -> "RunFolderError":
+        return cls(f"cannot write {path} ({err.strerror or err}; disk full or over quota?); the checkpoints "
+                   "already written are intact: free space, then continue with --resume")
+
+
 class NonFiniteLossError(MLKDError, FloatingPointError):
     """A loss became NaN or infinite and the policy says stop."""
 

@@ -130,10 +130,10 @@ def save_rotating(state: dict[str, Any], folder: Path) -> Path:
     full, quota) is a CheckpointError that leaves ``last.pt`` and ``prev.pt`` as they were.
     """
     last, prev = folder / LAST, folder / PREV
-    folder.mkdir(parents=True, exist_ok=True)
     for stale in folder.glob(f".{LAST}.*.tmp"):
         stale.unlink(missing_ok=True)
     try:
+        folder.mkdir(parents=True, exist_ok=True)  # may fail like the write (disk full)
         tmp = _write_temporary({**state, INTEGRITY: {"sha256": state_digest(state)}}, last)
     except (OSError, RuntimeError) as err:  # torch's zip writer raises RuntimeError on a short write
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__

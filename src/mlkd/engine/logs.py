@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -11,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any, Iterable
+
+from mlkd.errors import RunFolderError
 
 log = logging.getLogger("mlkd")
 
@@ -32,10 +35,15 @@ def json_safe(value: Any) -> Any:
 def write_jsonl(records: Iterable[dict], path: Path) -> None:
     """Write one JSON object per line, atomically (temporary file + rename)."""
     tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w") as handle:
-        for record in records:
-            handle.write(json.dumps(json_safe(record)) + "\n")
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as handle:
+            for record in records:
+                handle.write(json.dumps(json_safe(record)) + "\n")
+        os.replace(tmp, path)
+    except OSError as err:  # disk full, quota: the previous metrics.jsonl stays as it was
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise RunFolderError.cannot_write(tmp, err) from None
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
