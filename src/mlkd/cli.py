@@ -10,10 +10,11 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from mlkd.errors import EXIT_PREEMPTED, MLKDError, Preempted
+from mlkd.errors import EXIT_PREEMPTED, MLKDError, Preempted, shorten
 
 log = logging.getLogger("mlkd")
 
+MESSAGE_LIMIT = 2000  # the longest error line printed
 OVERRIDES_HELP = "config overrides as key.sub=value (e.g. optim.lr=3e-4 data.batch_size=32)"
 
 
@@ -55,7 +56,9 @@ def _cmd_eval(args) -> int:
 
     data_cfg = load_config(args.config, args.overrides).data if (args.config or args.overrides) else None
     result = evaluate_checkpoint(args.checkpoint, args.protocol or None, data_cfg, args.device)
-    text = json.dumps(result, indent=None if args.compact else 2, default=float)
+    from mlkd.engine.logs import json_safe
+
+    text = json.dumps(json_safe(result), indent=None if args.compact else 2, allow_nan=False, default=float)
     if args.json:
         with open(args.json, "w") as handle:
             handle.write(text + "\n")
@@ -164,7 +167,9 @@ def _cmd_analyze(args) -> int:
     result = analyze([args.analysis], args.checkpoints, args.out, config=args.config, device=args.device,
                      limit=args.limit, teacher=args.teacher, baseline=args.baseline,
                      batch_size=args.batch_size, options=options)
-    print(json.dumps(result, indent=2, default=float))
+    from mlkd.engine.logs import json_safe
+
+    print(json.dumps(json_safe(result), indent=2, allow_nan=False, default=float))
     return 0
 
 
@@ -312,13 +317,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     except Exception as err:  # an unexpected failure: one line, the traceback with --debug
         if args.debug:
             raise
-        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        print(f"mlkd: error: {type(err).__name__}: {first} (run with --debug for the traceback)", file=sys.stderr)
+        first = str(err).strip()[:MESSAGE_LIMIT].splitlines()[0] if str(err).strip() else ""
+        print(f"mlkd: error: {type(err).__name__}: {_one_line(first)} (run with --debug for the traceback)",
+              file=sys.stderr)
         return 1
 
 
 def _one_line(text: str) -> str:
-    return " ".join(text.split())
+    """The message on one line, bounded (a message quotes causes and values)."""
+    return shorten(text, MESSAGE_LIMIT)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from typing import Any, Collection, Literal, Optional, Union, get_args, get_orig
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
-from mlkd.errors import ConfigError
+from mlkd.errors import ConfigError, RunFolderError, quote, shorten
 
 PositiveInt = Field(gt=0)
 
@@ -119,6 +119,15 @@ class DistillConfig(_Section):
     cache_view: Literal["eval", "train"] = "eval"
     cache_views: int = Field(1, gt=0)
 
+    @field_validator("weights")
+    @classmethod
+    def _weights_not_negative(cls, value: dict[str, float]) -> dict[str, float]:
+        negative = [f"{name}={weight:g}" for name, weight in value.items() if weight < 0]
+        if negative:
+            raise ValueError(f"weights must be >= 0 (a negative weight rewards the loss it weighs): "
+                             f"{shorten(', '.join(negative))}")
+        return value
+
     @field_validator("cache")
     @classmethod
     def _cache_not_empty(cls, value: str) -> str:
@@ -132,10 +141,10 @@ class TrainConfig(_Section):
 
     device: str = "auto"
     amp: Literal["auto", "off", "fp16", "bf16"] = "auto"
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**32)  # numpy's and the samplers' seeds take 32 bits
     deterministic: bool = False
     eval_every: int = Field(1, ge=0)
-    protocols: list[str] = Field(default_factory=lambda: ["thr@0.5", "oracle-k"])
+    protocols: list[str] = Field(default_factory=lambda: ["thr@0.5", "oracle-k"], min_length=1)
     log_interval: int = Field(50, gt=0)
     progress: Literal["auto", "on", "off"] = "auto"
     tensorboard: bool = False
@@ -176,15 +185,19 @@ class Config(_Section):
         return self.model_dump(mode="json")
 
 
+_MAX_PROBLEMS = 8  # problems one validation message lists
+
+
 def _format_validation_error(err: ValidationError, source: str) -> str:
-    parts = []
-    for problem in err.errors():
+    parts, problems = [], err.errors()
+    for problem in problems[:_MAX_PROBLEMS]:
         key = ".".join(str(p) for p in problem["loc"]) or "<root>"
         if problem["type"] == "extra_forbidden":
             parts.append(f"unknown key '{key}'")
         else:
-            parts.append(f"'{key}': {problem['msg']} (got {problem.get('input')!r})")
-    return f"{source}: " + "; ".join(parts)
+            parts.append(f"'{shorten(key)}': {shorten(problem['msg'])} (got {quote(problem.get('input'))})")
+    more = f"; and {len(problems) - _MAX_PROBLEMS} more" if len(problems) > _MAX_PROBLEMS else ""
+    return f"{source}: " + "; ".join(parts) + more
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -196,7 +209,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not path:
         raise ConfigError(f"override {text!r} has an empty key; expected key.sub=value")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = _load_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError as err:
         raise ConfigError(f"override {text!r}: value is not valid YAML ({_yaml_problem(err)})") from None
     return path, value
@@ -224,13 +237,49 @@ def _yaml_problem(err: yaml.YAMLError) -> str:
     return " ".join(f"{problem}{where}".split())
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader refusing a key given twice in one mapping (plain YAML keeps the
+    last, so a second ``optim:`` section would silently replace the first)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
+                continue
+            if key_node.value in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {quote(key_node.value)} appears twice in one mapping (the second would "
+                    "replace the first; keep one)", key_node.start_mark)
+            seen.add(key_node.value)
+        return super().construct_mapping(node, deep)
+
+
+def _load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_UniqueKeyLoader)
+
+
+def _read_text(path: Path) -> str:
+    """The file as UTF-8 text; an unreadable or undecodable file is a ConfigError."""
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise ConfigError(f"config file {path} cannot be read ({err.strerror or err})") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        hint = "; it looks like UTF-16" if data[:2] in (b"\xff\xfe", b"\xfe\xff") else ""
+        raise ConfigError(f"{path}: not UTF-8 text (byte 0x{data[err.start]:02x} at offset {err.start}{hint}); "
+                          "save it as UTF-8") from None
+
+
 def read_yaml(path: Union[str, Path]) -> dict[str, Any]:
-    """Read a YAML mapping; a missing, unreadable or non-mapping file is a ConfigError."""
+    """Read a YAML mapping; a missing, unreadable, undecodable or non-mapping file, or a key
+    given twice, is a ConfigError."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = _load_yaml(_read_text(path)) or {}
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML ({_yaml_problem(err)})") from None
     if not isinstance(data, dict):
@@ -257,7 +306,11 @@ def load_config(path: Optional[Union[str, Path]] = None, overrides: Optional[lis
 
 
 def save_config(config: Config, path: Union[str, Path]) -> None:
-    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    """Write ``config`` as YAML; a failed write (disk full) is a RunFolderError naming the file."""
+    try:
+        Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    except OSError as err:
+        raise RunFolderError.cannot_write(path, err) from None
 
 
 def config_differences(old: dict, new: dict, ignore: Collection[tuple] = (),

@@ -1,7 +1,37 @@
 """Exception types. Every message says what was wrong and how to fix it.
 
-The CLI prints ``MLKDError`` messages as one line (no traceback unless ``--debug``).
+The CLI prints ``MLKDError`` messages as one line (no traceback unless ``--debug``). A value
+quoted in a message goes through ``quote`` (bounded, whatever its size).
 """
+
+import reprlib
+
+
+#: The longest quoted value (a config value, a cause's message) an error message carries.
+QUOTE_LIMIT = 200
+
+
+def shorten(text: object, limit: int = QUOTE_LIMIT) -> str:
+    """``text`` on one line, cut to ``limit`` characters (marked "...") so that a quoted value
+    (a YAML alias bomb, a library's paragraph of advice) never makes an error huge."""
+    one_line = " ".join(str(text)[: 4 * limit].split())
+    return one_line if len(one_line) <= limit else one_line[: limit - 3] + "..."
+
+
+def _bounded_repr() -> reprlib.Repr:
+    bounded = reprlib.Repr()
+    bounded.maxlevel, bounded.maxlist, bounded.maxtuple, bounded.maxdict = 3, 8, 8, 8
+    bounded.maxstring = bounded.maxother = bounded.maxlong = QUOTE_LIMIT
+    return bounded
+
+
+_REPR = _bounded_repr()
+
+
+def quote(value: object) -> str:
+    """``repr(value)`` bounded: nested and long values are elided (``[[1, 2, ...], ...]``), so a
+    YAML alias bomb (a few lines that expand to gigabytes) is quoted in a few characters."""
+    return shorten(_REPR.repr(value))
 
 
 class MLKDError(Exception):
@@ -33,7 +63,21 @@ class DataError(MLKDError, ValueError):
 
 
 class CheckpointError(MLKDError, ValueError):
-    """A checkpoint is missing, corrupt or does not match the run."""
+    """A checkpoint is missing, unreadable, refused, corrupt or does not match the run."""
+
+
+class CheckpointCorruptError(CheckpointError):
+    """A checkpoint's bytes are damaged (truncated, garbage, digest mismatch): only these are
+    set aside as ``*.corrupt`` by ``--resume``; an intact file that cannot be opened is not."""
+
+
+class RunFolderError(MLKDError, OSError):
+    """A run-folder file (metrics.jsonl, config.yaml, a folder) could not be written."""
+
+    @classmethod
+    def cannot_write(cls, path: object, err: OSError) -> "RunFolderError":
+        return cls(f"cannot write {path} ({err.strerror or err}; disk full or over quota?); the checkpoints "
+                   "already written are intact: free space, then continue with --resume")
 
 
 class NonFiniteLossError(MLKDError, FloatingPointError):

@@ -46,7 +46,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from mlkd.errors import ConfigError
+from mlkd.errors import ConfigError, quote
 
 __all__ = [
     "DEFAULT_PROTOCOLS",
@@ -89,7 +89,7 @@ def parse_protocol(protocol: str | Protocol) -> Protocol:
     if isinstance(protocol, Protocol):
         return protocol
     if not isinstance(protocol, str):
-        raise ConfigError(f"metrics protocol must be a string, got {protocol!r}; "
+        raise ConfigError(f"metrics protocol must be a string, got {quote(protocol)}; "
                           f"valid forms: {_VALID_FORMS}")
     text = protocol.strip()
     if text in ("oracle-k", "oracle-k-strict"):
@@ -103,9 +103,9 @@ def parse_protocol(protocol: str | Protocol) -> Protocol:
         if math.isfinite(t):
             return Protocol("thr", t)
     elif sep and kind == "topk":
-        if arg.isdigit() and int(arg) >= 1:
+        if arg.isascii() and arg.isdigit() and int(arg) >= 1:  # isdigit alone takes '²', int() does not
             return Protocol("topk", int(arg))
-    raise ConfigError(f"invalid metrics protocol {protocol!r}; valid forms: {_VALID_FORMS}")
+    raise ConfigError(f"invalid metrics protocol {quote(protocol)}; valid forms: {_VALID_FORMS}")
 
 
 def _as_array(x: Any, name: str) -> np.ndarray:

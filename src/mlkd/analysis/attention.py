@@ -21,7 +21,6 @@ Numbers, over the first ``score_images`` test images and every positive class of
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Optional, Sequence
@@ -31,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mlkd.analysis.common import Analysis, pyplot
+from mlkd.analysis.common import Analysis, pyplot, write_json
 from mlkd.errors import ConfigError
 
 CAM_METHODS = ("layercam", "gradcam")
@@ -259,5 +258,5 @@ def run(analysis: Analysis, out: Path, images: Optional[list[int]] = None, class
         "scores": scores,
         "files": files,
     }
-    (out / "attention.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_json(summary, out / "attention.json")
     return summary

@@ -20,6 +20,8 @@ the label-wise embeddings [N,q,D] (on request; None for a linear head) and the t
 
 from __future__ import annotations
 
+import json
+
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +48,13 @@ class LoadedModel:
     state: dict
     method: str
     teacher_path: Optional[str]
+
+
+def write_json(summary: dict, path: Path) -> None:
+    """An analysis summary as JSON (NaN, e.g. a score undefined for a model, as null)."""
+    from mlkd.engine.logs import json_safe
+
+    path.write_text(json.dumps(json_safe(summary), indent=2, allow_nan=False) + "\n")
 
 
 def parse_spec(spec: str) -> tuple[Optional[str], Path]:

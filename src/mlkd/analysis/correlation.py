@@ -18,13 +18,12 @@ pair is excluded. The heat-map shows them in grey.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import numpy as np
 
-from mlkd.analysis.common import Analysis, pyplot
+from mlkd.analysis.common import Analysis, pyplot, write_json
 
 
 def prediction_correlation(probs: np.ndarray) -> np.ndarray:
@@ -114,5 +113,5 @@ def run(analysis: Analysis, out: Path) -> dict:
         "constant_classes": {name: c for name, c in constant.items() if c},
         "files": [str(out / "correlation.png")],
     }
-    (out / "correlation.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_json(summary, out / "correlation.json")
     return summary

@@ -12,14 +12,13 @@ are left out of mAP. The gain of a model on a class is its AP minus the baseline
 from __future__ import annotations
 
 import csv
-import json
 import math
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
-from mlkd.analysis.common import Analysis, pyplot
+from mlkd.analysis.common import Analysis, pyplot, write_json
 from mlkd.errors import ConfigError
 from mlkd.metrics import average_precision
 
@@ -121,5 +120,5 @@ def run(analysis: Analysis, out: Path) -> dict:
         "classes_improved": {name: int((g > 0).sum()) for name, g in gains.items()},
         "files": [str(out / f) for f in ("per_class.md", "per_class.csv", "per_class_gain.png")],
     }
-    (out / "per_class.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_json(summary, out / "per_class.json")
     return summary

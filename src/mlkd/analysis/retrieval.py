@@ -26,7 +26,6 @@ Protocol (our choice; the paper's figure is qualitative):
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Optional, Sequence
@@ -34,7 +33,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from mlkd.analysis.common import Analysis, pyplot
+from mlkd.analysis.common import Analysis, pyplot, write_json
 from mlkd.errors import ConfigError
 
 REPRESENTATIONS = ("pooled", "label_embeddings")
@@ -203,5 +202,5 @@ def run(analysis: Analysis, out: Path, ks: Sequence[int] = (5, 10), queries: Opt
         "metrics": results,
         "files": files + [str(out / "retrieval.md")],
     }
-    (out / "retrieval.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_json(summary, out / "retrieval.json")
     return summary

@@ -17,7 +17,7 @@ from typing import Callable
 
 from mlkd.data.images import MultiLabelImageDataset, dataset_builder, read_lines, read_text
 from mlkd.data.registry import DATASETS
-from mlkd.errors import ConfigError, DataError
+from mlkd.errors import ConfigError, DataError, quote
 
 LABEL_SEPARATOR = "|"
 Entry = tuple[str, list[str], str]  # (path as written, label names, "line N" / "entry N")
@@ -76,6 +76,10 @@ def read_classes(path: Path) -> list[str]:
     repeated = sorted({c for c in classes if classes.count(c) > 1})
     if repeated:
         raise DataError(f"list: class list {path} repeats {', '.join(repeated)}")
+    joined = [c for c in classes if LABEL_SEPARATOR in c]
+    if joined:
+        raise DataError(f"list: class list {path}: {quote(joined[0])} contains the label separator "
+                        f"{LABEL_SEPARATOR!r} (CSV labels could never name it); rename the class")
     return classes
 
 

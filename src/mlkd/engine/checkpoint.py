@@ -11,6 +11,13 @@ whole state (tensor bytes, dtypes and shapes, and every other value) under ``int
 ``load_checkpoint`` recomputes it: a mismatch is a CheckpointError naming the file. Files
 without the entry (older checkpoints, states written with plain ``torch.save``) load
 unverified; ``load_checkpoint`` returns the state without it.
+
+Safety: a checkpoint never executes code. ``torch.load`` runs with ``weights_only=True``, so
+unpickling builds only tensors and plain data (dict, list, tuple, str, int, float, bool,
+None); a file that asks for any other global (``os.system``, a class of its own, ...) is
+refused with a CheckpointError naming the global, before anything of it runs. The one other
+type allowed is the numpy array (and its dtype) that checkpoints of earlier mlkd versions hold
+in their numpy RNG state; new checkpoints store that state as a tensor.
 """
 
 from __future__ import annotations
@@ -18,6 +25,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import pickle
+import re
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,13 +35,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from mlkd.errors import CheckpointError
+from mlkd.errors import CheckpointCorruptError, CheckpointError, shorten
 
 log = logging.getLogger(__name__)
 
 LAST, PREV = "last.pt", "prev.pt"
 REQUIRED_KEYS = ("model", "classes", "config", "epoch")
 INTEGRITY = "integrity"
+# Beyond torch's weights-only set: the numpy RNG state of checkpoints written by earlier mlkd
+# versions (a uint32 array: numpy's array rebuilder, ndarray and the dtype). New ones store a tensor.
+_LEGACY_GLOBALS = [np._core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
 
 
 def _feed(digest: Any, obj: Any) -> None:
@@ -72,6 +84,7 @@ def _write_temporary(obj: Any, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would lock colleagues out of eval / distill
         with os.fdopen(fd, "wb") as handle:
             torch.save(obj, handle)
             handle.flush()
@@ -80,6 +93,13 @@ def _write_temporary(obj: Any, path: Path) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return Path(tmp)
+
+
+def _umask() -> int:
+    """This process's umask (reading it means setting it: set it straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_folder(folder: Path) -> None:
@@ -110,10 +130,10 @@ def save_rotating(state: dict[str, Any], folder: Path) -> Path:
     full, quota) is a CheckpointError that leaves ``last.pt`` and ``prev.pt`` as they were.
     """
     last, prev = folder / LAST, folder / PREV
-    folder.mkdir(parents=True, exist_ok=True)
     for stale in folder.glob(f".{LAST}.*.tmp"):
         stale.unlink(missing_ok=True)
     try:
+        folder.mkdir(parents=True, exist_ok=True)  # may fail like the write (disk full)
         tmp = _write_temporary({**state, INTEGRITY: {"sha256": state_digest(state)}}, last)
     except (OSError, RuntimeError) as err:  # torch's zip writer raises RuntimeError on a short write
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
@@ -129,9 +149,48 @@ def save_rotating(state: dict[str, Any], folder: Path) -> Path:
 
 
 def checkpoint_file(path: str | Path) -> Path:
-    """``path`` itself, or for a run folder its ``checkpoints/last.pt``."""
+    """``path`` itself, or for a run folder its ``checkpoints/last.pt`` (``prev.pt`` when a
+    process killed between ``save_rotating``'s two renames left no last.pt)."""
     path = Path(path)
-    return path / "checkpoints" / LAST if path.is_dir() else path
+    if not path.is_dir():
+        return path
+    last, prev = path / "checkpoints" / LAST, path / "checkpoints" / PREV
+    if not last.exists() and prev.is_file():
+        log.warning("%s has no %s (a save was interrupted); using %s", path, LAST, prev)
+        return prev
+    return last
+
+
+def _unpickle(path: Path, map_location: str | torch.device) -> Any:
+    """``torch.load`` restricted to tensors and plain data (see the module doc). A file that
+    cannot be opened is a CheckpointError, one that asks for another global is refused, and
+    bytes that do not parse are a CheckpointCorruptError."""
+    try:
+        handle = open(path, "rb")
+    except OSError as err:
+        raise CheckpointError(f"checkpoint {path} cannot be opened ({err.strerror or err}); it is not "
+                              "corrupt: fix its permissions (e.g. chmod a+r) and retry") from None
+    try:
+        with handle, torch.serialization.safe_globals(_LEGACY_GLOBALS):
+            return torch.load(handle, map_location=map_location, weights_only=True)
+    except Exception as err:  # torch raises many types for damaged files
+        unsafe = re.search(r"GLOBAL ([\w.]+)", str(err)) if isinstance(err, pickle.UnpicklingError) else None
+        if unsafe and "weights only" in str(err).lower():
+            raise CheckpointError(
+                f"checkpoint {path} refused: it would import {unsafe.group(1)} and loading could run "
+                "code; an mlkd checkpoint holds only tensors and plain data (load only files mlkd wrote)") from None
+        raise CheckpointCorruptError(f"checkpoint {path} is unreadable or corrupt "
+                                     f"({type(err).__name__}: {_torch_reason(err)})") from None
+
+
+def _torch_reason(err: Exception) -> str:
+    """torch.load's error in a few words: a weights-only refusal without torch's paragraphs of
+    advice (which recommend ``weights_only=False``, the very thing mlkd never does)."""
+    text = str(err).split("Check the documentation of torch.load")[0]
+    if "Weights only load failed" in text:
+        text = text.split("WeightsUnpickler error:")[-1] if "WeightsUnpickler error:" in text \
+            else text.strip().split("\n\n")[-1]
+    return shorten(text)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -141,15 +200,12 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path} (give a checkpoint file or a run folder "
                               "holding checkpoints/last.pt)")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as err:  # torch raises many types for damaged files
-        raise CheckpointError(f"checkpoint {path} is unreadable or corrupt ({type(err).__name__}: {err})") from None
+    state = _unpickle(path, map_location)
     if not isinstance(state, dict) or any(key not in state for key in REQUIRED_KEYS):
         raise CheckpointError(f"checkpoint {path} is not an mlkd checkpoint (needs keys {', '.join(REQUIRED_KEYS)})")
     integrity = state.pop(INTEGRITY, None)
     if isinstance(integrity, dict) and integrity.get("sha256") != state_digest(state):
-        raise CheckpointError(f"checkpoint {path} is corrupt: its contents do not match the SHA-256 "
+        raise CheckpointCorruptError(f"checkpoint {path} is corrupt: its contents do not match the SHA-256 "
                               "digest written with it (damaged on disk or in transfer)")
     return state
 
@@ -158,7 +214,9 @@ def load_latest(folder: str | Path, map_location: str | torch.device = "cpu",
                 quarantine: bool = False) -> dict[str, Any] | None:
     """The newest readable checkpoint in ``folder`` (last, else prev), or None if there is none.
 
-    ``quarantine`` (for a run about to continue): rename an unreadable file to
+    Only a file with damaged bytes (CheckpointCorruptError) is skipped; any other
+    CheckpointError (refused, cannot be opened, not an mlkd checkpoint) is raised as it is.
+    ``quarantine`` (for a run about to continue): rename a corrupt file to
     ``<name>.corrupt`` (kept for inspection), so that the next ``save_rotating`` does not
     rotate it over the good ``prev.pt``. The state's ``"path"`` entry names the file read.
     """
@@ -172,7 +230,7 @@ def load_latest(folder: str | Path, map_location: str | torch.device = "cpu",
             continue
         try:
             state = load_checkpoint(path, map_location)
-        except CheckpointError as err:
+        except CheckpointCorruptError as err:  # only damaged bytes: a refused or unopenable file stops here
             log.warning("%s; trying the previous checkpoint", err)
             errors.append(str(err))
             if quarantine:

@@ -80,6 +80,20 @@ def evaluate(model: nn.Module, loader, device: torch.device, precision: Precisio
     return result
 
 
+def saved_config(state: dict, path: str) -> "Config":  # noqa: F821
+    """The config a checkpoint was trained with; one this version cannot read (a key it does
+    not know, say) is a CheckpointError naming the key and the versions."""
+    from mlkd import __version__
+    from mlkd.config import config_from_dict
+    from mlkd.errors import CheckpointError, ConfigError
+
+    try:
+        return config_from_dict(state["config"], f"checkpoint {path}: its saved config")
+    except ConfigError as err:
+        raise CheckpointError(f"{err}; it was written by mlkd {state.get('mlkd_version', 'of another version')}, "
+                              f"this is mlkd {__version__}: use the version that wrote it") from None
+
+
 def evaluate_checkpoint(path: str, protocols: list[str] | None = None, data_cfg=None,
                         device: str = "auto", amp: str | None = None) -> dict:
     """Evaluate a saved model on the test split of its own data config (or ``data_cfg``).
@@ -87,7 +101,6 @@ def evaluate_checkpoint(path: str, protocols: list[str] | None = None, data_cfg=
     Uses the checkpoint's precision and eval batch size unless told otherwise, so the numbers
     equal those its run logged.
     """
-    from mlkd.config import Config
     from mlkd.data.loaders import build_datasets, eval_loader
     from mlkd.engine.builders import model_from_checkpoint
     from mlkd.engine.checkpoint import check_classes
@@ -98,7 +111,7 @@ def evaluate_checkpoint(path: str, protocols: list[str] | None = None, data_cfg=
         parse_protocol(protocol)
     torch_device = resolve_device(device)
     model, state = model_from_checkpoint(path, torch_device)
-    saved = Config.model_validate(state["config"])
+    saved = saved_config(state, path)
     data_cfg = data_cfg or saved.data
     _, test_set = build_datasets(data_cfg)
     check_classes(state["classes"], list(test_set.classes), f"checkpoint {path}")

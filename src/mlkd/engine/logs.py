@@ -2,36 +2,48 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
+import numbers
 import os
 import sys
 import time
 from pathlib import Path
 from typing import Any, Iterable
 
+from mlkd.errors import RunFolderError
+
 log = logging.getLogger("mlkd")
 
 
-def _clean(value: Any) -> Any:
-    """JSON-safe copy: NaN / inf become None (JSON has no NaN)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
+def json_safe(value: Any) -> Any:
+    """JSON-safe copy: NaN / inf become None (JSON has no NaN; the AP of a class without
+    positives is NaN), numpy numbers become Python numbers."""
     if isinstance(value, dict):
-        return {key: _clean(item) for key, item in value.items()}
+        return {key: json_safe(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_clean(item) for item in value]
+        return [json_safe(item) for item in value]
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return int(value)
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return float(value) if math.isfinite(value) else None
     return value
 
 
 def write_jsonl(records: Iterable[dict], path: Path) -> None:
     """Write one JSON object per line, atomically (temporary file + rename)."""
     tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w") as handle:
-        for record in records:
-            handle.write(json.dumps(_clean(record)) + "\n")
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as handle:
+            for record in records:
+                handle.write(json.dumps(json_safe(record)) + "\n")
+        os.replace(tmp, path)
+    except OSError as err:  # disk full, quota: the previous metrics.jsonl stays as it was
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise RunFolderError.cannot_write(tmp, err) from None
 
 
 def read_jsonl(path: str | Path) -> list[dict]:

@@ -25,7 +25,8 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from mlkd.config import Config, config_differences, save_config
+from mlkd import __version__
+from mlkd.config import Config, config_differences, read_yaml, save_config
 from mlkd.data.loaders import build_datasets, eval_loader, train_loader
 from mlkd.engine import checkpoint as ckpt
 from mlkd.engine.builders import check_normalisation, load_teacher, model_from_config
@@ -81,7 +82,10 @@ class Run:
 
 
 def _rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Every RNG's state as tensors and plain data (a checkpoint holds nothing else)."""
+    name, keys, *rest = np.random.get_state()
+    state = {"python": random.getstate(), "numpy": (name, torch.from_numpy(keys.astype(np.int64)), *rest),
+             "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -89,7 +93,8 @@ def _rng_state() -> dict:
 
 def _set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    name, keys, *rest = state["numpy"]  # keys: a tensor, or an ndarray in older checkpoints
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), *rest))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -165,7 +170,7 @@ def _state(run: Run) -> dict:
         "scaler": run.scaler.state_dict(), "epoch": run.epoch, "global_step": run.global_step,
         "rng": _rng_state(), "config": run.cfg.to_dict(), "classes": run.classes,
         "history": run.history, "metrics": run.history[-1] if run.history else None,
-        "partial": run.partial,
+        "partial": run.partial, "mlkd_version": __version__,
     }
 
 
@@ -276,8 +281,10 @@ def _evaluate_now(run: Run, last: bool) -> bool:
 
 def prepare_run_dir(cfg: Config, resume: bool) -> Path:
     """Create ``run_dir`` before anything is built; a ConfigError naming it when it cannot be
-    written, or when it already holds a run's checkpoints and ``resume`` is False (a new run
-    would rotate them away: continue it with ``--resume`` or choose another run_dir)."""
+    written, or when starting from scratch would overwrite a run's history (``run_history``):
+    without ``resume`` whenever there is any, with ``resume`` when there is history but no
+    checkpoint to continue from (both damaged and set aside, say). Nothing is ever deleted:
+    the way out is ``--resume`` or moving the folder aside."""
     run_dir = Path(cfg.run_dir)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -286,10 +293,31 @@ def prepare_run_dir(cfg: Config, resume: bool) -> Path:
                           "choose a writable folder") from None
     if not os.access(run_dir, os.W_OK | os.X_OK):
         raise ConfigError(f"run_dir: {run_dir} is not writable; choose a writable folder")
-    if not resume and any((run_dir / "checkpoints" / name).exists() for name in (ckpt.LAST, ckpt.PREV)):
-        raise ConfigError(f"run_dir {run_dir} already holds the checkpoints of a run; continue it with "
-                          "--resume or choose another run_dir")
+    history = run_history(run_dir, cfg)
+    checkpoints = [item for item in history if item.endswith(".pt")]
+    if history and not (resume and checkpoints):
+        way_out = "continue it with --resume or" if checkpoints else "nothing to resume from:"
+        raise ConfigError(f"run_dir {run_dir} already holds a run ({', '.join(history)}); {way_out} move the "
+                          f"folder aside (mv {run_dir} {run_dir}.old) or choose another run_dir")
     return run_dir
+
+
+def run_history(run_dir: Path, cfg: Config) -> list[str]:
+    """What ``run_dir`` holds of an earlier run: its checkpoints (last.pt, prev.pt), damaged
+    ones set aside (``*.corrupt``), a non-empty metrics.jsonl, and a config.yaml that differs
+    from ``cfg`` (beyond the keys a resumption may change)."""
+    folder = run_dir / "checkpoints"
+    found = [f"checkpoints/{name}" for name in (ckpt.LAST, ckpt.PREV) if (folder / name).exists()]
+    found += sorted(f"checkpoints/{path.name}" for path in folder.glob("*.corrupt"))
+    metrics = run_dir / "metrics.jsonl"
+    if metrics.is_file() and metrics.stat().st_size:
+        found.append("metrics.jsonl")
+    saved = run_dir / "config.yaml"
+    if saved.is_file():
+        changed = config_differences(read_yaml(saved), cfg.to_dict(), _RESUMABLE_CHANGES | {("run_dir",)})
+        if changed:
+            found.append(f"config.yaml of another config ({', '.join(changed[:3])} differ)")
+    return found
 
 
 def _data_report(run: Run) -> dict[str, dict[str, int]]:

@@ -137,6 +137,8 @@ def run_sweep(grid: Grid, keep_going: bool = False, max_runs: Optional[int] = No
         keys = ", ".join(grid.missing)
         raise ConfigError(f"{grid.path}: set {keys} first, e.g. mlkd sweep {grid.path} "
                           + " ".join(f"{key}=/path" for key in grid.missing))
+    if max_runs is not None and max_runs < 1:
+        raise ConfigError(f"--max-runs {max_runs}: must be 1 or more (leave it out to train every run)")
     if fit_fn is None:
         from mlkd.engine.trainer import fit as fit_fn
     report = SweepReport()
