@@ -115,6 +115,19 @@ def test_files_of_a_run_follow_the_umask(tmp_path):
         assert oct(path.stat().st_mode & 0o777) == oct(0o640), path
 
 
+def test_a_generated_dataset_cache_follows_the_umask(tmp_path):
+    from mlkd.data.registry import build_dataset
+
+    old = os.umask(0o027)
+    try:
+        build_dataset("mosaic", "train", None, source="digits", num_train=8, num_test=4,
+                      cache_dir=str(tmp_path / "cache"))
+    finally:
+        os.umask(old)
+    files = list((tmp_path / "cache").glob("*.npz"))
+    assert len(files) == 1 and oct(files[0].stat().st_mode & 0o777) == oct(0o640)
+
+
 def test_eval_of_a_run_folder_killed_between_the_two_renames_uses_prev(stopped, tmp_path, capsys):
     run, _ = copy_run(stopped, tmp_path)
     folder = run / "checkpoints"

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
+
+from mlkd.fileio import make_temporary
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +39,7 @@ def save_npz(path: Path, arrays: dict[str, np.ndarray], what: str) -> None:
     """Write ``arrays`` to ``path`` atomically; an OSError only warns (the data is still used)."""
     tmp = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp")
+        fd, tmp = make_temporary(path, prefix=path.stem)
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
         os.replace(tmp, path)

@@ -27,7 +27,6 @@ import logging
 import os
 import pickle
 import re
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ import numpy as np
 import torch
 
 from mlkd.errors import CheckpointCorruptError, CheckpointError, shorten
+from mlkd.fileio import make_temporary
 
 log = logging.getLogger(__name__)
 
@@ -81,10 +81,8 @@ def state_digest(state: Mapping[str, Any]) -> str:
 
 def _write_temporary(obj: Any, path: Path) -> Path:
     """torch.save ``obj`` to a fsynced temporary file next to ``path``; removed on failure."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = make_temporary(path, prefix=f".{path.name}.")
     try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would lock colleagues out of eval / distill
         with os.fdopen(fd, "wb") as handle:
             torch.save(obj, handle)
             handle.flush()
@@ -93,13 +91,6 @@ def _write_temporary(obj: Any, path: Path) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return Path(tmp)
-
-
-def _umask() -> int:
-    """This process's umask (reading it means setting it: set it straight back)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def _fsync_folder(folder: Path) -> None:
