@@ -5,6 +5,7 @@ never called corrupt, and files are readable by whoever the umask lets read them
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 
@@ -166,21 +167,25 @@ def test_eval_of_a_checkpoint_from_a_newer_version_names_the_key(stopped, tmp_pa
                  "unknown key 'train.future_key'", "written by mlkd 9.0.0")
 
 
-@pytest.fixture
-def file_size_limit():
-    """``limit(n)``: the kernel refuses bytes past ``n`` in any file (EFBIG, as a full disk
-    refuses with ENOSPC) until the test ends."""
+@contextlib.contextmanager
+def file_size_limit(n: int):
+    """The kernel refuses bytes past ``n`` in any file (EFBIG, as a full disk refuses with
+    ENOSPC) inside the block. Restored before the test returns: pytest's own report, written to
+    a file in CI, must not meet the limit."""
     import resource
     import signal
 
     if signal.getsignal(signal.SIGXFSZ) != signal.SIG_IGN:
         pytest.skip("needs SIGXFSZ ignored (CPython does)")
     soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-    yield lambda n: resource.setrlimit(resource.RLIMIT_FSIZE, (n, hard))
-    resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (n, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
 
 
-def test_disk_full_while_writing_metrics_keeps_the_old_file(stopped, tmp_path, file_size_limit):
+def test_disk_full_while_writing_metrics_keeps_the_old_file(stopped, tmp_path):
     from mlkd.engine.logs import read_jsonl, write_jsonl
     from mlkd.errors import RunFolderError
 
@@ -188,16 +193,15 @@ def test_disk_full_while_writing_metrics_keeps_the_old_file(stopped, tmp_path, f
     metrics = run / "metrics.jsonl"
     before = metrics.read_bytes()
     records = read_jsonl(metrics)
-    file_size_limit(100)
-    with pytest.raises(RunFolderError, match=f"cannot write {metrics}.tmp .*disk full"):
+    with file_size_limit(100), pytest.raises(RunFolderError, match=f"cannot write {metrics}.tmp .*disk full"):
         write_jsonl(records + records, metrics)
     assert metrics.read_bytes() == before and not (run / "metrics.jsonl.tmp").exists()
 
 
-def test_disk_full_while_writing_the_config_is_a_one_line_error(tmp_path, capsys, file_size_limit):
+def test_disk_full_while_writing_the_config_is_a_one_line_error(tmp_path, capsys):
     cfg_file = write_config(config(tmp_path / "run"), tmp_path / "exp.yaml")
-    file_size_limit(200)
-    code, err = run_cli(["train", "-c", str(cfg_file)], capsys)
+    with file_size_limit(200):
+        code, err = run_cli(["train", "-c", str(cfg_file)], capsys)
     assert_error(code, err, f"cannot write {tmp_path / 'run' / 'config.yaml'}", "disk full")
 
 
