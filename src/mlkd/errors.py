@@ -81,7 +81,8 @@ class RunFolderError(MLKDError, OSError):
 
 
 class NonFiniteLossError(MLKDError, FloatingPointError):
-    """A loss became NaN or infinite and the policy says stop."""
+    """A loss or its gradients became NaN or infinite and the policy says stop, or (under
+    ``train.nonfinite: skip``) the evaluated scores of a diverged model are NaN."""
 
 
 class RunBusyError(MLKDError, RuntimeError):
