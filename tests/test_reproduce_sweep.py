@@ -178,8 +178,24 @@ def test_shared_teachers_and_weight_variations(tmp_path):
     assert grid.run_for(grid.pairs[0], grid.methods[0], 4) is teachers[0]
 
 
+def test_a_methods_entry_config_applies_to_its_own_runs_only(tmp_path):
+    path = write_grid(tmp_path, tmp_path / "cache", distill={"cache": "auto"}, seeds=[0],
+                      methods=["teacher", "vanilla", "mld",
+                               {"method": "reviewkd", "config": {"distill": {"cache": "off"}, "optim": {"lr": 0.5}}}])
+    grid = load_grid(path)
+    by_method = {r.method: r.config for r in grid.runs if r.role != "teacher"}
+    assert by_method["reviewkd"].distill.cache == "off" and by_method["reviewkd"].optim.lr == 0.5
+    assert by_method["reviewkd"].distill.method == "reviewkd"
+    assert by_method["mld"].distill.cache == "auto" and by_method["mld"].optim.lr == 1e-3
+    assert by_method["vanilla"].distill.cache == "auto"
+    teacher = next(r for r in grid.runs if r.role == "teacher")
+    assert teacher.config.optim.lr == 1e-3
+
+
 @pytest.mark.parametrize("bad, message", [
     ({"methods": ["l3d"]}, "unknown method 'l3d'"),
+    ({"methods": [{"method": "mld", "config": {"pairs": []}}]}, "must hold config sections"),
+    ({"methods": [{"method": "teacher", "config": {"optim": {"lr": 1}}}]}, "takes no weights, options or config"),
     ({"pairs": [{"teacher": "tiny"}]}, "bad pair"),
     ({"seeds": [0, 0]}, "repeats a seed"),
     ({"run_dir": "x"}, "run_dir is set per run"),

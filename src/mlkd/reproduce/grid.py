@@ -14,7 +14,8 @@ base config of every run) and grid keys::
       resnet101: {pretrained: /weights/resnet101.safetensors}   # resnet50: {name: resnet50.a1_in1k})
     methods: [teacher, vanilla, rkd, pkt, reviewkd, mse, ps, mld, l2d]
     #   an entry is a method name, ``teacher`` (the Teacher row) or a mapping
-    #   {method: l2d, weights: {mld: 100}, options: {...}, name: "row label", slug: folder}
+    #   {method: l2d, weights: {mld: 100}, options: {...}, name: "row label", slug: folder,
+    #    config: {distill: {cache: "off"}}}   # config overrides for this row's runs only
     vary: {method: l2d, terms: [mld, cd, id], factors: [0.1, 10]}   # optional: weight variations
     seeds: [0, 1, 2]       # train.seed of each replicate
     teachers: per_seed     # or ``shared``: one teacher (the first seed's) for every seed
@@ -65,6 +66,7 @@ class MethodSpec:
     slug: str
     weights: dict = field(default_factory=dict, hash=False, compare=False)
     options: dict = field(default_factory=dict, hash=False, compare=False)
+    config: dict = field(default_factory=dict, hash=False, compare=False)  # config-section overrides
 
 
 @dataclass(frozen=True)
@@ -189,17 +191,21 @@ def method_spec(entry: Any, source: str) -> MethodSpec:
         entry = {"method": entry}
     if not isinstance(entry, dict) or "method" not in entry:
         raise ConfigError(f"{source}: a methods entry must be a name or a mapping with 'method', got {entry!r}")
-    unknown = sorted(set(entry) - {"method", "name", "slug", "weights", "options"})
+    unknown = sorted(set(entry) - {"method", "name", "slug", "weights", "options", "config"})
     if unknown:
         raise ConfigError(f"{source}: unknown key(s) {unknown} in methods entry {entry!r} "
-                          "(known: method, name, slug, weights, options)")
+                          "(known: method, name, slug, weights, options, config)")
+    config = entry.get("config") or {}
+    if not isinstance(config, dict) or set(config) - set(CONFIG_SECTIONS):
+        raise ConfigError(f"{source}: 'config' of methods entry {entry!r} must hold config sections "
+                          f"({', '.join(CONFIG_SECTIONS)})")
     method = str(entry["method"])
     weights = {str(k): float(v) for k, v in (entry.get("weights") or {}).items()}
     options = dict(entry.get("options") or {})
     if method != "teacher" and method not in METHODS:
         raise ConfigError(f"{source}: unknown method {method!r}; known: teacher, {', '.join(METHODS)}")
-    if method == "teacher" and (weights or options):
-        raise ConfigError(f"{source}: the teacher row takes no weights or options (use teacher_config)")
+    if method == "teacher" and (weights or options or config):
+        raise ConfigError(f"{source}: the teacher row takes no weights, options or config (use teacher_config)")
     bad = [name for name in (*weights, *options) if name not in LOSS_TERMS]
     if bad:
         raise ConfigError(f"{source}: unknown loss term(s) {bad} in methods entry for {method!r}; "
@@ -212,7 +218,7 @@ def method_spec(entry: Any, source: str) -> MethodSpec:
         slug = method + "".join(f"-{k}{_fmt_number(v)}" for k, v in sorted(weights.items()))
         if options:
             slug += "-o" + hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:8]
-    return MethodSpec(method, label, str(slug), weights, options)
+    return MethodSpec(method, label, str(slug), weights, options, copy.deepcopy(config))
 
 
 def vary_specs(vary: Any, source: str) -> list[MethodSpec]:
@@ -358,7 +364,7 @@ def _expand(grid: Grid, base: dict, models: dict, teacher_config: dict, source: 
                 if method.method == "teacher":
                     grid.cells[key] = teacher_run(pair.teacher, seed)
                     continue
-                if method.method == "vanilla" and not method.weights and not method.options:
+                if method.method == "vanilla" and not (method.weights or method.options or method.config):
                     run_dir = root / f"student-{pair.student}" / f"seed{seed}"
                     if run_dir not in runs:
                         cfg = _run_config(base, models, pair.student, method, seed, run_dir, None, None, source)
@@ -370,7 +376,7 @@ def _expand(grid: Grid, base: dict, models: dict, teacher_config: dict, source: 
                 teacher = teacher_run(pair.teacher, seed)
                 ckpt = teacher.run_dir / "checkpoints" / "last.pt"
                 run_dir = root / pair.folder / method.slug / f"seed{seed}"
-                cfg = _run_config(base, models, pair.student, method, seed, run_dir, ckpt, None, source)
+                cfg = _run_config(base, models, pair.student, method, seed, run_dir, ckpt, method.config, source)
                 runs[run_dir] = RunSpec(run_dir, "distill", grid.dataset, pair.student, method.method,
                                         method.label, seed, pair.teacher, pair.student, teacher.run_dir,
                                         cfg, [pair.label])
