@@ -101,6 +101,9 @@ class OptimConfig(_Section):
     stop_epoch: Optional[int] = Field(None, gt=0)
     pct_start: float = Field(0.2, gt=0, lt=1)
     grad_clip: Optional[float] = Field(None, gt=0)
+    # lr multiplier of every parameter outside the pretrained backbone (the new label-wise head,
+    # a method's own layers); 1 = the official recipe (one lr for all).
+    head_lr_scale: float = Field(1.0, gt=0)
 
 
 class DistillConfig(_Section):
