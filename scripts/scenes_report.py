@@ -15,16 +15,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from mlkd.data.coco import COCO_CATEGORIES, COCO_CLASSES  # noqa: E402
-from mlkd.data.coco_label_sets import label_matrix, load_label_sets  # noqa: E402
-from mlkd.data.glyphs import CLASS_GLYPHS  # noqa: E402
-from mlkd.data.registry import build_dataset  # noqa: E402
+from mlkd.analysis.scene_figure import scene_figure
+from mlkd.data.coco import COCO_CATEGORIES
+from mlkd.data.coco_label_sets import label_matrix, load_label_sets
+from mlkd.data.glyphs import CLASS_GLYPHS
+from mlkd.data.registry import build_dataset
 
 
 def batch_stats(labels: np.ndarray, rng: np.random.Generator, batches: int = 2000) -> tuple[float, float]:
@@ -41,17 +38,6 @@ def stats_row(name: str, labels: np.ndarray) -> str:
     any1, cd = batch_stats(labels, np.random.default_rng(0))
     return (f"| {name} | {len(labels):,} | {labels.sum(1).mean():.3f} | {labels.sum(1).max()} "
             f"| {share[0]:.1%} | {int((share < 0.05).sum())} | {per_class.min()} | {any1:.1f} | {cd:.1f} |")
-
-
-def figure(dataset, path: Path, rows: int = 3, cols: int = 6) -> None:
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 2.1, rows * 2.55))
-    for i, ax in enumerate(axes.flat):
-        ax.imshow(dataset.images[i])
-        names = [COCO_CLASSES[c] for c in np.flatnonzero(dataset.labels_matrix()[i])]
-        ax.set_title("\n".join(", ".join(names[j:j + 2]) for j in range(0, len(names), 2)), fontsize=7)
-        ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
 
 
 def main(out: str = "docs/figures/coco_scenes.png") -> None:
@@ -79,7 +65,7 @@ def main(out: str = "docs/figures/coco_scenes.png") -> None:
         g = CLASS_GLYPHS[name]
         mark = " (stand-in)" if g.stand_in else ""
         print(f"| {cid} | {name} | {chr(g.codepoint)} | U+{g.codepoint:04X} | {g.name}{mark} |")
-    figure(timed["train"][0], Path(out))
+    scene_figure(timed["train"][0], Path(out))
 
 
 if __name__ == "__main__":

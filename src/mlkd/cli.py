@@ -69,8 +69,8 @@ def _cmd_eval(args) -> int:
 def _cmd_demo(args) -> int:
     from mlkd.demo import run_demo
 
-    report = run_demo(out=args.out, source=args.source, methods=args.methods, epochs=args.epochs,
-                      seed=args.seed, device=args.device)
+    report = run_demo(out=args.out, data=args.data, source=args.source, methods=args.methods,
+                      epochs=args.epochs, seed=args.seed, device=args.device)
     print(report)
     return 0
 
@@ -250,12 +250,16 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
     evaluate.set_defaults(func=_cmd_eval)
 
-    demo = sub.add_parser("demo", help="teacher + students on the embedded mosaic data, with a report")
+    demo = sub.add_parser("demo", help="a teacher + students with a report: pretrained EfficientNet-Lite on "
+                                       "COCO-shaped scenes (default) or from-scratch nets on mosaics")
     demo.add_argument("--out", default="runs/demo", help="output folder (a second run reuses its teacher)")
+    demo.add_argument("--data", default="scenes", choices=["scenes", "mosaic"],
+                      help="scenes: Lite2 -> Lite0 on coco_scenes; mosaic: ResNet-18 -> MobileNetV2 on mosaics")
     demo.add_argument("--source", default="auto", choices=["auto", "fashion-mnist", "digits"],
-                      help="mosaic source: auto = fashion-mnist when installed, else digits")
+                      help="mosaic source (--data mosaic): auto = fashion-mnist when installed, else digits")
     demo.add_argument("--methods", default="core",
-                      help="core (vanilla, mld, l2d, l2d-validated), all (every baseline too) or a comma list")
+                      help="core (scenes: vanilla, mld, l2d; mosaic: + l2d-validated), all (every baseline "
+                           "too) or a comma list")
     demo.add_argument("--epochs", type=int, default=None, help="student/teacher epochs (default: the demo's)")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--device", default="auto")
