@@ -52,7 +52,7 @@ class DataConfig(_Section):
     name: str = "mosaic"
     options: dict[str, Any] = Field(default_factory=dict)
     img_size: int = Field(224, gt=0)
-    recipe: Literal["official", "paper", "none"] = "official"
+    recipe: Literal["official", "official_torchvision", "paper", "none"] = "official"
     normalize: bool = False
     batch_size: int = Field(64, gt=0)
     eval_batch_size: Optional[int] = Field(None, gt=0)
