@@ -140,7 +140,7 @@ class TrainConfig(_Section):
     """Device, precision, seed, logging and evaluation of the training engine."""
 
     device: str = "auto"
-    amp: Literal["auto", "off", "fp16", "bf16"] = "auto"
+    amp: Literal["auto", "off", "fp16", "bf16", "official"] = "auto"  # see mlkd.engine.runtime.resolve_precision
     seed: int = Field(0, ge=0, lt=2**32)  # numpy's and the samplers' seeds take 32 bits
     deterministic: bool = False
     eval_every: int = Field(1, ge=0)
