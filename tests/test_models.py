@@ -288,4 +288,4 @@ def test_catalog_counts():
     full = model_catalog(["resnet18"], img_size=64)[0]
     assert full["params_M"] > r18["params_M"] and full["img_size"] == 64
     table = format_catalog(rows)
-    assert table.splitlines()[0].startswith("| model") and len(table.splitlines()) == 4
+    assert table.splitlines()[0].startswith("| model") and len(table.splitlines()) == 6

@@ -17,6 +17,7 @@ from mlkd.cli import main as cli_main
 from mlkd.errors import ConfigError
 from mlkd.models.net import resolve_model_name
 from mlkd.reproduce.grid import load_grid, read_grid_file
+from mlkd.models.official_weights import OFFICIAL_WEIGHTS
 from mlkd.reproduce.paper import attach_paper, paper_data, paper_table, paper_table_ids
 from mlkd.reproduce.sweep import run_sweep
 
@@ -48,7 +49,8 @@ def test_grid_expands_into_valid_run_configs(name):
     assert not grid.missing and grid.runs
     assert len({r.run_dir for r in grid.runs}) == len(grid.runs)
     for run in grid.runs:  # each is a validated Config; teachers precede their students
-        assert run.config.train.seed == run.seed and run.config.model.name == run.model
+        assert run.config.train.seed == run.seed and run.config.model.name.split(".")[0] in (
+            run.model, resolve_model_name(run.model))  # the official recipe may add a timm weights tag
         if run.teacher_run is not None:
             assert run.teacher_run in [r.run_dir for r in grid.runs[:grid.runs.index(run)]]
             assert run.config.distill.teacher == str(run.teacher_run / "checkpoints" / "last.pt")
@@ -66,6 +68,9 @@ def test_grid_expands_into_valid_run_configs(name):
         assert (cfg.optim.name, cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.pct_start, cfg.optim.epochs) == \
             ("adam", 1e-4, 1e-4, 0.2, 80)
         assert cfg.model.pretrained is True and cfg.model.embed_dim == 768 and "oracle-k" in cfg.train.protocols
+        assert "oracle-k-strict" in cfg.train.protocols and cfg.train.amp == "official"
+        official = OFFICIAL_WEIGHTS[run.model].timm_tag
+        assert cfg.model.name == (official or run.model)  # the official code's ImageNet weights
         assert cfg.optim.stop_epoch == (30 if run.role == "teacher" else None)
     if paper:  # the grid's pairs are the published table's
         published = [(resolve_model_name(p["teacher"]), resolve_model_name(p["student"]))

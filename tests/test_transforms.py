@@ -7,6 +7,7 @@ from PIL import Image
 from torchvision import transforms as T
 from torchvision.transforms import functional as TF
 
+from mlkd.data.randaugment_official import OfficialRandAugment
 from mlkd.data.transforms import RECIPES, Cutout, build_transform
 from mlkd.errors import ConfigError
 
@@ -56,8 +57,10 @@ def test_eval_is_deterministic_resize_to_tensor(recipe):
 
 def test_official_train_pipeline_order():
     ops = build_transform("official", 64, True).transforms
-    assert [type(op) for op in ops] == [T.Resize, Cutout, T.RandAugment, T.ToTensor]
+    assert [type(op) for op in ops] == [T.Resize, Cutout, OfficialRandAugment, T.ToTensor]
     assert ops[0].size == (64, 64) and ops[1].factor == 0.5
+    torchvision = build_transform("official_torchvision", 64, True).transforms
+    assert [type(op) for op in torchvision] == [T.Resize, Cutout, T.RandAugment, T.ToTensor]
     paper = build_transform("paper", 64, True).transforms
     assert [type(op) for op in paper] == [T.Resize, T.RandomHorizontalFlip, Cutout,
                                           T.RandAugment, T.ToTensor]
@@ -121,7 +124,7 @@ def test_cutout_on_tensors():
 def flips(recipe: str, trials: int = 40) -> int:
     """How often the train pipeline (Cutout and RandAugment removed) mirrors the image."""
     t = build_transform(recipe, 32, True)
-    t.transforms = [op for op in t.transforms if not isinstance(op, (Cutout, T.RandAugment))]
+    t.transforms = [op for op in t.transforms if not isinstance(op, (Cutout, T.RandAugment, OfficialRandAugment))]
     torch.manual_seed(0)
     image = halves()
     count = 0
@@ -136,11 +139,12 @@ def flips(recipe: str, trials: int = 40) -> int:
 def test_paper_flips_sometimes_official_never():
     assert 5 <= flips("paper") <= 35
     assert flips("official") == 0
+    assert flips("official_torchvision") == 0
     assert flips("none") == 0
 
 
 def test_unknown_recipe_lists_valid_ones():
-    with pytest.raises(ConfigError, match="official, paper, none"):
+    with pytest.raises(ConfigError, match="official, official_torchvision, paper, none"):
         build_transform("fancy", 224, True)
     with pytest.raises(ConfigError, match="img_size"):
         build_transform("official", 0, True)

@@ -116,9 +116,9 @@ def _add_reproduce_parsers(sub) -> None:
 
     table = sub.add_parser("table", help="paper-style table (mean ± std over seeds) from runs, sweeps or grids")
     table.add_argument("paths", nargs="*", help="run folders, sweep folders or grid YAML files")
-    table.add_argument("--protocol", "-p", default="thr@0.5",
-                       help="thr@0.5 (default), oracle-k, oracle-k-strict, thr@T, topk@K "
-                            "(one the runs logged: train.protocols)")
+    table.add_argument("--protocol", "-p", default=None,
+                       help="thr@0.5 (default; with --paper: the published F1's protocol, oracle-k-strict), "
+                            "oracle-k, oracle-k-strict, thr@T, topk@K (one the runs logged: train.protocols)")
     table.add_argument("--format", "-f", default="md", choices=["md", "csv", "latex"])
     table.add_argument("--paper", help="also show the published table1 ... table8 (SPEC numbering)")
     table.add_argument("--out", help="runs folder of the grid files given (default: each grid's 'out')")

@@ -52,7 +52,7 @@ class DataConfig(_Section):
     name: str = "mosaic"
     options: dict[str, Any] = Field(default_factory=dict)
     img_size: int = Field(224, gt=0)
-    recipe: Literal["official", "paper", "none"] = "official"
+    recipe: Literal["official", "official_torchvision", "paper", "none"] = "official"
     normalize: bool = False
     batch_size: int = Field(64, gt=0)
     eval_batch_size: Optional[int] = Field(None, gt=0)
@@ -143,7 +143,7 @@ class TrainConfig(_Section):
     """Device, precision, seed, logging and evaluation of the training engine."""
 
     device: str = "auto"
-    amp: Literal["auto", "off", "fp16", "bf16"] = "auto"
+    amp: Literal["auto", "off", "fp16", "bf16", "official"] = "auto"  # see mlkd.engine.runtime.resolve_precision
     seed: int = Field(0, ge=0, lt=2**32)  # numpy's and the samplers' seeds take 32 bits
     deterministic: bool = False
     eval_every: int = Field(1, ge=0)

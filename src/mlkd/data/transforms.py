@@ -3,14 +3,21 @@
 Recipes (SPEC section 5), train side:
 
 - ``official`` (the L2D code): Resize((s, s)) (aspect ratio not kept) -> Cutout (one box of
-  half the side, random colour) -> RandAugment (torchvision, 2 ops, magnitude 9) -> ToTensor.
-  No flip, no mean/std normalisation.
-- ``paper`` (the paper's text): the same with a RandomHorizontalFlip after the resize.
+  half the side, random colour) -> the ``randaugment==1.0.2`` package's RandAugment (2 of 15
+  operations, each applied with probability 0.5, level 1-9 of 10:
+  :class:`mlkd.data.randaugment_official.OfficialRandAugment`) -> ToTensor. No flip, no
+  mean/std normalisation.
+- ``official_torchvision``: the same with torchvision's RandAugment (14 operations, both
+  always applied, magnitude 9 of 31) in place of the package's; this was ``official`` before
+  issue 14, kept bit for bit for runs made with it.
+- ``paper`` (the paper's text): ``official_torchvision`` with a RandomHorizontalFlip after the
+  resize.
 - ``none``: Resize((s, s)) -> ToTensor (small embedded data, debugging).
 
 Eval side, every recipe: Resize((s, s)) -> ToTensor, deterministic. ``normalize=True`` appends
 the ImageNet mean/std normalisation (for pretrained weights that expect it). Randomness comes
-from torch's global RNG (Cutout) and Python's / torch's (RandAugment, flip); with DataLoader
+from torch's global RNG (Cutout, the official RandAugment, flip) and Python's / torch's
+(torchvision's RandAugment); with DataLoader
 workers the training loader seeds them per item by (seed, epoch, index)
 (``mlkd.data.loaders.ItemSeeded``), without workers they are the main process's streams.
 """
@@ -23,9 +30,10 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
+from mlkd.data.randaugment_official import OfficialRandAugment
 from mlkd.errors import ConfigError
 
-RECIPES = ("official", "paper", "none")
+RECIPES = ("official", "official_torchvision", "paper", "none")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -89,7 +97,7 @@ def build_transform(recipe: str, img_size: int, train: bool,
     if train and recipe != "none":
         if recipe == "paper":
             ops.append(T.RandomHorizontalFlip())
-        ops += [Cutout(0.5), T.RandAugment()]
+        ops += [Cutout(0.5), OfficialRandAugment() if recipe == "official" else T.RandAugment()]
     ops.append(T.ToTensor())
     if normalize:
         ops.append(T.Normalize(IMAGENET_MEAN, IMAGENET_STD))

@@ -57,13 +57,28 @@ class Precision:
 
 
 def resolve_precision(amp: str, device: torch.device) -> Precision:
-    """``auto``: bf16 on CUDA with bf16 support, else fp16 + scaler on CUDA; off elsewhere."""
+    """The autocast dtype and GradScaler use of ``train.amp`` on ``device``.
+
+    - ``auto``: bf16 without a scaler on CUDA with bf16 support, else fp16 + GradScaler on CUDA;
+      full precision elsewhere.
+    - ``official`` (the official L2D code: ``torch.cuda.amp.autocast()`` + ``GradScaler()``):
+      fp16 + GradScaler on CUDA, whatever bf16 support; full precision elsewhere (the official
+      code runs on CUDA only), so a config naming it still runs on a CPU.
+    - ``fp16``: fp16 (+ GradScaler on CUDA); a ConfigError on CPU. ``bf16``: bf16, no scaler.
+    - ``off``: full precision.
+
+    The scaler skips a step whose gradients are not finite and lowers its scale (fp16
+    overflow); a step whose *loss* is not finite follows ``train.nonfinite`` (``stop`` or
+    ``skip``) in every mode.
+    """
+    if amp == "official":
+        return Precision(torch.float16, True) if device.type == "cuda" else Precision(None, False)
     if amp == "off" or (amp == "auto" and device.type != "cuda"):
         return Precision(None, False)
     if amp == "auto":
         amp = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     if amp == "fp16":
         if device.type == "cpu":
-            raise ConfigError("train.amp: fp16 autocast is for CUDA; use train.amp=bf16 or off on CPU")
+            raise ConfigError("train.amp: fp16 autocast is for CUDA; use train.amp=bf16, official or off on CPU")
         return Precision(torch.float16, device.type == "cuda")
     return Precision(torch.bfloat16, False)

@@ -122,6 +122,8 @@ def build_run(cfg: Config) -> Run:
         cfg.distill.method, weights=cfg.distill.weights, options=cfg.distill.options,
         student_channels=getattr(student, "feature_channels", None),
         teacher_channels=getattr(teacher, "feature_channels", None),
+        student_pooled_dim=getattr(student, "pooled_dim", None),
+        teacher_pooled_dim=getattr(teacher, "pooled_dim", None),
     ).to(device)
     if objective.needs_teacher and teacher is None:
         raise ConfigError(f"distill.method={cfg.distill.method} needs distill.teacher=/path/to/teacher.pt")

@@ -45,21 +45,34 @@ def _angles(x: Tensor) -> Tensor:
     return torch.bmm(unit, unit.transpose(1, 2))
 
 
+#: RKD variants: (distance weight, angle weight, distance reduction).
+RKD_VARIANTS: dict[str, tuple[float, float, str]] = {
+    "original": (25.0, 50.0, "mean"),   # Park et al. 2019: means over the B x B / B^3 entries
+    "official": (10.0, 10.0, "batch"),  # the official L2D code: RKD(x=10, y=10), distance sum / B
+}
+
+
 def rkd_loss(student_feat: Tensor, teacher_feat: Tensor, distance_weight: float = 25.0,
-             angle_weight: float = 50.0) -> Tensor:
+             angle_weight: float = 50.0, distance_reduction: str = "mean") -> Tensor:
     """Relational KD (Park et al. 2019) on pooled features [B, F] and [B, F'] -> scalar.
 
     distance term: pairwise distances, each divided by its off-diagonal mean, smooth-L1
-    (beta 1) averaged over the B x B entries; angle term: cosines of all triplet angles,
-    smooth-L1 averaged over B^3 entries. Weights 25 and 50 are the RKD paper's. (The
-    official L2D code used 10 and 10 and summed the distance term / B instead of averaging.)
+    (beta 1) over the B x B entries, averaged (``distance_reduction="mean"``, Park et al.) or
+    summed and divided by B (``"batch"``, the official L2D code); angle term: cosines of all
+    triplet angles, smooth-L1 averaged over B^3 entries. The defaults 25 / 50 / mean are the RKD
+    paper's; the official L2D code used 10 / 10 / batch (``RKD_VARIANTS["official"]``): at
+    B = 64 its distance term weighs 10 * 64 / 25 = 25.6 times Park's and its angle term 1/5.
     """
+    if distance_reduction not in ("mean", "batch"):
+        raise ValueError(f"rkd_loss: distance_reduction must be 'mean' or 'batch', got {distance_reduction!r}")
     _check_pooled("rkd_loss", student_feat, teacher_feat)
     with full_precision(student_feat, teacher_feat.detach()) as (s, t):
         loss = s.new_zeros(())
         if distance_weight:
-            dist = F.smooth_l1_loss(_normalised_distances(s), _normalised_distances(t), beta=1.0)
-            loss = loss + distance_weight * dist
+            reduction = "mean" if distance_reduction == "mean" else "sum"
+            dist = F.smooth_l1_loss(_normalised_distances(s), _normalised_distances(t), beta=1.0,
+                                    reduction=reduction)
+            loss = loss + distance_weight * (dist if distance_reduction == "mean" else dist / len(s))
         if angle_weight:
             angle = F.smooth_l1_loss(_angles(s), _angles(t), beta=1.0)
             loss = loss + angle_weight * angle
@@ -118,6 +131,13 @@ def hcl_loss(student_feats: Sequence[Tensor], teacher_feats: Sequence[Tensor],
     return total
 
 
+def pooled_as_map(pooled: Tensor) -> Tensor:
+    """[B, F] -> [B, F, 1, 1]: the pooled feature as the deepest ReviewKD level."""
+    if pooled.dim() != 2:
+        raise ValueError(f"pooled features must be [B, F], got {tuple(pooled.shape)}")
+    return pooled[:, :, None, None]
+
+
 class ABF(nn.Module):
     """Attention-based fusion (ReviewKD): 1x1 conv to mid channels, optional fusion with the
     deeper stage's residual (upsampled, mixed by two sigmoid attention maps), 3x3 conv to the
@@ -154,6 +174,12 @@ class ReviewKD(nn.Module):
     (bilinear). The deepest student stage goes through its ABF alone; each shallower stage is
     fused with the residual of the stage below it, upsampled (nearest). The ABF parameters
     must be trained with the student (they are this module's parameters).
+
+    Variants (``ReviewKDTerm``): ``stages`` reviews the backbone's stage maps only; ``official``
+    appends the pooled feature [B, F] as a deepest 1 x 1 level (5 levels for a 4-stage
+    backbone, the official L2D code's ``shapes = [1, 7, 14, 28, 56]``). Both are built with this
+    module: pass the channel lists with the pooled dims appended and the maps with
+    :func:`pooled_as_map` appended for ``official``.
     """
 
     def __init__(self, student_channels: Sequence[int], teacher_channels: Sequence[int],

@@ -26,8 +26,15 @@ def bce_loss(logits: Tensor, targets: Tensor, reduction: str = "sum") -> Tensor:
 
     reduction "sum" (default; the official code, which produced the published numbers): summed
     over batch and classes. "mean": the same sum divided by B (the paper text's mean over the
-    batch of per-image sums). Computed stably from logits; the official code instead clamps
-    probabilities at 1e-8, which only differs when a logit is beyond about +-18.4.
+    batch of per-image sums). Computed stably from logits (float32 at least, relative error
+    ~1e-7 at any logit). The official code instead computes log(clamp(p, 1e-8)) and
+    log(clamp(1 - p, 1e-8)) from p = sigmoid(z) in float32, which differs at large |z|,
+    asymmetrically (measured in tests/test_bce_boundary.py):
+
+    - negative label, z > 0: 1 - p cancels in float32; its loss is off by more than 0.1 from
+      z ~ 14.4 and by more than 0.5 from z ~ 16.4, and from z ~ 16.64 (where p rounds to 1)
+      it is the clamp's constant -log(1e-8) = 18.42 instead of ~z;
+    - positive label, z < 0: p itself is accurate, so only the clamp acts, below z ~ -18.42.
     """
     if reduction not in ("sum", "mean"):
         raise ValueError(f"bce_loss: reduction must be 'sum' or 'mean', got {reduction!r}")

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from mlkd.errors import ConfigError
 from mlkd.losses.embedding import PairPlan, cd_id_losses, cd_loss, id_loss, pair_plan
-from mlkd.losses.feature import ReviewKD, pkt_loss, rkd_loss
+from mlkd.losses.feature import RKD_VARIANTS, ReviewKD, pkt_loss, pooled_as_map, rkd_loss
 from mlkd.losses.logits import bce_loss, logits_mse_loss, mld_loss, ps_loss
 from mlkd.models.output import ModelOutput
 from mlkd.registry import Registry
@@ -175,17 +175,24 @@ class IDTerm(_EmbeddingTerm):
 
 @LOSS_TERMS.register("rkd")
 class RKDTerm(LossTerm):
-    """Relational KD on pooled features; internal weights 25 (distance), 50 (angle)."""
+    """Relational KD on pooled features. ``variant``: ``original`` (Park et al.: weights 25
+    distance / 50 angle, means) or ``official`` (the official L2D code: 10 / 10, the distance
+    term summed / B); ``distance_weight`` / ``angle_weight`` override the variant's weights."""
 
     name, field = "rkd", "pooled"
 
-    def __init__(self, distance_weight: float = 25.0, angle_weight: float = 50.0):
+    def __init__(self, variant: str = "original", distance_weight: Optional[float] = None,
+                 angle_weight: Optional[float] = None):
         super().__init__()
-        self.distance_weight = check_option("rkd", "distance_weight", distance_weight, minimum=0)
-        self.angle_weight = check_option("rkd", "angle_weight", angle_weight, minimum=0)
+        self.variant = check_option("rkd", "variant", variant, tuple(RKD_VARIANTS))
+        default_distance, default_angle, self.distance_reduction = RKD_VARIANTS[variant]
+        self.distance_weight = check_option("rkd", "distance_weight", default_distance
+                                            if distance_weight is None else distance_weight, minimum=0)
+        self.angle_weight = check_option("rkd", "angle_weight", default_angle
+                                         if angle_weight is None else angle_weight, minimum=0)
 
     def compute(self, s, t, targets):
-        return rkd_loss(s, t, self.distance_weight, self.angle_weight)
+        return rkd_loss(s, t, self.distance_weight, self.angle_weight, self.distance_reduction)
 
 
 @LOSS_TERMS.register("pkt")
@@ -205,21 +212,48 @@ class PKTTerm(LossTerm):
 
 @LOSS_TERMS.register("reviewkd")
 class ReviewKDTerm(LossTerm):
-    """ReviewKD on stage feature maps; its ABF modules are trained with the student."""
+    """ReviewKD on stage feature maps; its ABF modules are trained with the student.
+
+    ``variant``: ``stages`` (the backbone's stage maps) or ``official`` (the stage maps plus
+    the pooled feature as a deepest 1 x 1 level, as the official L2D code's ReviewKDModel
+    shapes [1, 7, 14, 28, 56]; that code's own feature path cannot run, so this is its
+    reconstruction). ``official`` needs ``student_pooled_dim`` / ``teacher_pooled_dim``.
+    """
 
     name, field = "reviewkd", "features"
 
     def __init__(self, student_channels: Sequence[int], teacher_channels: Sequence[int],
-                 mid_channel: int = 256):
+                 mid_channel: int = 256, variant: str = "stages",
+                 student_pooled_dim: Optional[int] = None, teacher_pooled_dim: Optional[int] = None):
         super().__init__()
+        self.variant = check_option("reviewkd", "variant", variant, ("stages", "official"))
+        student_channels, teacher_channels = list(student_channels), list(teacher_channels)
+        if variant == "official":
+            if student_pooled_dim is None or teacher_pooled_dim is None:
+                raise ConfigError("loss term 'reviewkd': variant 'official' needs the pooled feature "
+                                  "dims of student and teacher (student_pooled_dim, teacher_pooled_dim)")
+            student_channels.append(int(student_pooled_dim))
+            teacher_channels.append(int(teacher_pooled_dim))
         self.review = ReviewKD(student_channels, teacher_channels, mid_channel)
+
+    def forward(self, student: ModelOutput, teacher: Optional[ModelOutput], targets: Tensor) -> Tensor:
+        s, t = self.value_of(student, "student"), self.value_of(teacher, "teacher")
+        if self.variant == "official":
+            for output, role in ((student, "student"), (teacher, "teacher")):
+                if output.pooled is None:
+                    raise ConfigError(f"loss term 'reviewkd' (variant official) needs {_NEEDS['pooled']} "
+                                      f"from the {role} model, which has none")
+            s = [*s, pooled_as_map(student.pooled)]
+            t = [*t, pooled_as_map(teacher.pooled)]
+        return self.compute(s, t, targets)
 
     def compute(self, s, t, targets):
         return self.review(s, t)
 
 
 # Named methods (SPEC §4): (term, weight) lists. Baseline weights follow the original papers
-# where they state one (RKD's 25/50 live inside the rkd term; ReviewKD 1.0 as in Chen et al.);
+# where they state one (RKD's 25/50 live inside the rkd term, `variant: official` gives the
+# official L2D code's 10/10; ReviewKD 1.0 as in Chen et al. and the official code);
 # PKT, MSE and PS use 1.0 (the authors' code applies no extra factor). L2D weights are the
 # paper's: 10 MLD, 100 CD, 1000 ID. Every weight can be overridden by build_objective.
 METHODS: dict[str, tuple[tuple[str, float], ...]] = {
@@ -324,13 +358,16 @@ def method_needs_teacher(method: str, weights: Optional[Mapping[str, float]] = N
 def build_objective(method: str, weights: Optional[Mapping[str, float]] = None,
                     options: Optional[Mapping[str, Mapping[str, Any]]] = None,
                     student_channels: Optional[Sequence[int]] = None,
-                    teacher_channels: Optional[Sequence[int]] = None) -> Objective:
+                    teacher_channels: Optional[Sequence[int]] = None,
+                    student_pooled_dim: Optional[int] = None,
+                    teacher_pooled_dim: Optional[int] = None) -> Objective:
     """The Objective of a named method (see ``METHODS``).
 
     weights: {term: weight} overrides; naming a term the method lacks adds it, a weight of 0
     removes the term. options: {term: {kwarg: value}} passed to the term's constructor.
-    student_channels / teacher_channels: stage channel lists, needed by reviewkd.
-    Unknown methods, term names, or options raise ConfigError.
+    student_channels / teacher_channels: stage channel lists, needed by reviewkd;
+    student_pooled_dim / teacher_pooled_dim: pooled feature dims (F), needed by reviewkd's
+    ``official`` variant. Unknown methods, term names, or options raise ConfigError.
     """
     options = {k: dict(v) for k, v in (options or {}).items()}
     _check_names(f"the options of method {method!r}", list(options))
@@ -346,6 +383,9 @@ def build_objective(method: str, weights: Optional[Mapping[str, float]] = None,
         if opts["student_channels"] is None or opts["teacher_channels"] is None:
             raise ConfigError(f"method {method!r} uses reviewkd, which needs the stage channel "
                               "lists: pass student_channels and teacher_channels")
+        if opts.get("variant") == "official":
+            opts.setdefault("student_pooled_dim", student_pooled_dim)
+            opts.setdefault("teacher_pooled_dim", teacher_pooled_dim)
     terms = {name: _build_term(name, options.get(name, {})) for name in chosen}
     log.debug("objective %s: %s", method, chosen)
     return Objective(method, terms, chosen)

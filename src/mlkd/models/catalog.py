@@ -13,6 +13,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from mlkd.models.net import PAPER_BACKBONES, PRETRAINED_ALIASES, build_model, resolve_model_name
+from mlkd.models.official_weights import describe_official
 
 #: What ``mlkd models`` lists: the paper's backbones, then those with offline ImageNet weights.
 CATALOG_NAMES: tuple[str, ...] = (*PAPER_BACKBONES, *PRETRAINED_ALIASES)
@@ -38,7 +39,9 @@ def weights_source(name: str) -> str:
 
 
 def count_model(name: str, img_size: int = 224, num_classes: int = 80, **build_kwargs: Any) -> dict[str, Any]:
-    """{name, timm_name, params_M, gflops, img_size, weights} of ``build_model(name, num_classes)``."""
+    """{name, timm_name, params_M, gflops, img_size, weights, official_weights} of
+    ``build_model(name, num_classes)``; ``official_weights``: the timm tag of the official L2D
+    code's ImageNet weights (what ``configs/recipes/official.yaml`` selects), or why none."""
     with torch.device("meta"):
         model = build_model(name, num_classes, **build_kwargs).eval()
         x = torch.empty(1, 3, img_size, img_size)
@@ -53,6 +56,7 @@ def count_model(name: str, img_size: int = 224, num_classes: int = 80, **build_k
         "gflops": round(counter.get_total_flops() / 1e9, 2),
         "img_size": img_size,
         "weights": weights_source(name),
+        "official_weights": describe_official(name),
     }
 
 
@@ -72,14 +76,18 @@ def model_catalog(
 
 
 def format_catalog(rows: list[dict[str, Any]]) -> str:
-    """A markdown table of ``model_catalog`` rows."""
+    """A markdown table of ``model_catalog`` rows, then a note on the two weight columns."""
     lines = [
-        "| model | timm name | params (M) | GFLOPs | input | ImageNet weights (`pretrained: true`) |",
-        "|---|---|---:|---:|---:|---|",
+        "| model | timm name | params (M) | GFLOPs | input | ImageNet weights (`pretrained: true`) "
+        "| official code's weights (recipe `official`) |",
+        "|---|---|---:|---:|---:|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['name']} | {r['timm_name']} | {r['params_M']:.2f} | {r['gflops']:.2f} | {r['img_size']} "
-            f"| {r.get('weights', '?')} |"
+            f"| {r.get('weights', '?')} | {r.get('official_weights', '-')} |"
         )
+    lines.append("")
+    lines.append("`pretrained: true` takes timm's default tag of the timm name; configs/recipes/official.yaml "
+                 "selects the tag of the official code's weights instead (models.<name>.name).")
     return "\n".join(lines)

@@ -40,9 +40,16 @@ def paper_data(table_id: str) -> dict:
 
 
 def _canonical(model: Optional[str]) -> Optional[str]:
+    """The timm architecture of a model name: aliases resolved, a weights tag dropped
+    (``resnet34.tv_in1k`` is ResNet-34, as the official recipe names it)."""
     from mlkd.models.net import resolve_model_name
 
-    return resolve_model_name(model) if model else model
+    return resolve_model_name(model.split(".")[0]) if model else model
+
+
+def paper_f1_protocol(table_id: str) -> Optional[str]:
+    """The protocol of the published OF1 / CF1 of ``table_id`` (None for a table without F1)."""
+    return paper_data(table_id).get("f1_protocol")
 
 
 def paper_table(table_id: str) -> ResultTable:
@@ -67,7 +74,7 @@ def paper_table(table_id: str) -> ResultTable:
     rows: list[str] = []
     for pair in data["pairs"]:
         rows += [row for row in pair["rows"] if row not in rows]
-    table = ResultTable(title=title, protocol=f"mAP; OF1/CF1 under {data.get('f1_protocol', 'oracle-k')}",
+    table = ResultTable(title=title, protocol=f"mAP; OF1/CF1 under {data.get('f1_protocol', 'oracle-k-strict')}",
                         columns=columns, rows=rows, metrics=tuple(data["metrics"]), published=True)
     for index, pair in enumerate(data["pairs"]):
         for row, values in pair["rows"].items():
@@ -104,7 +111,7 @@ def attach_paper(table: ResultTable, table_id: str) -> Optional[ResultTable]:
                     table.rows.append(row)
     if not matched:
         return published
-    f1 = data.get("f1_protocol", "oracle-k")
+    f1 = data.get("f1_protocol", "oracle-k-strict")
     if table.protocol != f1:
         table.notes.append(f"the paper's OF1/CF1 are under {f1} (ours: {table.protocol}); "
                            f"pass --protocol {f1} to compare F1 like for like (mAP does not depend on it)")

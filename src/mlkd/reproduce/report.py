@@ -14,15 +14,25 @@ def is_grid_file(path: str) -> bool:
     return Path(path).suffix in (".yaml", ".yml") and Path(path).is_file()
 
 
-def tables_for(paths: Sequence[str], protocol: str = "thr@0.5", paper: Optional[str] = None,
+def default_protocol(paper: Optional[str] = None) -> str:
+    """``thr@0.5``; beside a published table, the protocol of its F1 (``oracle-k-strict``, the
+    official code's rule), so that F1 is compared like for like."""
+    from mlkd.reproduce.paper import paper_f1_protocol
+
+    return (paper_f1_protocol(paper) if paper else None) or "thr@0.5"
+
+
+def tables_for(paths: Sequence[str], protocol: Optional[str] = None, paper: Optional[str] = None,
                overrides: Sequence[str] = (), out: Optional[str] = None,
                title: Optional[str] = None, paired: Optional[str] = None) -> list[ResultTable]:
     """One table per grid file in ``paths`` and one for all the run / sweep folders together;
     with ``paper``, the published values beside matching pairs (or the published table after);
-    with ``paired``, each table is followed by its rows minus that row, paired by seed."""
+    with ``paired``, each table is followed by its rows minus that row, paired by seed.
+    ``protocol`` None: :func:`default_protocol`. Every table names its protocol (its caption)."""
     from mlkd.reproduce.grid import load_grid
     from mlkd.reproduce.paper import attach_paper, paper_table
 
+    protocol = protocol or default_protocol(paper)
     grids = [p for p in paths if is_grid_file(p)]
     folders = [p for p in paths if not is_grid_file(p)]
     tables = [grid_table(load_grid(g, list(overrides), out), protocol) for g in grids]
@@ -50,7 +60,7 @@ def tables_for(paths: Sequence[str], protocol: str = "thr@0.5", paper: Optional[
     return tables + extra
 
 
-def table_text(paths: Sequence[str], protocol: str = "thr@0.5", fmt: str = "md",
+def table_text(paths: Sequence[str], protocol: Optional[str] = None, fmt: str = "md",
                paper: Optional[str] = None, overrides: Sequence[str] = (), out: Optional[str] = None,
                title: Optional[str] = None, paired: Optional[str] = None) -> str:
     """The rendered tables (``md``, ``csv`` or ``latex``), separated by blank lines."""
