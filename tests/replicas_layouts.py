@@ -1,0 +1,120 @@
+"""Replicas of the dataset layouts users commonly bring, beside the paper's (``replicas.py``):
+COCO 2017, Pascal VOC 2012 (and 07+12), NUS-WIDE as NUS distributes it and as ASL / ML-Decoder
+users have it, and the list layouts of other repositories.
+
+Written from the formats' public documentation, not from mlkd's tables: the COCO categories
+below are typed from the COCO 2017 instances files (id, name, supercategory), the VOC 2012 XML
+from the devkit's annotations (owner, person parts, occluded, per-class set files), the NUS-WIDE
+files as NUS distributes them (ConceptsList/, Groundtruth/TrainTestLabels/, ImageList/ with
+Windows backslash paths and CRLF). Each writer returns what a builder needs.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from replicas import write_jpeg
+
+# ---------------------------------------------------------------- MS-COCO 2017
+
+# (id, name, supercategory) as in instances_val2017.json's "categories".
+COCO2017_CATEGORIES = [
+    (1, "person", "person"), (2, "bicycle", "vehicle"), (3, "car", "vehicle"),
+    (4, "motorcycle", "vehicle"), (5, "airplane", "vehicle"), (6, "bus", "vehicle"),
+    (7, "train", "vehicle"), (8, "truck", "vehicle"), (9, "boat", "vehicle"),
+    (10, "traffic light", "outdoor"), (11, "fire hydrant", "outdoor"), (13, "stop sign", "outdoor"),
+    (14, "parking meter", "outdoor"), (15, "bench", "outdoor"), (16, "bird", "animal"),
+    (17, "cat", "animal"), (18, "dog", "animal"), (19, "horse", "animal"), (20, "sheep", "animal"),
+    (21, "cow", "animal"), (22, "elephant", "animal"), (23, "bear", "animal"),
+    (24, "zebra", "animal"), (25, "giraffe", "animal"), (27, "backpack", "accessory"),
+    (28, "umbrella", "accessory"), (31, "handbag", "accessory"), (32, "tie", "accessory"),
+    (33, "suitcase", "accessory"), (34, "frisbee", "sports"), (35, "skis", "sports"),
+    (36, "snowboard", "sports"), (37, "sports ball", "sports"), (38, "kite", "sports"),
+    (39, "baseball bat", "sports"), (40, "baseball glove", "sports"), (41, "skateboard", "sports"),
+    (42, "surfboard", "sports"), (43, "tennis racket", "sports"), (44, "bottle", "kitchen"),
+    (46, "wine glass", "kitchen"), (47, "cup", "kitchen"), (48, "fork", "kitchen"),
+    (49, "knife", "kitchen"), (50, "spoon", "kitchen"), (51, "bowl", "kitchen"),
+    (52, "banana", "food"), (53, "apple", "food"), (54, "sandwich", "food"), (55, "orange", "food"),
+    (56, "broccoli", "food"), (57, "carrot", "food"), (58, "hot dog", "food"), (59, "pizza", "food"),
+    (60, "donut", "food"), (61, "cake", "food"), (62, "chair", "furniture"),
+    (63, "couch", "furniture"), (64, "potted plant", "furniture"), (65, "bed", "furniture"),
+    (67, "dining table", "furniture"), (70, "toilet", "furniture"), (72, "tv", "electronic"),
+    (73, "laptop", "electronic"), (74, "mouse", "electronic"), (75, "remote", "electronic"),
+    (76, "keyboard", "electronic"), (77, "cell phone", "electronic"),
+    (78, "microwave", "appliance"), (79, "oven", "appliance"), (80, "toaster", "appliance"),
+    (81, "sink", "appliance"), (82, "refrigerator", "appliance"), (84, "book", "indoor"),
+    (85, "clock", "indoor"), (86, "vase", "indoor"), (87, "scissors", "indoor"),
+    (88, "teddy bear", "indoor"), (89, "hair drier", "indoor"), (90, "toothbrush", "indoor"),
+]
+
+# subset -> {image id: [category names, one per annotation]}; "*" marks a crowd annotation.
+COCO2017_SAMPLE: dict[str, dict[int, list[str]]] = {
+    "train2017": {
+        9: ["bowl", "broccoli", "orange", "orange"],
+        25: ["giraffe", "*person"],
+        30: ["potted plant", "vase"],
+        36: [],
+        49: ["toothbrush", "airplane", "zebra"],
+    },
+    "val2017": {
+        139: ["person", "tv", "chair", "chair", "potted plant", "dining table"],
+        285: ["bear"],
+        632: [],
+        724: ["*stop sign", "car"],
+    },
+}
+
+
+def coco2017_file_name(image_id: int) -> str:
+    return f"{image_id:012d}.jpg"
+
+
+def coco2017_instances(images: Mapping[int, Sequence[str]], size=(40, 30)) -> dict:
+    """An instances_<subset>2017.json document as the 2017 release writes it."""
+    ids = {name: cid for cid, name, _ in COCO2017_CATEGORIES}
+    doc = {
+        "info": {"description": "COCO 2017 Dataset", "url": "http://cocodataset.org",
+                 "version": "1.0", "year": 2017, "contributor": "COCO Consortium",
+                 "date_created": "2017/09/01"},
+        "licenses": [{"url": "http://creativecommons.org/licenses/by-nc-sa/2.0/", "id": 1,
+                      "name": "Attribution-NonCommercial-ShareAlike License"}],
+        "images": [], "annotations": [],
+        "categories": [{"supercategory": sup, "id": cid, "name": name}
+                       for cid, name, sup in COCO2017_CATEGORIES],
+    }
+    ann_id = 100
+    for image_id, names in images.items():
+        doc["images"].append({"license": 1, "file_name": coco2017_file_name(image_id),
+                              "coco_url": f"http://images.cocodataset.org/val2017/"
+                                          f"{coco2017_file_name(image_id)}",
+                              "height": size[1], "width": size[0],
+                              "date_captured": "2013-11-14 17:02:52",
+                              "flickr_url": "http://farm7.staticflickr.com/x.jpg",
+                              "id": image_id})
+        for name in names:
+            crowd = name.startswith("*")
+            doc["annotations"].append({
+                "segmentation": ({"counts": [6, 10, 1184], "size": [size[1], size[0]]} if crowd
+                                 else [[2.0, 3.0, 12.0, 3.0, 12.0, 15.0, 2.0, 15.0]]),
+                "area": 120.0, "iscrowd": int(crowd), "image_id": image_id,
+                "bbox": [2.0, 3.0, 10.0, 12.0], "category_id": ids[name.lstrip("*")],
+                "id": ann_id})
+            ann_id += 7
+    return doc
+
+
+def write_coco2017(root: str | Path, sample=COCO2017_SAMPLE, images_folder: str = "") -> Path:
+    """root/{train2017,val2017}/<12-digit id>.jpg (or root/<images_folder>/<subset>/...) and
+    root/annotations/instances_{train,val}2017.json."""
+    root = Path(root)
+    (root / "annotations").mkdir(parents=True, exist_ok=True)
+    for subset, images in sample.items():
+        for k, image_id in enumerate(images):
+            write_jpeg(root / images_folder / subset / coco2017_file_name(image_id), seed=image_id + k)
+        (root / "annotations" / f"instances_{subset}.json").write_text(
+            json.dumps(coco2017_instances(images)))
+    return root
