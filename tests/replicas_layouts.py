@@ -118,3 +118,86 @@ def write_coco2017(root: str | Path, sample=COCO2017_SAMPLE, images_folder: str 
         (root / "annotations" / f"instances_{subset}.json").write_text(
             json.dumps(coco2017_instances(images)))
     return root
+
+
+# ---------------------------------------------------------------- Pascal VOC 2012
+
+# The 20 classes in the devkit's order (VOCinit.m's VOCopts.classes).
+VOC_DEVKIT_CLASSES = ("aeroplane bicycle bird boat bottle bus car cat chair cow diningtable dog "
+                      "horse motorbike person pottedplant sheep sofa train tvmonitor").split()
+
+# image set -> {image id: [(class, difficult or None when the tag is absent, person parts)]}
+VOC2012_SAMPLE: dict[str, dict[str, list[tuple[str, int | None, tuple[str, ...]]]]] = {
+    "train": {
+        "2008_000008": [("horse", 0, ()), ("person", 0, ("head", "hand"))],
+        "2008_000015": [("bottle", 1, ()), ("bottle", 0, ())],
+        "2009_000040": [("sofa", 1, ()), ("cat", None, ())],
+        "2011_001022": [("aeroplane", 0, ())],
+    },
+    "val": {
+        "2008_000002": [("tvmonitor", 0, ())],
+        "2010_000027": [("person", 1, ("foot",)), ("dog", 0, ())],
+        "2012_004331": [("diningtable", 0, ()), ("chair", 0, ()), ("chair", 1, ())],
+    },
+}
+
+
+def voc2012_xml(image_id: str, objects, size=(40, 30)) -> str:
+    """One annotation file as VOC2012's Annotations/ writes it (tags in alphabetical order,
+    person parts with their own <name>, <occluded>, sometimes no <difficult>)."""
+    def box(k):
+        return (f"<bndbox><xmax>{20 + k}</xmax><xmin>{1 + k}</xmin><ymax>25</ymax>"
+                f"<ymin>2</ymin></bndbox>")
+    objs = []
+    for k, (name, difficult, parts) in enumerate(objects):
+        tag = "" if difficult is None else f"<difficult>{difficult}</difficult>"
+        part = "".join(f"<part>{box(j)}<name>{p}</name></part>" for j, p in enumerate(parts))
+        objs.append(f"\t<object>\n\t\t<name>{name}</name>\n\t\t{box(k)}\n\t\t{tag}\n"
+                    f"\t\t<occluded>0</occluded>{part}\n\t\t<pose>Unspecified</pose>\n"
+                    "\t\t<truncated>1</truncated>\n\t</object>\n")
+    return (f"<annotation>\n\t<filename>{image_id}.jpg</filename>\n\t<folder>VOC2012</folder>\n"
+            + "".join(objs) + "\t<segmented>0</segmented>\n"
+            f"\t<size>\n\t\t<depth>3</depth>\n\t\t<height>{size[1]}</height>\n"
+            f"\t\t<width>{size[0]}</width>\n\t</size>\n\t<source>\n"
+            "\t\t<annotation>PASCAL VOC2008</annotation>\n"
+            "\t\t<database>The VOC2008 Database</database>\n\t\t<image>flickr</image>\n"
+            "\t</source>\n</annotation>\n")
+
+
+def write_class_set_files(folder: Path, image_set: str, images: Mapping[str, Sequence],
+                          classes: Sequence[str]) -> None:
+    """ImageSets/Main/<class>_<set>.txt: "<id> 1" present, "<id> 0" only difficult, "-1" absent."""
+    for cls in classes:
+        lines = []
+        for image_id, objects in images.items():
+            flags = [d for name, d, *_ in objects if name == cls]
+            value = -1 if not flags else (1 if any(not d for d in flags) else 0)
+            lines.append(f"{image_id} {value:2d}\n")
+        (folder / "ImageSets" / "Main" / f"{cls}_{image_set}.txt").write_text("".join(lines))
+
+
+def read_class_set_files(folder: Path, image_set: str, classes: Sequence[str]) -> dict[str, dict]:
+    """{image id: {class: -1 | 0 | 1}} from the per-class set files (the test oracle)."""
+    table: dict[str, dict] = {}
+    for cls in classes:
+        for line in (folder / "ImageSets" / "Main" / f"{cls}_{image_set}.txt").read_text().splitlines():
+            image_id, value = line.split()
+            table.setdefault(image_id, {})[cls] = int(value)
+    return table
+
+
+def write_voc2012(folder: str | Path, sample=VOC2012_SAMPLE,
+                  classes: Sequence[str] = VOC_DEVKIT_CLASSES) -> Path:
+    """A VOC2012 folder (train, val and trainval = train + val, as the devkit ships them)."""
+    folder = Path(folder)
+    (folder / "ImageSets" / "Main").mkdir(parents=True, exist_ok=True)
+    (folder / "Annotations").mkdir(parents=True, exist_ok=True)
+    sets = {**sample, "trainval": {**sample["train"], **sample["val"]}}
+    for image_set, images in sets.items():
+        (folder / "ImageSets" / "Main" / f"{image_set}.txt").write_text(
+            "".join(f"{image_id}\n" for image_id in sorted(images)))
+        write_class_set_files(folder, image_set, {i: images[i] for i in sorted(images)}, classes)
+    for k, (image_id, objects) in enumerate(sets["trainval"].items()):
+        (folder / "Annotations" / f"{image_id}.xml").write_text(voc2012_xml(image_id, objects))
+        write_jpeg(folder / "JPEGImages" / f"{image_id}.jpg", seed=100 + k)
+    return folder
