@@ -201,3 +201,63 @@ def write_voc2012(folder: str | Path, sample=VOC2012_SAMPLE,
         (folder / "Annotations" / f"{image_id}.xml").write_text(voc2012_xml(image_id, objects))
         write_jpeg(folder / "JPEGImages" / f"{image_id}.jpg", seed=100 + k)
     return folder
+
+
+# ---------------------------------------------------------------- list layouts of other repositories
+
+# (path, class names, split) rows; the classes are deliberately not in alphabetical order of use
+LAYOUT_ROWS: list[tuple[str, list[str], str]] = [
+    ("images/0001_2124494179.jpg", ["sky", "clouds"], "train"),
+    ("images/0002_1234567890.jpg", ["person"], "train"),
+    ("images/0003_2222222222.jpg", [], "train"),
+    ("images/0004_3333333333.jpg", ["water", "sky", "beach"], "train"),
+    ("images/0005_4444444444.jpg", ["clouds"], "val"),
+    ("images/0006_5555555555.jpg", ["beach", "person"], "val"),
+]
+
+
+def _csv_text(rows: Sequence[Sequence[str]]) -> str:
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerows(rows)
+    return out.getvalue()
+
+
+def write_csv_list(path: str | Path, rows=LAYOUT_ROWS, header=("filepath", "label", "split_name"),
+                   style: str = "python", images: bool = True) -> Path:
+    """A ``filename,labels,split`` CSV whose labels cell is a Python list (``['a', 'b']``, as
+    pandas writes ``str(list)``: the layout of ASL's nus_wid_data.csv) or a JSON list."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cells = [[p, str(names) if style == "python" else json.dumps(names), split]
+             for p, names, split in rows]
+    path.write_text(_csv_text([list(header), *cells]))
+    if images:
+        for k, (rel, _, _) in enumerate(rows):
+            write_jpeg(path.parent / rel, seed=k)
+    return path
+
+
+def write_txt_list(path: str | Path, rows, images: bool = True) -> Path:
+    """``path label1 label2`` lines (the labels as given: names or index strings)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(" ".join([p, *map(str, labels)]) + "\n" for p, labels in rows))
+    if images:
+        for k, (rel, _) in enumerate(rows):
+            write_jpeg(path.parent / rel, seed=k)
+    return path
+
+
+def write_onehot(path: str | Path, rows, classes: Sequence[str], path_header: str = "image",
+                 split: Sequence[str] | None = None, images: bool = True) -> Path:
+    """A CSV with the path column and one 0/1 column per class (header order = class order)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = [path_header, *classes] + (["split"] if split else [])
+    body = [[p, *[str(int(c in names)) for c in classes]] + ([split[k]] if split else [])
+            for k, (p, names) in enumerate(rows)]
+    path.write_text(_csv_text([header, *body]))
+    if images:
+        for k, (rel, _) in enumerate(rows):
+            write_jpeg(path.parent / rel, seed=k)
+    return path

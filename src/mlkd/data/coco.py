@@ -225,7 +225,7 @@ def build_coco2014(split: str, transform: Callable | None = None, *, root: str,
         built-in :data:`COCO_CATEGORIES` (category-id order), like the instances path.
       keep_empty: keep images without any label (default False, as the paper: 82,081 / 40,137).
       on_missing: "error" (default) | "skip" for image files absent on disk (checked at
-        construction, one stat per image) | "ignore" (labels only, files not looked at).
+        construction, one stat per image) | "unchecked" (labels only: the files are not looked at).
       on_bad_image: "error" (default) | "skip" for images that fail to decode when loaded.
     """
     return build_coco("2014", split, transform, root=root, list_file=list_file,

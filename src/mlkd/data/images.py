@@ -6,10 +6,10 @@ A :class:`MultiLabelImageDataset` holds ``samples: list[(path, label_index_tuple
 
 Two policies, both options of every builder:
 
-- ``on_missing`` ("error" | "skip" | "ignore"): files listed by the annotations but absent on disk
+- ``on_missing`` ("error" | "skip" | "unchecked"): files listed by the annotations but absent on disk
   are found at construction (one ``os.path.isfile`` per image). "error" raises a DataError naming
   how many and which; "skip" drops them, counts them in ``missing`` / ``missing_files`` and logs a
-  warning; "ignore" does not look at the image files at all (``files_checked`` is False): the
+  warning; "unchecked" does not look at the image files at all (``files_checked`` is False): the
   labels-only mode of ``mlkd data summary --labels-only``, for inspecting a dataset's labels
   before its images are downloaded (a run would meet an absent file as an unreadable image).
 - ``on_bad_image`` ("error" | "skip"): an image that cannot be decoded when it is loaded (corrupt,
@@ -51,7 +51,7 @@ from mlkd.errors import ConfigError, DataError
 logger = logging.getLogger(__name__)
 
 POLICIES = ("error", "skip")
-MISSING_POLICIES = (*POLICIES, "ignore")
+MISSING_POLICIES = (*POLICIES, "unchecked")
 Sample = tuple[str, tuple[int, ...]]
 
 
@@ -142,7 +142,7 @@ class MultiLabelImageDataset(Dataset):
         self.skipped = 0
         self.unreadable_files: list[str] = []  # dropped by verify_images under "skip"
         samples = [(str(path), tuple(sorted(set(labels)))) for path, labels in samples]
-        self.files_checked = on_missing != "ignore"
+        self.files_checked = on_missing != "unchecked"
         self.missing_files = [path for path, _ in samples
                               if self.files_checked and not os.path.isfile(path)]
         self.missing = len(self.missing_files)

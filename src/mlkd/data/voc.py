@@ -188,7 +188,7 @@ def build_voc2007(split: str, transform: Callable | None = None, *, root: str,
       train_set, test_set: the image sets of the two splits (default trainval / test; any of
         train, val, trainval, test).
       on_missing: "error" (default) | "skip" for JPEGs absent from JPEGImages/ (checked at
-        construction) | "ignore" (labels only, files not looked at).
+        construction) | "unchecked" (labels only: the files are not looked at).
       on_bad_image: "error" (default) | "skip" for images that fail to decode when loaded.
 
     Every annotation file is parsed at construction: a missing or malformed XML file or an
