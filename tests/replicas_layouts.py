@@ -261,3 +261,68 @@ def write_onehot(path: str | Path, rows, classes: Sequence[str], path_header: st
         for k, (rel, _) in enumerate(rows):
             write_jpeg(path.parent / rel, seed=k)
     return path
+
+
+# ---------------------------------------------------------------- NUS-WIDE as distributed
+
+# The 81 concepts of ConceptsList/Concepts81.txt, in the file's (alphabetical) order.
+NUS_CONCEPTS81 = (
+    "airport animal beach bear birds boats book bridge buildings cars castle cat cityscape clouds "
+    "computer coral cow dancing dog earthquake elk fire fish flags flowers food fox frost garden "
+    "glacier grass harbor horses house lake leaf map military moon mountain nighttime ocean person "
+    "plane plants police protest railroad rainbow reflection road rocks running sand sign sky snow "
+    "soccer sports statue street sun sunset surf swimmers tattoo temple tiger tower town toy train "
+    "tree valley vehicle water waterfall wedding whales window zebra").split()
+
+
+def _crlf(lines) -> str:
+    return "".join(f"{line}\r\n" for line in lines)
+
+
+def nus_image_path(root: Path, layout: str, folder: str, name: str) -> Path:
+    """Where an image lies: Flickr/<concept>/<file> ("concept"), images/<file> ("flat") or
+    images/<Flickr id>.jpg ("flat_id")."""
+    if layout == "concept":
+        return root / "Flickr" / folder / name
+    return root / "images" / (name if layout == "flat" else name.split("_", 1)[1])
+
+
+def write_nuswide_distributed(root: str | Path, concepts: Sequence[str], sample: Mapping,
+                              layout: str = "concept", missing: Sequence[str] = ()) -> Path:
+    """NUS-WIDE.zip (ConceptsList/, Groundtruth/{TrainTestLabels,AllLabels}/) and ImageList.zip
+    (ImageList/{Imagelist,TrainImagelist,TestImagelist}.txt, Windows paths, CRLF) extracted in
+    root, plus the images in ``layout``. ``sample``: part -> [(concept folder, file, concepts)]."""
+    root = Path(root)
+    for sub in ("ConceptsList", "Groundtruth/TrainTestLabels", "Groundtruth/AllLabels", "ImageList"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    (root / "ConceptsList" / "Concepts81.txt").write_text(_crlf(concepts), newline="")
+    every = [row for part in ("Train", "Test") for row in sample[part]]
+    (root / "ImageList" / "Imagelist.txt").write_text(
+        _crlf(f"C:\\ImageData\\Flickr\\{f}\\{n}" for f, n, _ in every), newline="")
+    for concept in concepts:
+        (root / "Groundtruth" / "AllLabels" / f"Labels_{concept}.txt").write_text(
+            _crlf(int(concept in c) for _, _, c in every), newline="")
+    for part, rows in sample.items():
+        (root / "ImageList" / f"{part}Imagelist.txt").write_text(
+            _crlf(f"{f}\\{n}" for f, n, _ in rows), newline="")
+        for concept in concepts:
+            (root / "Groundtruth" / "TrainTestLabels" / f"Labels_{concept}_{part}.txt").write_text(
+                _crlf(int(concept in c) for _, _, c in rows), newline="")
+    for k, (folder, name, _) in enumerate(every):
+        if name not in missing:
+            write_jpeg(nus_image_path(root, layout, folder, name), seed=k)
+    return root
+
+
+def write_nus_asl(root: str | Path, sample: Mapping, prefix: str = "images/",
+                  layout: str = "flat") -> Path:
+    """An ASL / ML-Decoder copy: root/nus_wid_data.csv (filepath,label,split_name; the labels a
+    Python list as pandas writes ``str(list)``; Train -> train, Test -> val) and the images."""
+    root = Path(root)
+    rows = [(f"{prefix}{name}", list(concepts), "train" if part == "Train" else "val")
+            for part in ("Train", "Test") for _, name, concepts in sample[part]]
+    write_csv_list(root / "nus_wid_data.csv", rows, images=False)
+    every = [row for part in ("Train", "Test") for row in sample[part]]
+    for k, (folder, name, _) in enumerate(every):
+        write_jpeg(nus_image_path(root, layout, folder, name), seed=k)
+    return root
