@@ -6,8 +6,8 @@ A :class:`MultiLabelImageDataset` holds ``samples: list[(path, label_index_tuple
 
 Two policies, both options of every builder:
 
-- ``on_missing`` ("error" | "skip" | "unchecked"): files listed by the annotations but absent on disk
-  are found at construction (one ``os.path.isfile`` per image). "error" raises a DataError naming
+- ``on_missing`` ("error" | "skip" | "unchecked"): files listed by the annotations but absent on
+  disk are found at construction (one ``os.path.isfile`` per image). "error" raises a DataError naming
   how many and which; "skip" drops them, counts them in ``missing`` / ``missing_files`` and logs a
   warning; "unchecked" does not look at the image files at all (``files_checked`` is False): the
   labels-only mode of ``mlkd data summary --labels-only``, for inspecting a dataset's labels

@@ -1,5 +1,5 @@
-"""Generic list-file datasets (``list``): images and labels from list files (``mlkd.data.listformats``
-describes the formats: csv, csv_list, json, txt, onehot).
+"""Generic list-file datasets (``list``): images and labels from list files
+(``mlkd.data.listformats`` describes the formats: csv, csv_list, json, txt, onehot).
 
 Either one file per split (``train_file``, ``test_file``) or one file holding both with a split
 column (``file``, ``split_column``, ``split_values``). Relative paths are resolved against
@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from mlkd.data.images import MultiLabelImageDataset, dataset_builder, read_lines
-from mlkd.data.listformats import (LABEL_SEPARATOR, Columns, Entry, ListTable, read_list)
+from mlkd.data.listformats import LABEL_SEPARATOR, Columns, Entry, ListTable, read_list
 from mlkd.data.registry import DATASETS
 from mlkd.errors import ConfigError, DataError, quote
 
