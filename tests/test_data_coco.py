@@ -78,7 +78,7 @@ def test_list_indices_are_alphabetical(tmp_path):
     entries = [{"file_name": image, "labels": [alphabetical.index("bicycle"), 0]}]
     (tmp_path / "val.json").write_text(json.dumps(entries))
     dataset = build_dataset("coco2014", "test", root=str(tmp_path),
-                            list_file=str(tmp_path / "val.json"))
+                            list_file={"test": str(tmp_path / "val.json")})
     assert dataset.samples[0][1] == (COCO_CLASSES.index("bicycle"), COCO_CLASSES.index("airplane"))
     assert dataset.samples[0][1] == (1, 4)
 
@@ -116,13 +116,13 @@ def test_bad_list_files(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text('[{"file_name": "x.jpg", "labels": [1]}')
     with pytest.raises(DataError, match="malformed JSON.*bad.json"):
-        build_dataset("coco2014", "test", root=str(tmp_path), list_file=str(bad))
+        build_dataset("coco2014", "test", root=str(tmp_path), list_file={"test": str(bad)})
     bad.write_text(json.dumps([{"file_name": coco_file_name("val2014", 42), "labels": [80]}]))
     with pytest.raises(DataError, match=r"entry 0 .*bad.json has label 80"):
-        build_dataset("coco2014", "test", root=str(tmp_path), list_file=str(bad))
+        build_dataset("coco2014", "test", root=str(tmp_path), list_file={"test": str(bad)})
     bad.write_text(json.dumps([{"file": "x.jpg"}]))
     with pytest.raises(DataError, match="entry 0 of list file .*bad.json"):
-        build_dataset("coco2014", "test", root=str(tmp_path), list_file=str(bad))
+        build_dataset("coco2014", "test", root=str(tmp_path), list_file={"test": str(bad)})
     with pytest.raises(ConfigError, match="list_file"):
         build_dataset("coco2014", "test", root=str(tmp_path), list_file={"train": str(bad)})
 

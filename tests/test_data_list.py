@@ -90,9 +90,12 @@ def test_malformed_files(tmp_path):
         build_dataset("list", "train", train_file=str(bad))
     csv_bad = tmp_path / "bad.csv"
     csv_bad.write_text("file,tags\na.jpg,x\n")
-    with pytest.raises(DataError, match="bad.csv needs a header"):
+    csv_bad.write_text("picture,classes\na.jpg,x\n")
+    with pytest.raises(DataError, match=r"bad.csv has no column one of path, .*set the option "
+                                        r"path_column"):
         build_dataset("list", "train", train_file=str(csv_bad))
-    with pytest.raises(DataError, match="must end in .csv or .json"):
+    with pytest.raises(ConfigError, match=r"list.txt is neither .csv nor .json; set the option "
+                                          r"format \(csv, csv_list, json, txt, onehot\)"):
         build_dataset("list", "train", train_file=str(tmp_path / "list.txt"))
     with pytest.raises(DataError, match="not found.*nope.csv"):
         build_dataset("list", "train", train_file=str(tmp_path / "nope.csv"))

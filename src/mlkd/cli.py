@@ -138,13 +138,10 @@ def _cmd_models(args) -> int:
 
 def _cmd_data(args) -> int:
     from mlkd.config import load_config
-    from mlkd.data.loaders import build_datasets
-    from mlkd.data.summary import format_summary, summarize_dataset
+    from mlkd.data.summary import format_summary, summarize_config
 
     cfg = load_config(args.config, args.overrides)
-    train, test = build_datasets(cfg.data)
-    held_out = "holdout (validation)" if cfg.data.holdout else "test"
-    print(format_summary({"train": summarize_dataset(train), held_out: summarize_dataset(test)}))
+    print(format_summary(summarize_config(cfg, args.labels_only, args.batch_size)))
     return 0
 
 
@@ -275,9 +272,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     data = sub.add_parser("data", help="dataset tools")
     data_sub = data.add_subparsers(dest="data_command", required=True)
-    summary = data_sub.add_parser("summary", help="images, labels per image, per-class counts, skipped files")
+    summary = data_sub.add_parser("summary", help="images, labels per image, per-class counts, positives "
+                                                  "per batch, missing and skipped files")
     summary.add_argument("config", help="experiment YAML whose data section is summarised")
     summary.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
+    summary.add_argument("--labels-only", action="store_true",
+                         help="read the annotations only: no image file is looked for or decoded "
+                              "(inspect the labels before downloading the images)")
+    summary.add_argument("--batch-size", type=int, metavar="B",
+                         help="the B of the per-batch statistics (default: data.batch_size)")
     summary.set_defaults(func=_cmd_data)
 
     bench = sub.add_parser("bench", help="benchmarks (speed / memory ratios measured in one run)")

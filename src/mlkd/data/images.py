@@ -6,9 +6,12 @@ A :class:`MultiLabelImageDataset` holds ``samples: list[(path, label_index_tuple
 
 Two policies, both options of every builder:
 
-- ``on_missing`` ("error" | "skip"): files listed by the annotations but absent on disk are found
-  at construction (one ``os.path.isfile`` per image). "error" raises a DataError naming how many
-  and which; "skip" drops them, counts them in ``missing`` / ``missing_files`` and logs a warning.
+- ``on_missing`` ("error" | "skip" | "unchecked"): files listed by the annotations but absent on
+  disk are found at construction (one ``os.path.isfile`` per image). "error" raises a DataError naming
+  how many and which; "skip" drops them, counts them in ``missing`` / ``missing_files`` and logs a
+  warning; "unchecked" does not look at the image files at all (``files_checked`` is False): the
+  labels-only mode of ``mlkd data summary --labels-only``, for inspecting a dataset's labels
+  before its images are downloaded (a run would meet an absent file as an unreadable image).
 - ``on_bad_image`` ("error" | "skip"): an image that cannot be decoded when it is loaded (corrupt,
   truncated, deleted since construction). "error" raises a DataError naming the file (a plain
   ``DataError`` that the DataLoader re-raises in the main process, not a worker traceback of
@@ -48,14 +51,15 @@ from mlkd.errors import ConfigError, DataError
 logger = logging.getLogger(__name__)
 
 POLICIES = ("error", "skip")
+MISSING_POLICIES = (*POLICIES, "unchecked")
 Sample = tuple[str, tuple[int, ...]]
 
 
-def check_policy(value: str, option: str, dataset: str) -> str:
-    """Return ``value`` if it is "error" or "skip"; a ConfigError otherwise."""
-    if value not in POLICIES:
+def check_policy(value: str, option: str, dataset: str, allowed: Sequence[str] = POLICIES) -> str:
+    """Return ``value`` if it is one of ``allowed``; a ConfigError otherwise."""
+    if value not in allowed:
         raise ConfigError(f"dataset {dataset!r}: option {option} must be one of "
-                          f"{', '.join(POLICIES)}, got {value!r}")
+                          f"{', '.join(allowed)}, got {value!r}")
     return value
 
 
@@ -132,13 +136,15 @@ class MultiLabelImageDataset(Dataset):
                  source: str = ""):
         self.name, self.split, self.source = name, split, str(source)
         self.on_bad_image = check_policy(on_bad_image, "on_bad_image", name)
-        check_policy(on_missing, "on_missing", name)
+        check_policy(on_missing, "on_missing", name, MISSING_POLICIES)
         self.classes = list(classes)
         self.transform = transform
         self.skipped = 0
         self.unreadable_files: list[str] = []  # dropped by verify_images under "skip"
         samples = [(str(path), tuple(sorted(set(labels)))) for path, labels in samples]
-        self.missing_files = [path for path, _ in samples if not os.path.isfile(path)]
+        self.files_checked = on_missing != "unchecked"
+        self.missing_files = [path for path, _ in samples
+                              if self.files_checked and not os.path.isfile(path)]
         self.missing = len(self.missing_files)
         if self.missing:
             examples = ", ".join(self.missing_files[:3])

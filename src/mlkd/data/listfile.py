@@ -1,71 +1,26 @@
-"""Generic list-file datasets (``list``): one CSV or JSON file per split naming images and labels.
+"""Generic list-file datasets (``list``): images and labels from list files
+(``mlkd.data.listformats`` describes the formats: csv, csv_list, json, txt, onehot).
 
-- CSV (``.csv``): a header row with the columns ``path`` and ``labels`` (other columns are
-  ignored), then one image per row; ``labels`` holds class names separated by ``|``
-  (``dog|person``; whitespace around names is stripped; empty = no label). Standard CSV quoting.
-- JSON (``.json``): ``[{"path": "img/1.jpg", "labels": ["dog", "person"]}, ...]``.
-
-Relative paths are resolved against ``image_root`` if given, else the list file's folder.
+Either one file per split (``train_file``, ``test_file``) or one file holding both with a split
+column (``file``, ``split_column``, ``split_values``). Relative paths are resolved against
+``image_root`` if given, else the list file's folder.
 """
 
 from __future__ import annotations
 
-import csv
-import json
+import logging
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Mapping
 
-from mlkd.data.images import MultiLabelImageDataset, dataset_builder, read_lines, read_text
+from mlkd.data.images import MultiLabelImageDataset, dataset_builder, read_lines
+from mlkd.data.listformats import LABEL_SEPARATOR, Columns, Entry, ListTable, read_list
 from mlkd.data.registry import DATASETS
 from mlkd.errors import ConfigError, DataError, quote
 
-LABEL_SEPARATOR = "|"
-Entry = tuple[str, list[str], str]  # (path as written, label names, "line N" / "entry N")
+logger = logging.getLogger(__name__)
 
-
-def read_list(path: Path) -> list[Entry]:
-    """The entries of a CSV or JSON list file; a DataError naming the file and the entry."""
-    suffix = path.suffix.lower()
-    if suffix not in (".csv", ".json"):
-        raise DataError(f"list: {path} must end in .csv or .json")
-    text = read_text(path, "list: list file")
-    return _read_csv(path, text) if suffix == ".csv" else _read_json(path, text)
-
-
-def _read_csv(path: Path, text: str) -> list[Entry]:
-    reader = csv.DictReader(text.splitlines())
-    if reader.fieldnames is None or not {"path", "labels"} <= set(reader.fieldnames):
-        raise DataError(f"list: {path} needs a header row with the columns path,labels; "
-                        f"found {reader.fieldnames}")
-    entries = []
-    try:
-        for row in reader:
-            where = f"line {reader.line_num}"
-            if not (row["path"] or "").strip():
-                raise DataError(f"list: {path} {where}: empty path")
-            names = [n.strip() for n in (row["labels"] or "").split(LABEL_SEPARATOR)]
-            entries.append((row["path"].strip(), [n for n in names if n], where))
-    except csv.Error as err:
-        raise DataError(f"list: malformed CSV in {path} line {reader.line_num}: {err}") from err
-    return entries
-
-
-def _read_json(path: Path, text: str) -> list[Entry]:
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise DataError(f"list: malformed JSON in {path}: {err}") from err
-    if not isinstance(data, list):
-        raise DataError(f'list: {path} must hold a JSON list of {{"path", "labels"}} objects')
-    entries = []
-    for k, item in enumerate(data):
-        if (not isinstance(item, dict) or not isinstance(item.get("path"), str)
-                or not item["path"].strip() or not isinstance(item.get("labels"), list)
-                or not all(isinstance(n, str) for n in item["labels"])):
-            raise DataError(f'list: {path} entry {k}: expected {{"path": str, "labels": [str]}}, '
-                            f"got {item!r:.80}")
-        entries.append((item["path"].strip(), [n.strip() for n in item["labels"]], f"entry {k}"))
-    return entries
+LABELS_AS = ("names", "indices")
+DEFAULT_SPLIT_VALUES = {"train": "train", "test": "test"}
 
 
 def read_classes(path: Path) -> list[str]:
@@ -83,57 +38,132 @@ def read_classes(path: Path) -> list[str]:
     return classes
 
 
+def split_entries(table: ListTable, split: str, values: Mapping[str, Any]) -> list[Entry]:
+    """The entries of ``table`` whose split cell is ``values[split]`` (a value or a list)."""
+    wanted = values.get(split)
+    wanted = {str(v) for v in wanted} if isinstance(wanted, (list, tuple)) else {str(wanted)}
+    entries = [e for e in table.entries if e.split in wanted]
+    if not entries:
+        found = sorted({e.split for e in table.entries})
+        raise DataError(f"list: no row of {table.path} has the split value "
+                        f"{' or '.join(sorted(wanted))} for the {split} split (values found: "
+                        f"{quote(found)}); set split_values: {{train: <value>, test: <value>}}")
+    return entries
+
+
+def choose_classes(tables: list[ListTable], classes_file: str | None, labels_as: str,
+                   list_file: Path) -> list[str]:
+    """The target order: classes_file, else a onehot header, else the sorted union of names."""
+    header = tables[0].header_classes
+    if classes_file:
+        classes = read_classes(Path(classes_file).expanduser())
+        if header is not None and set(header) != set(classes):
+            raise DataError(f"list: the class columns of {list_file} ({quote(header)}) are not the "
+                            f"classes of {classes_file}; make them the same names")
+        return classes
+    if header is not None:
+        return header
+    if labels_as == "indices":
+        raise ConfigError("list: labels_as: indices needs classes_file (the names, one per line, "
+                          "in index order)")
+    classes = sorted({n for table in tables for e in table.entries for n in e.labels})
+    if not classes:
+        raise DataError(f"list: {list_file} names no class at all; give classes_file")
+    return classes
+
+
+def label_indices(entry: Entry, classes: list[str], labels_as: str, list_file: Path,
+                  classes_file: str | None) -> tuple[int, ...]:
+    """The class indices of one entry; a DataError naming the file, the entry and the label."""
+    if labels_as == "indices":
+        out = []
+        for token in entry.labels:
+            if not token.isdecimal() or not int(token) < len(classes):
+                raise DataError(f"list: {list_file} {entry.where}: label {quote(token)} is not an "
+                                f"index in [0, {len(classes)}) into {classes_file}")
+            out.append(int(token))
+        return tuple(out)
+    index = {name: k for k, name in enumerate(classes)}
+    unknown = [n for n in entry.labels if n not in index]
+    if unknown:
+        raise DataError(f"list: {list_file} {entry.where}: unknown class {unknown[0]!r} (not in "
+                        f"{classes_file or 'the class columns'}); fix the label or add the class "
+                        "to the class list")
+    return tuple(index[n] for n in entry.labels)
+
+
 @DATASETS.register("list")
 @dataset_builder("list")
 def build_list(split: str, transform: Callable | None = None, *, train_file: str | None = None,
-               test_file: str | None = None, classes_file: str | None = None,
-               image_root: str | None = None, keep_empty: bool = True,
+               test_file: str | None = None, file: str | None = None, format: str = "auto",
+               classes_file: str | None = None, image_root: str | None = None,
+               labels_as: str = "names", path_column: str | None = None,
+               labels_column: str | None = None, split_column: str | None = None,
+               split_values: Mapping[str, Any] | None = None, keep_empty: bool = True,
                on_missing: str = "error", on_bad_image: str = "error") -> MultiLabelImageDataset:
-    """Images and label names from a CSV or JSON list file per split (format in the module doc).
+    """Images and labels from list files (formats in ``mlkd.data.listformats``).
 
     Options:
-      train_file, test_file: the list file of each split (.csv or .json); the one of the split
-        being built is required.
-      classes_file: the class names, one per line, in target order. Without it the classes are
-        the sorted union of the names used in train_file and test_file (both, whichever are
-        given, so that the two splits share one order); prefer a classes_file, since a class
-        absent from the lists would silently change the order.
+      train_file, test_file: the list file of each split; the one of the split being built is
+        required (unless ``file`` is given).
+      file: instead, one list file holding both splits; each row's split is read from
+        ``split_column`` (default: a column named split / split_name / subset) and matched with
+        ``split_values`` (default ``{train: train, test: test}``; ASL's nus_wid_data.csv:
+        ``{train: train, test: val}``; a value may be a list).
+      format: auto (default: .csv -> csv, .json -> json) | csv | csv_list | json | txt | onehot.
+      classes_file: the class names, one per line, in target order. Without it the classes are a
+        onehot file's class columns (in their order), else the sorted union of the names used in
+        both splits; prefer a classes_file, since a class absent from the lists would silently
+        change the order.
+      labels_as: names (default) | indices (0-based indices into classes_file).
+      path_column, labels_column: the CSV columns to read (default: the usual names).
       image_root: the folder relative paths start from (default: each list file's folder).
       keep_empty: keep images without labels (default True).
       on_missing: "error" (default) | "skip" for listed images absent on disk (checked at
-        construction).
+        construction) | "unchecked" (labels only: the files are not looked at).
       on_bad_image: "error" (default) | "skip" for images that fail to decode when loaded.
 
-    A label name not in classes_file is a DataError naming the file, the line (CSV) or entry
-    (JSON) and the name.
+    A label not in the classes is a DataError naming the file, the line (CSV, txt) or entry
+    (JSON) and the label.
     """
     files = {"train": train_file, "test": test_file}
     if split not in files:
         raise ConfigError(f"list: split must be 'train' or 'test', got {split!r}")
-    if not files[split]:
-        raise ConfigError(f"list: option {split}_file is required to build the {split} split")
-    list_file = Path(files[split]).expanduser()
-    entries = read_list(list_file)
-    if classes_file:
-        classes = read_classes(Path(classes_file).expanduser())
+    if labels_as not in LABELS_AS:
+        raise ConfigError(f"list: option labels_as must be one of {', '.join(LABELS_AS)}, "
+                          f"got {labels_as!r}")
+    columns = Columns(path_column, labels_column, split_column, want_split=bool(file))
+    if file:
+        if train_file or test_file:
+            raise ConfigError("list: give either file (both splits, a split column) or "
+                              "train_file/test_file, not both")
+        list_file = Path(file).expanduser()
+        table = read_list(list_file, format, columns)
+        entries = split_entries(table, split, split_values or DEFAULT_SPLIT_VALUES)
+        tables = [table]
     else:
-        names = {n for _, labels, _ in entries for n in labels}
+        if split_column or split_values:
+            raise ConfigError("list: split_column / split_values choose rows of one file; give it "
+                              "as file (not train_file/test_file)")
+        if not files[split]:
+            raise ConfigError(f"list: option {split}_file is required to build the {split} split "
+                              "(or give file with a split column)")
+        list_file = Path(files[split]).expanduser()
+        table = read_list(list_file, format, columns)
+        entries, tables = table.entries, [table]
         other = files["test" if split == "train" else "train"]
-        if other:
-            names |= {n for _, labels, _ in read_list(Path(other).expanduser()) for n in labels}
-        classes = sorted(names)
-        if not classes:
-            raise DataError(f"list: {list_file} names no class at all; give classes_file")
-    index = {name: k for k, name in enumerate(classes)}
+        if other and Path(other).expanduser().resolve() == list_file.resolve():
+            logger.warning("list: train_file and test_file are the same file %s: the test split "
+                           "is the training set", list_file)
+        elif other and not classes_file and table.header_classes is None:
+            tables.append(read_list(Path(other).expanduser(), format, columns))
+    classes = choose_classes(tables, classes_file, labels_as, list_file)
     base = Path(image_root).expanduser() if image_root else list_file.parent
     samples = []
-    for path, labels, where in entries:
-        unknown = [n for n in labels if n not in index]
-        if unknown:
-            raise DataError(f"list: {list_file} {where}: unknown class {unknown[0]!r} (not in "
-                            f"{classes_file}); fix the label or add the class to the class list")
+    for entry in entries:
+        labels = label_indices(entry, classes, labels_as, list_file, classes_file)
         if labels or keep_empty:
-            samples.append((str(base / path), tuple(index[n] for n in labels)))
+            samples.append((str(base / entry.path), labels))
     return MultiLabelImageDataset(samples, classes, transform, on_bad_image=on_bad_image,
                                   on_missing=on_missing, name="list", split=split,
                                   source=list_file)
