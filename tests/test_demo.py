@@ -82,6 +82,7 @@ def test_scenes_demo_uses_pretrained_pairs_the_cache_and_reuses_its_runs(toy_sce
     l2d = load_config(toy_scenes / "scenes-l2d" / "config.yaml")
     assert (teacher.model.name, l2d.model.name, l2d.model.pretrained) == ("efficientnet_lite2", "efficientnet_lite0", True)
     assert (teacher.optim.epochs, l2d.optim.epochs) == (1, 2) and l2d.distill.weights == {}
+    assert (teacher.optim.head_lr_scale, l2d.optim.head_lr_scale, l2d.data.recipe) == (1.0, 10.0, "official_torchvision")
     assert (l2d.distill.cache, l2d.distill.cache_view, l2d.distill.cache_views) == ("auto", "train", 2)
     assert list((toy_scenes.parent / "cache" / "teacher").iterdir()), "the students read no teacher cache"
     assert_rerun_trains_nothing(monkeypatch, argv, toy_scenes)
