@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.mlkd-installed
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: venv test demo bench fashion-mnist noto-emoji clean
+.PHONY: venv test demo demo-mosaic bench fashion-mnist noto-emoji clean
 
 venv: $(STAMP)
 
@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	$(BIN)/python -m pytest tests
 
-# The demo prefers real Fashion-MNIST (Debian package); it falls back to scikit-learn digits.
+# The mosaic demo prefers real Fashion-MNIST (Debian package); it falls back to scikit-learn digits.
 fashion-mnist:
 	@if ls $(FMNIST)/*.gz >/dev/null 2>&1; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -38,8 +38,12 @@ noto-emoji:
 		|| echo "mlkd: could not install fonts-noto-color-emoji; coco_scenes will draw with OpenMoji alone"; \
 	else echo "mlkd: fonts-noto-color-emoji is absent and apt-get needs root; coco_scenes will draw with OpenMoji alone (install it with: sudo apt-get install fonts-noto-color-emoji)"; fi
 
-demo: $(STAMP) fashion-mnist noto-emoji
+demo: $(STAMP) noto-emoji
 	$(BIN)/mlkd demo
+
+# The from-scratch demo on Fashion-MNIST mosaics (the demo before the pretrained scenes).
+demo-mosaic: $(STAMP) fashion-mnist
+	$(BIN)/mlkd demo --data mosaic
 
 bench: $(STAMP)
 	$(BIN)/mlkd bench all
