@@ -5,8 +5,14 @@
 # Environment: MLKD (default: .venv/bin/mlkd), SWEEP_WAIT seconds between passes (default 30).
 grid="$1"; shift
 mlkd="${MLKD:-.venv/bin/mlkd}"
-while "$mlkd" sweep "$grid" --dry-run "$@" | grep -Eq '^[0-9]+ +(todo|partial|busy)'; do
+left() {  # the runs still to train ($1: todo|partial, plus |busy to count others' runs too)
+    plan=$("$mlkd" sweep "$grid" --dry-run "$@" 2>&1) || { echo "$plan" >&2; exit 2; }
+    echo "$plan" | grep -Ec "^[0-9]+ +($statuses)"
+}
+while :; do
+    statuses="todo|partial"
+    [ "$(left "$@")" -gt 0 ] || break
     "$mlkd" sweep "$grid" --keep-going "$@" || true
-    "$mlkd" sweep "$grid" --dry-run "$@" | grep -Eq '^[0-9]+ +(todo|partial)' || break
+    [ "$(left "$@")" -gt 0 ] || break
     sleep "${SWEEP_WAIT:-30}"
 done
