@@ -18,7 +18,7 @@ def param_groups(modules: Iterable[nn.Module], weight_decay: float, lr: float = 
     ``lr * head_lr_scale`` in groups of its own; otherwise there are two groups."""
     groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
     for module in modules:
-        backbone = getattr(module, "backbone", None)
+        backbone = getattr(module, "backbone", None) if head_lr_scale != 1.0 else None
         in_backbone = {id(p) for p in backbone.parameters()} if isinstance(backbone, nn.Module) else set()
         for param in module.parameters():
             if not param.requires_grad:

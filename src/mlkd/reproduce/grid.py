@@ -183,6 +183,14 @@ def _fmt_number(value: float) -> str:
     return f"{float(value):g}"
 
 
+def config_sections(value: Any, what: str, source: str) -> dict:
+    """``value`` (None = {}) checked to be a mapping of config sections (overrides for some runs)."""
+    value = value or {}
+    if not isinstance(value, dict) or set(value) - set(CONFIG_SECTIONS):
+        raise ConfigError(f"{source}: {what} must hold config sections ({', '.join(CONFIG_SECTIONS)})")
+    return value
+
+
 def method_spec(entry: Any, source: str) -> MethodSpec:
     """A ``methods`` entry (name or mapping) -> MethodSpec; names are checked against METHODS."""
     from mlkd.losses import LOSS_TERMS, METHODS
@@ -195,10 +203,7 @@ def method_spec(entry: Any, source: str) -> MethodSpec:
     if unknown:
         raise ConfigError(f"{source}: unknown key(s) {unknown} in methods entry {entry!r} "
                           "(known: method, name, slug, weights, options, config)")
-    config = entry.get("config") or {}
-    if not isinstance(config, dict) or set(config) - set(CONFIG_SECTIONS):
-        raise ConfigError(f"{source}: 'config' of methods entry {entry!r} must hold config sections "
-                          f"({', '.join(CONFIG_SECTIONS)})")
+    config = config_sections(entry.get("config"), f"'config' of methods entry {entry!r}", source)
     method = str(entry["method"])
     weights = {str(k): float(v) for k, v in (entry.get("weights") or {}).items()}
     options = dict(entry.get("options") or {})
@@ -306,9 +311,7 @@ def load_grid(path: Union[str, Path], overrides: Optional[list[str]] = None,
     models = data.get("models") or {}
     if not isinstance(models, dict) or not all(isinstance(v, dict) for v in models.values()):
         raise ConfigError(f"{source}: 'models' must map a model name to model-section keys")
-    teacher_config = data.get("teacher_config") or {}
-    if not isinstance(teacher_config, dict) or set(teacher_config) - set(CONFIG_SECTIONS):
-        raise ConfigError(f"{source}: 'teacher_config' must hold config sections ({', '.join(CONFIG_SECTIONS)})")
+    teacher_config = config_sections(data.get("teacher_config"), "'teacher_config'", source)
     required = list(data.get("required") or [])
     missing = [key for key in required if _get_path(data, key) in (None, "")]
     dataset = str(data.get("dataset") or base["data"].get("name") or "mosaic")
