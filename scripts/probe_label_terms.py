@@ -41,7 +41,7 @@ def _grad_norm(value: torch.Tensor, params: list[torch.Tensor]) -> float:
 
 def probe(student: torch.nn.Module, teacher: torch.nn.Module, batches: list[dict]) -> dict[str, float]:
     """Means over batches of each term (raw, x λ) and its weighted gradient norm."""
-    weights = dict(METHODS["l2d"])
+    weights = METHODS.get("l2d").weights
     params = [p for p in student.parameters() if p.requires_grad]
     rows = []
     for batch in batches:

@@ -43,10 +43,12 @@ def _cmd_train(args) -> int:
 
 
 def _headline(record: dict) -> dict:
+    from mlkd.metrics import HEADLINE_METRICS
+
     out = {}
     for protocol, metrics in record.get("eval", {}).items():
         if isinstance(metrics, dict) and "mAP" in metrics:
-            out[protocol] = {key: round(metrics[key], 6) for key in ("mAP", "OF1", "CF1")}
+            out[protocol] = {key: round(metrics[key], 6) for key in HEADLINE_METRICS}
     return out
 
 
@@ -219,10 +221,23 @@ def _add_analyze_parser(sub) -> None:
                        score_images=64, cam="layercam", layer=None)
 
 
+def _method_names() -> str:
+    from mlkd.losses import METHODS, get_method
+
+    return ", ".join(sorted(METHODS, key=lambda key: get_method(key).order))
+
+
+def _add_plugin_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                        help="import this module first: its loss terms, methods, heads or datasets "
+                             "register themselves (repeatable; see README, 'Plugins')")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mlkd", description="Multi-label knowledge distillation (L2D and baselines).")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
     parser.add_argument("--quiet", "-q", action="store_true", help="only warnings and errors")
+    _add_plugin_arg(parser)
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="train a teacher or a vanilla model with BCE")
@@ -233,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     distill = sub.add_parser("distill", help="distil a student from a teacher checkpoint")
     _add_config_args(distill)
     distill.add_argument("--teacher", help="teacher checkpoint (sets distill.teacher)")
-    distill.add_argument("--method", help="vanilla, rkd, pkt, reviewkd, mse, ps, mld, l2d, mld+cd, mld+id")
+    distill.add_argument("--method", help=_method_names())
     distill.set_defaults(func=_cmd_train)
 
     evaluate = sub.add_parser("eval", help="evaluate a checkpoint on its test split")
@@ -292,8 +307,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _import_plugins(argv: Optional[list[str]]) -> None:
+    """Import the ``--plugin`` modules before the parser is built (its help lists their methods)."""
+    from mlkd.plugins import load_plugins
+
+    early = argparse.ArgumentParser(add_help=False)
+    _add_plugin_arg(early)
+    known, _ = early.parse_known_args(sys.argv[1:] if argv is None else argv)
+    load_plugins(known.plugin, "command line", "--plugin")
+
+
 def parse_command_line(argv: Optional[list[str]] = None) -> argparse.Namespace:
     """Parse ``argv``; ``key=value`` overrides may come before or after the options."""
+    _import_plugins(argv)
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if isinstance(getattr(args, "overrides", None), list):
@@ -305,7 +331,11 @@ def parse_command_line(argv: Optional[list[str]] = None) -> argparse.Namespace:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    args = parse_command_line(argv)
+    try:
+        args = parse_command_line(argv)
+    except MLKDError as err:  # a --plugin that cannot be imported
+        print(f"mlkd: error: {_one_line(str(err))}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:

@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from mlkd.errors import ConfigError, RunFolderError, quote, shorten
+from mlkd.metrics import DEFAULT_PROTOCOLS
 
 PositiveInt = Field(gt=0)
 
@@ -23,6 +24,20 @@ def _is_number(annotation: Any) -> bool:
     """True for int / float / Optional[int] ... annotations that do not also accept a bool."""
     args = get_args(annotation) or (annotation,)
     return bool not in args and any(arg in (int, float) for arg in args)
+
+
+def _registered(registry: str, key: str):
+    """A validator: the value must name an entry of ``mlkd.registries.<registry>`` (built-ins and
+    imported plugins), so the list of choices lives in the registry alone."""
+
+    def check(value: str) -> str:
+        from mlkd import registries
+
+        registries.ensure_builtins()
+        getattr(registries, registry).get(value)  # a ConfigError (a ValueError) lists the names
+        return value
+
+    return field_validator(key)(classmethod(lambda cls, value: check(value)))
 
 
 class _Section(BaseModel):
@@ -52,7 +67,7 @@ class DataConfig(_Section):
     name: str = "mosaic"
     options: dict[str, Any] = Field(default_factory=dict)
     img_size: int = Field(224, gt=0)
-    recipe: Literal["official", "official_torchvision", "paper", "none"] = "official"
+    recipe: str = "official"  # a name in mlkd.registries.RECIPES
     normalize: bool = False
     batch_size: int = Field(64, gt=0)
     eval_batch_size: Optional[int] = Field(None, gt=0)
@@ -61,6 +76,8 @@ class DataConfig(_Section):
     verify_images: bool = False  # decode every image once before training (see build_datasets)
     holdout: float = Field(0.0, ge=0.0, lt=1.0)  # evaluate on this fraction of the train images (mlkd.data.holdout)
 
+    _recipe_known = _registered("RECIPES", "recipe")
+
 
 class ModelConfig(_Section):
     """Backbone name (paper alias or any timm name) and label-wise head settings."""
@@ -68,13 +85,15 @@ class ModelConfig(_Section):
     name: str = "resnet18"
     pretrained: Union[bool, str] = False
     img_size: Optional[int] = Field(None, gt=0)
-    head: Literal["label_wise", "linear"] = "label_wise"
+    head: str = "label_wise"  # a name in mlkd.registries.HEADS
     embed_dim: int = Field(768, gt=0)
     num_heads: int = Field(8, gt=0)
     ffn_dim: int = Field(2048, gt=0)
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
     learnable_queries: bool = False
     options: dict[str, Any] = Field(default_factory=dict)
+
+    _head_known = _registered("HEADS", "head")
 
     @field_validator("name")
     @classmethod
@@ -94,7 +113,7 @@ class ModelConfig(_Section):
 class OptimConfig(_Section):
     """Adam(W) + OneCycleLR; weight decay on weights only (not biases / norms)."""
 
-    name: Literal["adam", "adamw"] = "adam"
+    name: str = "adam"  # a name in mlkd.registries.OPTIMIZERS
     lr: float = Field(1e-4, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     epochs: int = Field(80, gt=0)
@@ -104,6 +123,8 @@ class OptimConfig(_Section):
     # lr multiplier of every parameter outside the pretrained backbone (the new label-wise head,
     # a method's own layers); 1 = the official recipe (one lr for all).
     head_lr_scale: float = Field(1.0, gt=0)
+
+    _name_known = _registered("OPTIMIZERS", "name")
 
 
 class DistillConfig(_Section):
@@ -147,7 +168,7 @@ class TrainConfig(_Section):
     seed: int = Field(0, ge=0, lt=2**32)  # numpy's and the samplers' seeds take 32 bits
     deterministic: bool = False
     eval_every: int = Field(1, ge=0)
-    protocols: list[str] = Field(default_factory=lambda: ["thr@0.5", "oracle-k"], min_length=1)
+    protocols: list[str] = Field(default_factory=lambda: list(DEFAULT_PROTOCOLS), min_length=1)
     log_interval: int = Field(50, gt=0)
     progress: Literal["auto", "on", "off"] = "auto"
     tensorboard: bool = False
@@ -171,6 +192,7 @@ class Config(_Section):
     """A whole experiment. ``run_dir`` receives config, checkpoints and metrics.jsonl."""
 
     run_dir: str = "runs/default"
+    plugins: list[str] = Field(default_factory=list)  # modules imported first (mlkd.plugins)
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
@@ -184,9 +206,43 @@ class Config(_Section):
             raise ValueError("must name the run's folder (e.g. runs/coco-r101-r34-l2d)")
         return value
 
+    @field_validator("plugins")
+    @classmethod
+    def _plugin_names(cls, value: list[str]) -> list[str]:
+        from mlkd.plugins import check_plugin_names
+
+        return check_plugin_names(value, "plugins")
+
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
 
+
+# Config keys that say how a run is executed, not what it computes: "resume" keys may change
+# between a run and its resumption (the fault policies are among them, so that a run stopped
+# by a damaged image or a NaN can go on with "skip"); "reuse" keys may differ between a
+# sweep's finished run and the grid's config and the run still counts as done.
+KEY_ROLES: dict[tuple[str, ...], tuple[str, ...]] = {
+    ("run_dir",): ("resume", "reuse"),
+    ("distill", "teacher"): ("resume", "reuse"),
+    ("optim", "stop_epoch"): ("resume", "reuse"),
+    ("train", "progress"): ("resume", "reuse"),
+    ("train", "threads"): ("resume", "reuse"),
+    ("train", "log_interval"): ("resume", "reuse"),
+    ("train", "tensorboard"): ("resume", "reuse"),
+    ("data", "num_workers"): ("resume", "reuse"),
+    ("train", "dist_timeout_s"): ("resume",),
+    ("train", "nonfinite"): ("resume",),
+    ("data", "on_bad_image"): ("resume",),
+    ("data", "verify_images"): ("resume",),
+    ("data", "options", "on_missing"): ("resume",),
+    ("train", "device"): ("reuse",),
+    ("data", "eval_batch_size"): ("reuse",),
+    ("data", "options", "root"): ("reuse",),
+    ("data", "options", "source_dir"): ("reuse",),
+    ("data", "options", "cache_dir"): ("reuse",),
+}
+RESUMABLE_KEYS = frozenset(key for key, roles in KEY_ROLES.items() if "resume" in roles)
+REUSABLE_KEYS = frozenset(key for key, roles in KEY_ROLES.items() if "reuse" in roles)
 
 _MAX_PROBLEMS = 8  # problems one validation message lists
 
@@ -291,7 +347,9 @@ def read_yaml(path: Union[str, Path]) -> dict[str, Any]:
 
 
 def config_from_dict(data: dict[str, Any], source: str = "config") -> Config:
-    """Validate a nested dict into a Config; errors name the key and ``source``."""
+    """Validate a nested dict into a Config; errors name the key and ``source``. Its
+    ``plugins`` are not imported (a checkpoint's saved config never runs code): the caller
+    that reads a user's file does that (``load_config``, ``mlkd.reproduce.load_grid``)."""
     try:
         return Config.model_validate(data)
     except ValidationError as err:
@@ -299,12 +357,15 @@ def config_from_dict(data: dict[str, Any], source: str = "config") -> Config:
 
 
 def load_config(path: Optional[Union[str, Path]] = None, overrides: Optional[list[str]] = None) -> Config:
-    """Load ``path`` (or the defaults), apply ``overrides`` and validate."""
+    """Load ``path`` (or the defaults), apply ``overrides``, import its ``plugins`` and validate."""
+    from mlkd.plugins import load_plugins
+
     data = read_yaml(path) if path else {}
     apply_overrides(data, list(overrides or []))
     source = str(path) if path else "defaults"
     if overrides:
         source += " + overrides"
+    load_plugins(data.get("plugins") or [], source)
     return config_from_dict(data, source)
 
 

@@ -32,9 +32,6 @@ log = logging.getLogger("mlkd")
 # L2D with the weights chosen on a validation split of the embedded mosaics
 # (configs/demo_sensitivity.yaml: CD and ID x0.01 was the best of 16 settings over 3 seeds).
 VARIANTS: dict[str, tuple[str, dict[str, float]]] = {"l2d-validated": ("l2d", {"cd": 1.0, "id": 10.0})}
-ROW_NAMES = {"vanilla": "Student", "rkd": "RKD", "pkt": "PKT", "reviewkd": "ReviewKD", "mse": "MSE",
-             "ps": "PS", "mld": "MLD", "l2d": "L2D (paper λ)", "l2d-validated": "L2D (validated λ)",
-             "mld+cd": "MLD+CD", "mld+id": "MLD+ID"}
 BASELINES = ("rkd", "pkt", "reviewkd", "mse", "ps")
 PROTOCOL = "thr@0.5"
 
@@ -131,6 +128,17 @@ def demo_config(setting: Setting, run_dir: Path, model: dict, method: str, teach
             "train": {"seed": seed, "device": device, "eval_every": 0, "log_interval": 20}}
 
 
+def row_name(method: str) -> str:
+    """The demo table's row label: the method's label; a method with a validated variant is
+    marked "(paper λ)", the variant "(validated λ)"."""
+    from mlkd.losses import row_label
+
+    if method in VARIANTS:
+        return f"{row_label(VARIANTS[method][0])} (validated λ)"
+    marked = any(base == method for base, _ in VARIANTS.values())
+    return f"{row_label(method)} (paper λ)" if marked else row_label(method)
+
+
 def _methods(methods: str, setting: Setting) -> tuple[str, ...]:
     if methods in setting.methods:
         return setting.methods[methods]
@@ -171,7 +179,7 @@ def run_demo(out: str = "runs/demo", data: str = "scenes", source: str = "auto",
         teacher = None if method == "vanilla" else teacher_ckpt
         cfg = demo_config(setting, out_dir / f"{prefix}-{method}", setting.student, method, teacher,
                           epochs or setting.epochs, seed, device)
-        records[ROW_NAMES.get(method, method)] = fit(config_from_dict(cfg, "demo"), resume=True)
+        records[row_name(method)] = fit(config_from_dict(cfg, "demo"), resume=True)
     rows = {name: metrics_row(record, PROTOCOL) for name, record in records.items()}
     table = markdown_table(rows, PROTOCOL)
     bar_chart(rows, out_dir / "chart.png", setting.title)

@@ -50,6 +50,8 @@ from mlkd.errors import ConfigError, quote
 
 __all__ = [
     "DEFAULT_PROTOCOLS",
+    "HEADLINE_METRICS",
+    "SCALAR_METRICS",
     "Protocol",
     "average_precision",
     "binarize",
@@ -59,6 +61,10 @@ __all__ = [
 ]
 
 DEFAULT_PROTOCOLS: tuple[str, ...] = ("thr@0.5", "oracle-k")
+#: The paper's three headline metrics (the columns of its tables).
+HEADLINE_METRICS: tuple[str, ...] = ("mAP", "OF1", "CF1")
+#: Every scalar metric ``multilabel_metrics`` returns under a protocol (what the logs show).
+SCALAR_METRICS: tuple[str, ...] = (*HEADLINE_METRICS, "CP", "CR", "OP", "OR")
 _VALID_FORMS = (
     "'oracle-k', 'oracle-k-strict', 'thr@<t>' (t a finite number, e.g. 'thr@0.5'), "
     "'topk@<k>' (k a positive integer, e.g. 'topk@3')"

@@ -12,6 +12,7 @@ Names are explicit keys (never looked up through a module's ``__dict__``)::
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Any, Callable, Iterator, TypeVar
 
 from mlkd.errors import ConfigError
@@ -38,13 +39,34 @@ class Registry:
 
         return add
 
-    def get(self, name: str) -> Any:
-        """The object registered as ``name``; a ConfigError lists the known names."""
+    def add(self, name: str, obj: T) -> T:
+        """Register a plain object (not a decorated class) as ``name``."""
+        return self.register(name)(obj)
+
+    def get(self, name: str, key: str = "") -> Any:
+        """The object registered as ``name``; a ConfigError lists the known names (and names
+        the config ``key`` it was read from, when given)."""
         try:
             return self._entries[name]
         except KeyError:
             known = ", ".join(sorted(self._entries))
-            raise ConfigError(f"unknown {self.kind} {name!r}; known: {known}") from None
+            where = f"{key}: " if key else ""
+            raise ConfigError(f"{where}unknown {self.kind} {name!r}; known: {known} (a plugin "
+                              "module listed under 'plugins:' can register more)") from None
+
+    @contextmanager
+    def scoped(self) -> Iterator["Registry"]:
+        """Registrations made inside the ``with`` block are removed on exit (for tests)."""
+        saved = dict(self._entries)
+        try:
+            yield self
+        finally:
+            self._entries.clear()
+            self._entries.update(saved)
+
+    def values(self) -> list[Any]:
+        """The registered objects, one per name (aliases included), in name order."""
+        return [self._entries[name] for name in self.names()]
 
     def names(self) -> list[str]:
         return sorted(self._entries)

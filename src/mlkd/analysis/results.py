@@ -23,11 +23,9 @@ import numpy as np
 import yaml
 
 from mlkd.errors import ConfigError
+from mlkd.metrics import HEADLINE_METRICS
 
 log = logging.getLogger(__name__)
-
-METRICS = ("mAP", "OF1", "CF1")
-ROW_ORDER = ("Teacher", "Student", "RKD", "PKT", "ReviewKD", "MSE", "PS", "MLD", "MLD+CD", "MLD+ID", "L2D")
 
 
 @dataclass(frozen=True)
@@ -75,7 +73,7 @@ class ResultTable:
     protocol: str
     columns: list[Column]
     rows: list[str]
-    metrics: tuple = METRICS
+    metrics: tuple = HEADLINE_METRICS
     cells: dict = field(default_factory=dict)  # (row, column index, metric) -> Cell
     paper: dict = field(default_factory=dict)  # (row, column index, metric) -> float | None
     paper_id: Optional[str] = None
@@ -145,9 +143,9 @@ def find_run_dirs(paths: Iterable) -> list[Path]:
 
 
 def _label(method: str, weights: dict) -> str:
-    from mlkd.reproduce.grid import method_spec
+    from mlkd.losses.methods import row_label
 
-    return method_spec({"method": method, "weights": weights}, "run").label
+    return row_label(method, weights)
 
 
 def load_run(run_dir: Path) -> RunResult:
@@ -206,7 +204,10 @@ def load_runs(paths: Iterable) -> list[RunResult]:
 
 
 def _row_key(label: str) -> tuple:
-    return (ROW_ORDER.index(label), "") if label in ROW_ORDER else (len(ROW_ORDER), label)
+    from mlkd.losses.methods import row_order
+
+    order = row_order()
+    return (order.index(label), "") if label in order else (len(order), label)
 
 
 def build_table(runs: Sequence[RunResult], protocol: str = "thr@0.5", title: str = "",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-METRIC_COLUMNS = ("mAP", "OF1", "CF1")
+from mlkd.metrics import HEADLINE_METRICS as METRIC_COLUMNS
 
 
 def metrics_row(record: dict, protocol: str) -> dict[str, float]:

@@ -32,8 +32,10 @@ from torchvision import transforms as T
 
 from mlkd.data.randaugment_official import OfficialRandAugment
 from mlkd.errors import ConfigError
+from mlkd.registries import RECIPES
 
-RECIPES = ("official", "official_torchvision", "paper", "none")
+# RECIPES: training augmentations by recipe name, ``recipe() -> list of ops`` applied between
+# the resize and ``ToTensor`` (evaluation never augments). A plugin may register more.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -85,19 +87,39 @@ class Cutout(torch.nn.Module):
         return f"factor={self.factor}"
 
 
+@RECIPES.register("official")
+def official_recipe() -> list[Callable]:
+    """The official L2D code: Cutout 0.5, then its own RandAugment."""
+    return [Cutout(0.5), OfficialRandAugment()]
+
+
+@RECIPES.register("official_torchvision")
+def official_torchvision_recipe() -> list[Callable]:
+    """Cutout 0.5, then torchvision's RandAugment."""
+    return [Cutout(0.5), T.RandAugment()]
+
+
+@RECIPES.register("paper")
+def paper_recipe() -> list[Callable]:
+    """The paper's text: horizontal flip, Cutout 0.5, RandAugment."""
+    return [T.RandomHorizontalFlip(), Cutout(0.5), T.RandAugment()]
+
+
+@RECIPES.register("none")
+def no_augmentation() -> list[Callable]:
+    return []
+
+
 def build_transform(recipe: str, img_size: int, train: bool,
                     normalize: bool = False) -> Callable:
     """A callable PIL image -> float tensor [3, img_size, img_size] (values in [0, 1] unless
-    ``normalize``). ``recipe``: one of :data:`RECIPES`; ``train`` picks the augmenting side."""
-    if recipe not in RECIPES:
-        raise ConfigError(f"unknown transform recipe {recipe!r}; valid: {', '.join(RECIPES)}")
+    ``normalize``). ``recipe``: a name in :data:`RECIPES`; ``train`` picks the augmenting side."""
+    augment = RECIPES.get(recipe, "data.recipe")
     if isinstance(img_size, bool) or not isinstance(img_size, int) or img_size <= 0:
         raise ConfigError(f"img_size must be a positive integer, got {img_size!r}")
     ops: list[Callable] = [T.Resize((img_size, img_size))]
-    if train and recipe != "none":
-        if recipe == "paper":
-            ops.append(T.RandomHorizontalFlip())
-        ops += [Cutout(0.5), OfficialRandAugment() if recipe == "official" else T.RandAugment()]
+    if train:
+        ops += augment()
     ops.append(T.ToTensor())
     if normalize:
         ops.append(T.Normalize(IMAGENET_MEAN, IMAGENET_STD))

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from mlkd.errors import RunFolderError
+from mlkd.metrics import SCALAR_METRICS
 
 log = logging.getLogger("mlkd")
 
@@ -88,7 +89,7 @@ class TensorBoardLog:
     Needs the optional ``tensorboard`` package (``pip install 'mlkd[tensorboard]'``).
     """
 
-    METRICS = ("mAP", "OF1", "CF1", "CP", "CR", "OP", "OR")
+    METRICS = SCALAR_METRICS
 
     def __init__(self, folder: Path):
         try:

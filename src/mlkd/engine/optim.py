@@ -8,6 +8,10 @@ import torch
 from torch import nn
 
 from mlkd.config import OptimConfig
+from mlkd.registries import OPTIMIZERS
+
+OPTIMIZERS.add("adam", torch.optim.Adam)  # L2 decay added to the gradient (the official code)
+OPTIMIZERS.add("adamw", torch.optim.AdamW)  # decoupled decay (the paper's text)
 
 
 def param_groups(modules: Iterable[nn.Module], weight_decay: float, lr: float = 1.0,
@@ -47,7 +51,7 @@ def build_optimizer(modules: Iterable[nn.Module], cfg: OptimConfig,
     if fused is None:
         params = [p for group in groups for p in group["params"]]
         fused = bool(params) and all(p.is_cuda for p in params)
-    cls = torch.optim.AdamW if cfg.name == "adamw" else torch.optim.Adam
+    cls = OPTIMIZERS.get(cfg.name, "optim.name")
     return cls(groups, lr=cfg.lr, fused=True) if fused else cls(groups, lr=cfg.lr)
 
 

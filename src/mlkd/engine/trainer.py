@@ -26,7 +26,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from mlkd import __version__
-from mlkd.config import Config, config_differences, read_yaml, save_config
+from mlkd.config import RESUMABLE_KEYS, Config, config_differences, read_yaml, save_config
 from mlkd.data.loaders import build_datasets, eval_loader, train_loader
 from mlkd.engine import checkpoint as ckpt
 from mlkd.engine.builders import check_normalisation, load_teacher, model_from_config
@@ -44,12 +44,6 @@ from mlkd.losses import build_objective, method_needs_teacher
 
 log = logging.getLogger("mlkd")
 
-# Config keys that may change between a run and its resumption. The fault policies are among
-# them, so that a run stopped by a damaged image or a NaN can go on with "skip".
-_RESUMABLE_CHANGES = {("train", "progress"), ("train", "threads"), ("train", "log_interval"), ("train", "tensorboard"),
-                      ("data", "num_workers"), ("optim", "stop_epoch"), ("distill", "teacher"),
-                      ("train", "dist_timeout_s"), ("train", "nonfinite"), ("data", "on_bad_image"),
-                      ("data", "verify_images"), ("data", "options", "on_missing")}
 
 
 @dataclass
@@ -182,7 +176,7 @@ def restore(run: Run) -> bool:
     if state is None:
         log.info("--resume: no checkpoint in %s yet; starting from scratch", run.run_dir / "checkpoints")
         return False
-    changed = config_differences(state["config"], run.cfg.to_dict(), _RESUMABLE_CHANGES | {("run_dir",)})
+    changed = config_differences(state["config"], run.cfg.to_dict(), RESUMABLE_KEYS)
     if changed:
         raise ConfigError(f"--resume: the config differs from the checkpoint's in {', '.join(changed)}; "
                           f"resume with the same config or start a new run_dir")
@@ -316,7 +310,7 @@ def run_history(run_dir: Path, cfg: Config) -> list[str]:
         found.append("metrics.jsonl")
     saved = run_dir / "config.yaml"
     if saved.is_file():
-        changed = config_differences(read_yaml(saved), cfg.to_dict(), _RESUMABLE_CHANGES | {("run_dir",)})
+        changed = config_differences(read_yaml(saved), cfg.to_dict(), RESUMABLE_KEYS)
         if changed:
             found.append(f"config.yaml of another config ({', '.join(changed[:3])} differ)")
     return found

@@ -4,17 +4,20 @@ Functional API (tensors in, scalar tensor out; teacher inputs are treated as con
 bce_loss, mld_loss, ps_loss, logits_mse_loss (logits [B, q]); cd_loss, id_loss,
 cd_id_losses, led_loss (label embeddings [B, q, D]); rkd_loss, pkt_loss (pooled [B, F]);
 ReviewKD and hcl_loss (stage feature maps). ``build_objective(method)`` assembles a named
-method (``METHODS``) from the ``LOSS_TERMS`` registry.
+method (the ``METHODS`` registry, see ``methods.py``) from the ``LOSS_TERMS`` registry.
 """
 
 from mlkd.losses.embedding import cd_id_losses, cd_loss, id_loss, led_loss
 from mlkd.losses.feature import ReviewKD, hcl_loss, pkt_loss, rkd_loss
 from mlkd.losses.logits import bce_loss, logits_mse_loss, mld_loss, ps_loss
-from mlkd.losses.objective import (LOSS_TERMS, METHODS, LossTerm, Objective, build_objective,
-                                  method_needs_teacher, method_weights)
+from mlkd.losses.methods import (TEACHER_LABEL, Method, get_method, method_needs_teacher,
+                                method_weights, register_method, row_label, row_order)
+from mlkd.losses.objective import LossTerm, Objective, build_objective
+from mlkd.registries import LOSS_TERMS, METHODS
 
 __all__ = [
-    "LOSS_TERMS", "METHODS", "LossTerm", "Objective", "ReviewKD", "bce_loss", "build_objective",
-    "cd_id_losses", "cd_loss", "hcl_loss", "id_loss", "led_loss", "logits_mse_loss",
-    "method_needs_teacher", "method_weights", "mld_loss", "pkt_loss", "ps_loss", "rkd_loss",
+    "LOSS_TERMS", "METHODS", "TEACHER_LABEL", "LossTerm", "Method", "Objective", "ReviewKD",
+    "bce_loss", "build_objective", "cd_id_losses", "cd_loss", "get_method", "hcl_loss", "id_loss",
+    "led_loss", "logits_mse_loss", "method_needs_teacher", "method_weights", "mld_loss",
+    "pkt_loss", "ps_loss", "register_method", "rkd_loss", "row_label", "row_order",
 ]

@@ -1,4 +1,4 @@
-"""Loss terms by name, named methods (SPEC §4) and the weighted-sum Objective.
+"""Loss terms by name and the weighted-sum Objective of a named method (``methods.py``).
 
 Each registered term is an ``nn.Module`` built with its options, whose forward is
 ``(student: ModelOutput, teacher: ModelOutput | None, targets [B, q]) -> scalar``.
@@ -17,11 +17,10 @@ from mlkd.losses.embedding import PairPlan, cd_id_losses, cd_loss, id_loss, pair
 from mlkd.losses.feature import RKD_VARIANTS, ReviewKD, pkt_loss, pooled_as_map, rkd_loss
 from mlkd.losses.logits import bce_loss, logits_mse_loss, mld_loss, ps_loss
 from mlkd.models.output import ModelOutput
-from mlkd.registry import Registry
+from mlkd.losses.methods import method_weights
+from mlkd.registries import LOSS_TERMS
 
 log = logging.getLogger(__name__)
-
-LOSS_TERMS = Registry("loss term")
 
 _NEEDS = {
     "logits": "logits [B, q]",
@@ -251,25 +250,6 @@ class ReviewKDTerm(LossTerm):
         return self.review(s, t)
 
 
-# Named methods (SPEC §4): (term, weight) lists. Baseline weights follow the original papers
-# where they state one (RKD's 25/50 live inside the rkd term, `variant: official` gives the
-# official L2D code's 10/10; ReviewKD 1.0 as in Chen et al. and the official code);
-# PKT, MSE and PS use 1.0 (the authors' code applies no extra factor). L2D weights are the
-# paper's: 10 MLD, 100 CD, 1000 ID. Every weight can be overridden by build_objective.
-METHODS: dict[str, tuple[tuple[str, float], ...]] = {
-    "vanilla": (("bce", 1.0),),
-    "rkd": (("bce", 1.0), ("rkd", 1.0)),
-    "pkt": (("bce", 1.0), ("pkt", 1.0)),
-    "reviewkd": (("bce", 1.0), ("reviewkd", 1.0)),
-    "mse": (("bce", 1.0), ("mse", 1.0)),
-    "ps": (("bce", 1.0), ("ps", 1.0)),
-    "mld": (("bce", 1.0), ("mld", 10.0)),
-    "l2d": (("bce", 1.0), ("mld", 10.0), ("cd", 100.0), ("id", 1000.0)),
-    "mld+cd": (("bce", 1.0), ("mld", 10.0), ("cd", 100.0)),
-    "mld+id": (("bce", 1.0), ("mld", 10.0), ("id", 1000.0)),
-}
-
-
 class Objective(nn.Module):
     """Weighted sum of named loss terms.
 
@@ -336,32 +316,13 @@ def _build_term(name: str, kwargs: Mapping[str, Any]) -> LossTerm:
                           f"see {cls.__name__}.__init__ for the accepted options") from None
 
 
-def method_weights(method: str, weights: Optional[Mapping[str, float]] = None) -> dict[str, float]:
-    """{term: weight} of ``method`` after ``weights`` overrides (weight 0 removes a term)."""
-    if method not in METHODS:
-        raise ConfigError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
-    weights = dict(weights or {})
-    _check_names(f"the weights of method {method!r}", list(weights))
-    chosen = dict(METHODS[method])
-    chosen.update({name: float(w) for name, w in weights.items()})
-    chosen = {name: w for name, w in chosen.items() if w != 0.0}
-    if not chosen:
-        raise ConfigError(f"method {method!r}: every loss term has weight 0; nothing to train")
-    return chosen
-
-
-def method_needs_teacher(method: str, weights: Optional[Mapping[str, float]] = None) -> bool:
-    """Whether any term of ``method`` (after overrides) reads the teacher's outputs."""
-    return any(LOSS_TERMS.get(name).needs_teacher for name in method_weights(method, weights))
-
-
 def build_objective(method: str, weights: Optional[Mapping[str, float]] = None,
                     options: Optional[Mapping[str, Mapping[str, Any]]] = None,
                     student_channels: Optional[Sequence[int]] = None,
                     teacher_channels: Optional[Sequence[int]] = None,
                     student_pooled_dim: Optional[int] = None,
                     teacher_pooled_dim: Optional[int] = None) -> Objective:
-    """The Objective of a named method (see ``METHODS``).
+    """The Objective of a named method (see ``mlkd.losses.methods``).
 
     weights: {term: weight} overrides; naming a term the method lacks adds it, a weight of 0
     removes the term. options: {term: {kwarg: value}} passed to the term's constructor.

@@ -12,9 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mlkd.registry import Registry
-
-HEADS = Registry("model head")
+from mlkd.registries import HEADS
 
 
 class HeadOutput(NamedTuple):

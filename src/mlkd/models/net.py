@@ -136,7 +136,7 @@ def build_model(
     """
     if num_classes < 1:
         raise ConfigError(f"num_classes must be >= 1, got {num_classes}")
-    head_cls = HEADS.get(head)
+    head_cls = HEADS.get(head, "model.head")
     if head == "label_wise" and embed_dim % num_heads:
         raise ConfigError(f"model.embed_dim ({embed_dim}) must be divisible by model.num_heads ({num_heads})")
     backbone = Backbone(

@@ -46,22 +46,17 @@ from typing import Any, Optional, Union
 
 from mlkd.config import Config, apply_overrides, config_from_dict, read_yaml
 from mlkd.errors import ConfigError
+from mlkd.plugins import load_plugins
 
 CONFIG_SECTIONS = ("data", "model", "optim", "distill", "train")
 GRID_KEYS = ("include", "name", "description", "dataset", "paper", "out", "required", "pairs",
-             "models", "methods", "vary", "seeds", "teachers", "teacher_config")
-
-#: Row labels of the named methods (the paper's row names).
-ROW_NAMES = {"teacher": "Teacher", "vanilla": "Student", "rkd": "RKD", "pkt": "PKT",
-             "reviewkd": "ReviewKD", "mse": "MSE", "ps": "PS", "mld": "MLD", "l2d": "L2D",
-             "mld+cd": "MLD+CD", "mld+id": "MLD+ID"}
-
+             "models", "methods", "vary", "seeds", "teachers", "teacher_config", "plugins")
 
 @dataclass(frozen=True)
 class MethodSpec:
     """One row of the table: a named method with optional weight / option overrides."""
 
-    method: str  # "teacher" or a key of mlkd.losses.METHODS
+    method: str  # "teacher" or a key of the mlkd.losses.METHODS registry
     label: str
     slug: str
     weights: dict = field(default_factory=dict, hash=False, compare=False)
@@ -180,7 +175,9 @@ def _get_path(data: dict, dotted: str) -> Any:
 
 
 def _fmt_number(value: float) -> str:
-    return f"{float(value):g}"
+    from mlkd.losses.methods import format_number
+
+    return format_number(value)
 
 
 def config_sections(value: Any, what: str, source: str) -> dict:
@@ -193,7 +190,7 @@ def config_sections(value: Any, what: str, source: str) -> dict:
 
 def method_spec(entry: Any, source: str) -> MethodSpec:
     """A ``methods`` entry (name or mapping) -> MethodSpec; names are checked against METHODS."""
-    from mlkd.losses import LOSS_TERMS, METHODS
+    from mlkd.losses import LOSS_TERMS, METHODS, row_label
 
     if isinstance(entry, str):
         entry = {"method": entry}
@@ -208,16 +205,15 @@ def method_spec(entry: Any, source: str) -> MethodSpec:
     weights = {str(k): float(v) for k, v in (entry.get("weights") or {}).items()}
     options = dict(entry.get("options") or {})
     if method != "teacher" and method not in METHODS:
-        raise ConfigError(f"{source}: unknown method {method!r}; known: teacher, {', '.join(METHODS)}")
+        raise ConfigError(f"{source}: unknown method {method!r}; known: teacher, {', '.join(METHODS)} "
+                          "(a plugin module listed under 'plugins:' can register more)")
     if method == "teacher" and (weights or options or config):
         raise ConfigError(f"{source}: the teacher row takes no weights, options or config (use teacher_config)")
     bad = [name for name in (*weights, *options) if name not in LOSS_TERMS]
     if bad:
         raise ConfigError(f"{source}: unknown loss term(s) {bad} in methods entry for {method!r}; "
                           f"known: {', '.join(LOSS_TERMS.names())}")
-    base = ROW_NAMES.get(method, method)
-    suffix = ", ".join(f"{k}={_fmt_number(v)}" for k, v in sorted(weights.items()))
-    label = str(entry.get("name") or (f"{base} ({suffix})" if suffix else base))
+    label = str(entry.get("name") or row_label(method, weights))
     slug = entry.get("slug")
     if not slug:
         slug = method + "".join(f"-{k}{_fmt_number(v)}" for k, v in sorted(weights.items()))
@@ -228,14 +224,14 @@ def method_spec(entry: Any, source: str) -> MethodSpec:
 
 def vary_specs(vary: Any, source: str) -> list[MethodSpec]:
     """``vary: {method, terms, factors}`` -> one MethodSpec per (term, factor): weight x factor."""
-    from mlkd.losses import METHODS
+    from mlkd.losses import METHODS, get_method, row_label
 
     if not isinstance(vary, dict) or set(vary) - {"method", "terms", "factors"}:
         raise ConfigError(f"{source}: 'vary' must be a mapping with method, terms, factors; got {vary!r}")
     method = vary.get("method", "l2d")
     if method not in METHODS:
         raise ConfigError(f"{source}: vary.method {method!r} is not a method; known: {', '.join(METHODS)}")
-    defaults = dict(METHODS[method])
+    defaults = get_method(method).weights
     terms = vary.get("terms") or [t for t in defaults if t != "bce"]
     factors = vary.get("factors") or [0.1, 10]
     specs = []
@@ -245,7 +241,7 @@ def vary_specs(vary: Any, source: str) -> list[MethodSpec]:
                               f"({', '.join(defaults)})")
         for factor in factors:
             weight = defaults[term] * float(factor)
-            label = f"{ROW_NAMES.get(method, method)} {term} x{_fmt_number(factor)} ({_fmt_number(weight)})"
+            label = f"{row_label(method)} {term} x{_fmt_number(factor)} ({_fmt_number(weight)})"
             specs.append(method_spec({"method": method, "weights": {term: weight}, "name": label}, source))
     return specs
 
@@ -293,6 +289,9 @@ def load_grid(path: Union[str, Path], overrides: Optional[list[str]] = None,
     for key in CONFIG_SECTIONS:
         if not isinstance(base[key], dict):
             raise ConfigError(f"{source}: '{key}' must be a mapping")
+    plugins = load_plugins(data.get("plugins") or [], source)  # before the method names are checked
+    if plugins:
+        base["plugins"] = plugins  # each run's config.yaml lists them
     pairs = _pairs(data.get("pairs"), source)
     raw_methods = data.get("methods") or ["teacher", "vanilla", "l2d"]
     methods = [method_spec(entry, source) for entry in raw_methods]

@@ -25,7 +25,7 @@ from typing import Callable, Optional
 
 import yaml
 
-from mlkd.config import Config, config_differences
+from mlkd.config import REUSABLE_KEYS, Config, config_differences
 from mlkd.engine.preemption import StopRequest, stop_on_signals
 from mlkd.engine.runlock import lock_holder, run_lock
 from mlkd.errors import ConfigError, Preempted, RunBusyError
@@ -35,11 +35,6 @@ log = logging.getLogger("mlkd")
 
 EXPERIMENT_FILE = "experiment.json"
 
-# Config keys a finished run may differ in from the grid's config and still count as done.
-_IGNORED = {("run_dir",), ("distill", "teacher"), ("optim", "stop_epoch"), ("train", "device"),
-            ("train", "progress"), ("train", "log_interval"), ("train", "threads"), ("train", "tensorboard"),
-            ("data", "num_workers"), ("data", "eval_batch_size"), ("data", "options", "root"),
-            ("data", "options", "source_dir"), ("data", "options", "cache_dir")}
 
 
 def stop_epoch(cfg: Config) -> int:
@@ -67,7 +62,7 @@ def run_status(run: RunSpec) -> str:
     if record and record.get("epoch") == stop_epoch(run.config) and record.get("eval"):
         saved = run.run_dir / "config.yaml"
         if saved.is_file():
-            changed = config_differences(yaml.safe_load(saved.read_text()) or {}, run.config.to_dict(), _IGNORED)
+            changed = config_differences(yaml.safe_load(saved.read_text()) or {}, run.config.to_dict(), REUSABLE_KEYS)
             if changed:
                 raise ConfigError(
                     f"{run.run_dir} is finished but was trained with another config ({', '.join(changed)} "
