@@ -3,7 +3,7 @@
 - ``NonFiniteTerm`` / ``nonfinite_term()``: a test-only loss term that returns NaN or inf at
   chosen calls (training steps), optionally only on one DDP rank. It is real arithmetic in the
   real training loop: nothing of the engine is mocked. Its registration is scoped
-  (``nonfinite_term()``) so other tests never see it in ``LOSS_TERMS``; ``fault_cli.py``
+  (``nonfinite_term()``) so other tests never see it in ``LOSS_TERMS``; ``fault_plugin.py``
   registers it in subprocesses (torchrun).
 - ``SignalTerm``: a test-only term that sends this process a real SIGTERM / SIGUSR1 at a chosen
   step (pre-emption), optionally on one rank only; registered with the other.
@@ -101,12 +101,9 @@ def register_nonfinite_term() -> None:
 @contextlib.contextmanager
 def nonfinite_term() -> Iterator[None]:
     """``NonFiniteTerm`` registered as ``fault_nonfinite`` for the duration of the block."""
-    register_nonfinite_term()
-    try:
+    with LOSS_TERMS.scoped():
+        register_nonfinite_term()
         yield
-    finally:
-        LOSS_TERMS._entries.pop(NONFINITE, None)
-        LOSS_TERMS._entries.pop(SIGNAL, None)
 
 
 

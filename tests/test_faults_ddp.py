@@ -101,7 +101,7 @@ def test_nan_on_one_rank_is_skipped_everywhere_then_sigkill_ends_torchrun(teache
                       train={"log_interval": 1, "nonfinite": "skip", "dist_timeout_s": 60},
                       distill={"weights": {NONFINITE: 1.0}, "options": {NONFINITE: {"steps": [3], "rank": 1}}})
     config = write_config(cfg, tmp_path / "run.yaml")
-    proc = subprocess.Popen(torchrun(str(TESTS / "fault_cli.py"), "distill", "--config", str(config)),
+    proc = subprocess.Popen(torchrun("-m", "mlkd.cli", "--plugin", "fault_plugin", "distill", "--config", str(config)),
                             env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     killed = []
 
@@ -176,7 +176,7 @@ def test_sigterm_on_one_rank_stops_both_at_the_same_batch_and_resume_matches(tea
         cfg = tiny_config(tmp_path / name, CACHE, method="l2d", teacher=teacher, epochs=2, data=DATA,
                           train={"log_interval": 4}, distill=distill)
         config = write_config(cfg, tmp_path / f"{name}.yaml")
-        return subprocess.run(torchrun(str(TESTS / "fault_cli.py"), "distill", "--config", str(config), *extra),
+        return subprocess.run(torchrun("-m", "mlkd.cli", "--plugin", "fault_plugin", "distill", "--config", str(config), *extra),
                               env=cli_env(), capture_output=True, text=True, timeout=300)
 
     stopped = run("run")

@@ -23,7 +23,7 @@ def test_sigkill_of_one_rank_mid_epoch_then_resume_matches_an_uninterrupted_run(
         cfg = tiny_config(tmp_path / name, CACHE, method="l2d", teacher=teacher, epochs=2, data=DATA,
                           distill=distill)
         config = write_config(cfg, tmp_path / f"{name}.yaml")
-        return subprocess.run(torchrun(str(TESTS / "fault_cli.py"), "distill", "--config", str(config), *extra),
+        return subprocess.run(torchrun("-m", "mlkd.cli", "--plugin", "fault_plugin", "distill", "--config", str(config), *extra),
                               env=cli_env(), capture_output=True, text=True, timeout=300)
 
     killed = run("run")  # rank 1 dies at step 20: epoch 2, batch 4 of 16
@@ -42,7 +42,7 @@ def test_a_failing_checkpoint_write_on_rank_0_ends_both_ranks_with_its_error(tmp
     def limit():
         resource.setrlimit(resource.RLIMIT_FSIZE, (1_000_000, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
 
-    done = subprocess.run(torchrun(str(TESTS / "fault_cli.py"), "train", "--config", str(cfg)), env=cli_env(),
+    done = subprocess.run(torchrun("-m", "mlkd.cli", "--plugin", "fault_plugin", "train", "--config", str(cfg)), env=cli_env(),
                           capture_output=True, text=True, timeout=BOUND_S, preexec_fn=limit)
     text = done.stdout + done.stderr
     assert done.returncode != 0, text[-3000:]
