@@ -4,7 +4,7 @@ groups (one call for CD + ID), names from the registry."""
 import pytest
 import torch
 
-import mlkd.losses.objective as objective_module
+import mlkd.losses.terms as terms_module
 from mlkd.errors import ConfigError
 from mlkd.losses import LOSS_TERMS, LossTerm, ReviewKD, build_objective, cd_loss, id_loss
 from mlkd.losses.embedding import pair_plan
@@ -68,8 +68,8 @@ def test_requires_is_checked_against_model_output(registry):
 
 def _spy(monkeypatch, name):
     calls = []
-    real = getattr(objective_module, name)
-    monkeypatch.setattr(objective_module, name, lambda *a, **k: calls.append(a[1:]) or real(*a, **k))
+    real = getattr(terms_module, name)
+    monkeypatch.setattr(terms_module, name, lambda *a, **k: calls.append(a[1:]) or real(*a, **k))
     return calls
 
 
@@ -80,8 +80,8 @@ def test_cd_id_group_equals_the_separate_terms_in_one_call(monkeypatch, variant,
     e_s, e_t = student.label_embeddings, teacher.label_embeddings
     oracle = {"cd": cd_loss(e_s, e_t, TARGETS, variant), "id": id_loss(e_s, e_t, TARGETS, variant)}
     fused, plans = _spy(monkeypatch, "cd_id_losses"), _spy(monkeypatch, "pair_plan")
-    monkeypatch.setattr(objective_module, "cd_loss", None)  # the group must not call them
-    monkeypatch.setattr(objective_module, "id_loss", None)
+    monkeypatch.setattr(terms_module, "cd_loss", None)  # the group must not call them
+    monkeypatch.setattr(terms_module, "id_loss", None)
     objective = build_objective("l2d", options={"cd": {"variant": variant}, "id": {"variant": variant}})
     _, values = objective(student, teacher, TARGETS, TARGETS.clone() if host else None)
     assert len(fused) == 1 and plans == ([(True, True)] if host else [])

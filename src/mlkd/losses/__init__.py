@@ -4,14 +4,17 @@ Functional API (tensors in, scalar tensor out; teacher inputs are treated as con
 bce_loss, mld_loss, ps_loss, logits_mse_loss (logits [B, q]); cd_loss, id_loss,
 cd_id_losses, led_loss (label embeddings [B, q, D]); rkd_loss, pkt_loss (pooled [B, F]);
 ReviewKD and hcl_loss (stage feature maps). ``build_objective(method)`` assembles a named
-method (``METHODS``) from the ``LOSS_TERMS`` registry.
+method (``METHODS``) from the ``LOSS_TERMS`` registry. A new term subclasses ``LossTerm``
+(``requires``, ``setup``, ``prepare``, ``group_key`` / ``compute_group``; see
+``mlkd.losses.terms``) and registers itself with ``@LOSS_TERMS.register("name")``.
 """
 
 from mlkd.losses.embedding import cd_id_losses, cd_loss, id_loss, led_loss
 from mlkd.losses.feature import ReviewKD, hcl_loss, pkt_loss, rkd_loss
 from mlkd.losses.logits import bce_loss, logits_mse_loss, mld_loss, ps_loss
-from mlkd.losses.objective import (LOSS_TERMS, METHODS, LossTerm, Objective, build_objective,
-                                  method_needs_teacher, method_weights)
+from mlkd.losses.objective import (METHODS, Objective, build_objective, method_needs_teacher,
+                                  method_weights)
+from mlkd.losses.terms import LOSS_TERMS, LossTerm
 
 __all__ = [
     "LOSS_TERMS", "METHODS", "LossTerm", "Objective", "ReviewKD", "bce_loss", "build_objective",
