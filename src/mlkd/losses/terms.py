@@ -102,10 +102,12 @@ class LossTerm(nn.Module):
     def compute_group(cls, terms: Mapping[str, "LossTerm"], student: ModelOutput,
                       teacher: Optional[ModelOutput], targets: Tensor,
                       prepared: Any = None) -> dict[str, Tensor]:
-        """{name: scalar} for every term of a group (see ``group_key``)."""
+        """{name: scalar} for every term of a group (see ``group_key``): the two models'
+        ModelOutputs, targets [B, q], ``prepared`` from ``prepare_group`` (None without host labels)."""
         raise NotImplementedError(f"{cls.__name__} declares a group_key but no compute_group")
 
     def where(self) -> str:
+        """"method 'm', loss term 't'" (for error messages)."""
         return f"method {self.method!r}, loss term {self.name!r}" if self.method \
             else f"loss term {self.name!r}"
 
