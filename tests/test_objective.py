@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-import mlkd.losses.objective as objective_module
+import mlkd.losses.terms as terms_module
 from mlkd.errors import ConfigError
 from mlkd.losses import (LOSS_TERMS, METHODS, Objective, bce_loss, build_objective, cd_loss,
                          id_loss, logits_mse_loss, mld_loss, pkt_loss, rkd_loss)
@@ -50,15 +50,15 @@ def test_l2d_total_is_the_weighted_functional_sum():
 
 def test_cd_and_id_share_one_call(monkeypatch):
     calls = []
-    real = objective_module.cd_id_losses
+    real = terms_module.cd_id_losses
 
     def counting(*args, **kwargs):
         calls.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(objective_module, "cd_id_losses", counting)
-    monkeypatch.setattr(objective_module, "cd_loss", None)  # must not be called
-    monkeypatch.setattr(objective_module, "id_loss", None)
+    monkeypatch.setattr(terms_module, "cd_id_losses", counting)
+    monkeypatch.setattr(terms_module, "cd_loss", None)  # must not be called
+    monkeypatch.setattr(terms_module, "id_loss", None)
     build_objective("l2d")(output(0), output(1), TARGETS)
     assert len(calls) == 1
 

@@ -15,7 +15,7 @@ import importlib
 
 from mlkd.registry import Registry
 
-LOSS_TERMS = Registry("loss term")
+LOSS_TERMS = Registry("loss term", name_attr="name")  # a term class's ``name`` is its key
 METHODS = Registry("method")
 HEADS = Registry("model head")
 RECIPES = Registry("transform recipe")

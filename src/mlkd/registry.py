@@ -21,10 +21,15 @@ T = TypeVar("T")
 
 
 class Registry:
-    """A name -> object mapping filled by a decorator."""
+    """A name -> object mapping filled by a decorator.
 
-    def __init__(self, kind: str):
+    ``name_attr``: when set, ``register`` sets that attribute of each registered object to its
+    (first) registry key, so a class's name is never written twice.
+    """
+
+    def __init__(self, kind: str, name_attr: str | None = None):
         self.kind = kind
+        self.name_attr = name_attr
         self._entries: dict[str, Any] = {}
 
     def register(self, name: str, *aliases: str) -> Callable[[T], T]:
@@ -35,6 +40,8 @@ class Registry:
                 if key in self._entries:
                     raise ValueError(f"{self.kind} {key!r} is registered twice")
                 self._entries[key] = obj
+            if self.name_attr:
+                setattr(obj, self.name_attr, name)
             return obj
 
         return add

@@ -20,12 +20,8 @@ from torch.utils.data import Dataset
 
 from mlkd.config import Config
 from mlkd.data.batch import collate
-from mlkd.engine.distributed import DistInfo
-from mlkd.engine.optim import build_optimizer, build_scheduler
+from mlkd.engine.assembly import Run, assemble
 from mlkd.engine.runtime import resolve_precision
-from mlkd.engine.step import StudentStep, defers_checks
-from mlkd.engine.trainer import Run
-from mlkd.losses import build_objective
 
 #: Methods of the step and memory benchmarks; "l2d+cache" is L2D served by the teacher cache.
 METHODS = ("vanilla", "rkd", "pkt", "reviewkd", "mse", "ps", "mld", "l2d", "l2d+cache")
@@ -83,23 +79,16 @@ def build_net(name: str, cfg: Config, num_classes: int, device: torch.device, se
 def make_run(method: str, cfg: Config, num_classes: int, teacher: Optional[nn.Module],
              cache=None, seed: int = 0) -> Run:
     """A Run for ``method`` (a METHODS name) with a freshly initialised student (same seed for
-    every method) and the engine's objective, optimiser, schedule and scaler."""
+    every method), assembled as ``fit`` assembles its runs (``mlkd.engine.assembly.assemble``:
+    objective, step, optimiser, schedule, scaler); ``l2d+cache`` is L2D served by ``cache``."""
     device = torch.device(cfg.train.device)
     precision = resolve_precision(cfg.train.amp, device)
     student = build_net(cfg.model.name, cfg, num_classes, device, seed)
     name = "l2d" if method == "l2d+cache" else method
-    objective = build_objective(name, student_channels=student.feature_channels,
-                                teacher_channels=getattr(teacher, "feature_channels", None)).to(device)
-    if cfg.train.channels_last:
-        student = student.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer([student, objective], cfg.optim, fused=defers_checks(device))
-    use_teacher = objective.needs_teacher and method != "l2d+cache"
-    return Run(cfg=cfg, info=DistInfo(), device=device, precision=precision,
-               classes=[f"c{k}" for k in range(num_classes)], student=student,
-               teacher=teacher if use_teacher else None, step=StudentStep(student, objective).train(),
-               optimizer=optimizer, scheduler=build_scheduler(optimizer, cfg.optim, 10_000),
-               scaler=torch.amp.GradScaler(device.type, enabled=precision.use_scaler),
-               train_loader=None, test_loader=None, teacher_cache=cache if method == "l2d+cache" else None)
+    cfg = cfg.model_copy(update={"distill": cfg.distill.model_copy(update={"method": name})})
+    return assemble(cfg, student, teacher, [f"c{k}" for k in range(num_classes)], device=device,
+                    precision=precision, cache=cache if method == "l2d+cache" else None,
+                    steps_per_epoch=10_000)
 
 
 def sync(device: torch.device) -> None:

@@ -343,10 +343,11 @@ def prepare(cfg, teacher: nn.Module, objective: nn.Module, train_set: Dataset, i
     from mlkd.data.transforms import build_transform
 
     d = cfg.distill
-    needed = {term.field for term in objective.terms.values() if term.needs_teacher}
+    reads = {name: set(term.requires()) for name, term in objective.terms.items() if term.needs_teacher}
+    needed = set().union(*reads.values())
     unservable = sorted(needed - set(SERVABLE))
     if unservable:
-        terms = [n for n, t in objective.terms.items() if t.needs_teacher and t.field in unservable]
+        terms = [n for n, fields in reads.items() if fields & set(unservable)]
         raise ConfigError(f"distill.cache: method {d.method!r} (term(s) {', '.join(terms)}) reads the teacher's "
                           f"{', '.join(unservable)}, which a teacher-output cache does not store; "
                           "use distill.cache=off for this method")

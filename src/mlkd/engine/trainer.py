@@ -16,63 +16,32 @@ import logging
 import os
 import random
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 import torch
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 
 from mlkd import __version__
 from mlkd.config import RESUMABLE_KEYS, Config, config_differences, read_yaml, save_config
-from mlkd.data.loaders import build_datasets, eval_loader, train_loader
+from mlkd.data.loaders import build_datasets
 from mlkd.engine import checkpoint as ckpt
+from mlkd.engine.assembly import Run, assemble
 from mlkd.engine.builders import check_normalisation, load_teacher, model_from_config
-from mlkd.engine.distributed import (DistInfo, barrier, broadcast_buffers, cleanup, init_distributed,
+from mlkd.engine.distributed import (barrier, broadcast_buffers, cleanup, init_distributed,
                                      local_rank_from_env)
 from mlkd.engine.evaluation import evaluate
 from mlkd.engine.logs import Progress, TensorBoardLog, write_jsonl
-from mlkd.engine.optim import build_optimizer, build_scheduler
 from mlkd.engine.preemption import stop_on_signals
 from mlkd.engine.runlock import run_lock
-from mlkd.engine.runtime import Precision, resolve_device, resolve_precision, seed_everything
-from mlkd.engine.step import NonFiniteGuard, StudentStep, defers_checks, train_step
+from mlkd.engine.runtime import resolve_device, resolve_precision, seed_everything
+from mlkd.engine.step import NonFiniteGuard, defers_checks, train_step
 from mlkd.errors import ConfigError, NonFiniteLossError, Preempted
-from mlkd.losses import build_objective, method_needs_teacher
+from mlkd.losses import method_needs_teacher
 
 log = logging.getLogger("mlkd")
 
-
-
-@dataclass
-class Run:
-    """Everything one training run holds."""
-
-    cfg: Config
-    info: DistInfo
-    device: torch.device
-    precision: Precision
-    classes: list[str]
-    student: nn.Module
-    teacher: Optional[nn.Module]
-    step: nn.Module  # StudentStep, DDP-wrapped when distributed
-    optimizer: torch.optim.Optimizer
-    scheduler: Any
-    scaler: torch.amp.GradScaler
-    train_loader: Any
-    test_loader: Any
-    history: list[dict] = field(default_factory=list)
-    epoch: int = 0  # completed epochs
-    global_step: int = 0
-    teacher_cache: Any = None  # a TeacherCache serving the teacher's outputs (distill.cache)
-    partial: Optional[dict] = None  # how far a pre-empted epoch got (see train_one_epoch)
-    stop_request: Any = None  # a preemption.StopRequest while fit runs
-
-    @property
-    def run_dir(self) -> Path:
-        return Path(self.cfg.run_dir)
 
 
 def _rng_state() -> dict:
@@ -95,7 +64,10 @@ def _set_rng_state(state: dict) -> None:
 
 
 def build_run(cfg: Config) -> Run:
-    """Datasets, models, objective, optimiser and loaders for ``cfg`` (nothing trained yet)."""
+    """Datasets, models, objective, optimiser and loaders for ``cfg`` (nothing trained yet).
+
+    Builds the seeded student and loads the teacher, then :func:`mlkd.engine.assembly.assemble`
+    adds the rest (as it does for the benchmarks)."""
     local_rank = local_rank_from_env()
     device = resolve_device(cfg.train.device, local_rank)
     info = init_distributed(device.type, cfg.train.dist_timeout_s)
@@ -112,44 +84,8 @@ def build_run(cfg: Config) -> Run:
     check_normalisation(teacher, cfg.data.normalize, "teacher")
     if cfg.distill.teacher and not needs_teacher:
         log.warning("distill.teacher is ignored: method %s uses no teacher output", cfg.distill.method)
-    objective = build_objective(
-        cfg.distill.method, weights=cfg.distill.weights, options=cfg.distill.options,
-        student_channels=getattr(student, "feature_channels", None),
-        teacher_channels=getattr(teacher, "feature_channels", None),
-        student_pooled_dim=getattr(student, "pooled_dim", None),
-        teacher_pooled_dim=getattr(teacher, "pooled_dim", None),
-    ).to(device)
-    if objective.needs_teacher and teacher is None:
-        raise ConfigError(f"distill.method={cfg.distill.method} needs distill.teacher=/path/to/teacher.pt")
-    if cfg.train.channels_last:
-        student = student.to(memory_format=torch.channels_last)
-        if teacher is not None:
-            teacher = teacher.to(memory_format=torch.channels_last)
-    cache = None
-    if cfg.distill.cache != "off" and teacher is not None:
-        from mlkd.engine import teacher_cache
-
-        train_set, cache = teacher_cache.prepare(cfg, teacher, objective, train_set, info, device, precision)
-        teacher = None  # every teacher output the objective reads now comes from the cache
-    elif cfg.distill.cache != "off":
-        log.info("distill.cache is not used: method %s reads no teacher output", cfg.distill.method)
-    step: nn.Module = StudentStep(student, objective)
-    if info.enabled:
-        step = DistributedDataParallel(step, device_ids=[device.index] if device.type == "cuda" else None)
-    if cfg.train.compile:
-        step = torch.compile(step)
-    pin = device.type == "cuda"
-    loader = train_loader(train_set, cfg.data, info, cfg.train.seed, pin,
-                          cache.wrap_sampler if cache is not None else None)
-    optimizer = build_optimizer([student, objective], cfg.optim, fused=defers_checks(device))
-    return Run(
-        cfg=cfg, info=info, device=device, precision=precision, classes=classes,
-        student=student, teacher=teacher, step=step, optimizer=optimizer,
-        scheduler=build_scheduler(optimizer, cfg.optim, len(loader)),
-        scaler=torch.amp.GradScaler(device.type, enabled=precision.use_scaler),
-        train_loader=loader, test_loader=eval_loader(test_set, cfg.data, info, pin),
-        teacher_cache=cache,
-    )
+    return assemble(cfg, student, teacher, classes, device=device, precision=precision, info=info,
+                    train_set=train_set, test_set=test_set)
 
 
 def _objective(run: Run) -> nn.Module:

@@ -28,7 +28,7 @@ from mlkd.models.net import (
     list_paper_backbones,
     resolve_model_name,
 )
-from mlkd.models.output import ModelOutput
+from mlkd.models.output import ModelOutput, OutputShapes, output_shapes
 from mlkd.models.repvgg import can_reparameterize, deploy
 from mlkd.models.input_norm import InputNorm, default_input_norm
 from mlkd.models.packaged import PACKAGED, PackagedWeights, packaged_file
@@ -44,6 +44,7 @@ __all__ = [
     "LabelWiseHead",
     "LinearHead",
     "ModelOutput",
+    "OutputShapes",
     "MultiLabelNet",
     "PAPER_ALIASES",
     "PACKAGED",
@@ -60,6 +61,7 @@ __all__ = [
     "list_paper_backbones",
     "load_backbone_weights",
     "model_catalog",
+    "output_shapes",
     "packaged_file",
     "pretrained_state_dict",
     "read_state_dict",

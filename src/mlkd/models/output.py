@@ -25,3 +25,29 @@ class ModelOutput:
     pooled: torch.Tensor
     features: list[torch.Tensor] = field(default_factory=list)
     attention: Optional[torch.Tensor] = None
+
+
+@dataclass(frozen=True)
+class OutputShapes:
+    """The sizes of a model's :class:`ModelOutput` (None where unknown or absent).
+
+    num_classes: q; embed_dim: D of ``label_embeddings`` (None for a plain linear head);
+    pooled_dim: F of ``pooled``; stage_channels: C_s of each map in ``features``.
+    """
+
+    num_classes: Optional[int] = None
+    embed_dim: Optional[int] = None
+    pooled_dim: Optional[int] = None
+    stage_channels: Optional[tuple[int, ...]] = None
+
+
+def output_shapes(model: Optional[torch.nn.Module]) -> Optional[OutputShapes]:
+    """The :class:`OutputShapes` of ``model`` from its ``num_classes``, ``embed_dim``,
+    ``pooled_dim`` and ``feature_channels`` attributes (as :class:`MultiLabelNet` has them;
+    missing ones are None); None for no model."""
+    if model is None:
+        return None
+    channels = getattr(model, "feature_channels", None)
+    return OutputShapes(getattr(model, "num_classes", None), getattr(model, "embed_dim", None),
+                        getattr(model, "pooled_dim", None),
+                        None if channels is None else tuple(int(c) for c in channels))
