@@ -12,9 +12,8 @@ from mlkd.data.batch import collate
 from mlkd.data.holdout import split_train
 from mlkd.data.registry import build_dataset, draws_at_img_size
 from mlkd.data.transforms import build_transform
+from mlkd.data.samplers import STOP_SIGNALS, DistInfo, ResumableSampler, ShardSampler
 from mlkd.data.views import seeded
-from mlkd.engine.distributed import DistInfo, ShardSampler
-from mlkd.engine.preemption import STOP_SIGNALS, ResumableSampler
 from mlkd.errors import DataError
 
 

@@ -4,28 +4,12 @@ from __future__ import annotations
 
 import datetime
 import os
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.utils.data import Sampler
 
-
-@dataclass(frozen=True)
-class DistInfo:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
+from mlkd.data.samplers import DistInfo, ShardSampler  # noqa: F401 - re-exported
 
 #: How long ranks may take to join each other (start-up skew: imports, data on a slow disk).
 JOIN_TIMEOUT_S = 600.0
@@ -55,22 +39,6 @@ def init_distributed(device_type: str, timeout_s: float = 600.0) -> DistInfo:
 
 def local_rank_from_env() -> int:
     return int(os.environ.get("LOCAL_RANK", "0"))
-
-
-class ShardSampler(Sampler[int]):
-    """Rank r of W sees indices r, r+W, r+2W, ... exactly once: no padding, no duplicates.
-
-    For evaluation: the shards together cover every sample exactly once.
-    """
-
-    def __init__(self, length: int, rank: int, world_size: int):
-        self.indices = range(rank, length, world_size)
-
-    def __iter__(self):
-        return iter(self.indices)
-
-    def __len__(self) -> int:
-        return len(self.indices)
 
 
 def gather_arrays(arrays: dict[str, np.ndarray], info: DistInfo) -> dict[str, np.ndarray]:
