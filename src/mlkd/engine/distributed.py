@@ -20,20 +20,22 @@ def init_distributed(device_type: str, timeout_s: float = 600.0) -> DistInfo:
 
     NCCL on CUDA, gloo elsewhere. ``timeout_s`` (``train.dist_timeout_s``) bounds every
     collective once the group is formed, so a dead or hung rank makes the others fail instead
-    of waiting forever. Forming the group waits up to ``max(timeout_s, JOIN_TIMEOUT_S)``, so a
-    short collective timeout does not turn uneven start-up times into failures (with torch
-    versions lacking ``dist.set_timeout`` the group simply uses ``timeout_s`` throughout).
+    of waiting forever. Joining waits up to ``max(timeout_s, JOIN_TIMEOUT_S)``, so a short
+    collective timeout does not turn uneven start-up times into failures: the rendezvous store
+    is made with the join timeout and the group with ``timeout_s`` (no ``dist.set_timeout``,
+    which older torch versions lack).
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistInfo()
     if not dist.is_initialized():
         backend = "nccl" if device_type == "cuda" else "gloo"
-        set_timeout = getattr(dist, "set_timeout", None)
-        join = max(timeout_s, JOIN_TIMEOUT_S) if set_timeout is not None else timeout_s
-        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=join))
-        if join != timeout_s:
-            set_timeout(datetime.timedelta(seconds=timeout_s))
+        join = datetime.timedelta(seconds=max(timeout_s, JOIN_TIMEOUT_S))
+        store, rank, world = next(dist.rendezvous("env://", timeout=join))
+        store.set_timeout(join)
+        # The prefix init_process_group puts on a store it makes itself (the store is shared).
+        dist.init_process_group(backend, store=dist.PrefixStore("default_pg", store), rank=rank,
+                                world_size=world, timeout=datetime.timedelta(seconds=timeout_s))
     return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
