@@ -41,6 +41,7 @@ from mlkd.engine.runtime import Precision, resolve_device, resolve_precision, se
 from mlkd.engine.step import NonFiniteGuard, StudentStep, defers_checks, train_step
 from mlkd.errors import ConfigError, NonFiniteLossError, Preempted
 from mlkd.losses import build_objective, method_needs_teacher
+from mlkd.runrecord import METRICS_FILE
 
 log = logging.getLogger("mlkd")
 
@@ -311,9 +312,9 @@ def run_history(run_dir: Path, cfg: Config) -> list[str]:
     folder = run_dir / "checkpoints"
     found = [f"checkpoints/{name}" for name in (ckpt.LAST, ckpt.PREV) if (folder / name).exists()]
     found += sorted(f"checkpoints/{path.name}" for path in folder.glob("*.corrupt"))
-    metrics = run_dir / "metrics.jsonl"
+    metrics = run_dir / METRICS_FILE
     if metrics.is_file() and metrics.stat().st_size:
-        found.append("metrics.jsonl")
+        found.append(METRICS_FILE)
     saved = run_dir / "config.yaml"
     if saved.is_file():
         changed = config_differences(read_yaml(saved), cfg.to_dict(), _RESUMABLE_CHANGES | {("run_dir",)})
@@ -362,7 +363,7 @@ def _fit(cfg: Config, resume: bool) -> dict:
         if run.info.is_main:
             save_config(cfg, run.run_dir / "config.yaml")
         board = TensorBoardLog(run.run_dir / "tensorboard") if cfg.train.tensorboard and run.info.is_main else None
-        stop = min(cfg.optim.stop_epoch or cfg.optim.epochs, cfg.optim.epochs)
+        stop = cfg.optim.final_epoch
         with stop_on_signals() as run.stop_request:
             _epochs(run, stop, board)
         if board is not None:
@@ -386,7 +387,7 @@ def _epochs(run: Run, stop: int, board: Optional[TensorBoardLog]) -> None:
         run.history.append(record)
         if run.info.is_main:
             ckpt.save_rotating(_state(run), run.run_dir / "checkpoints")
-            write_jsonl(run.history, run.run_dir / "metrics.jsonl")
+            write_jsonl(run.history, run.run_dir / METRICS_FILE)
             if board is not None:
                 board.write(record)
             log.info("epoch %d/%d %s", run.epoch, stop, _summary(record))
