@@ -329,8 +329,8 @@ def _data_report(run: Run) -> dict[str, dict[str, int]]:
     report = {}
     for split, loader in (("train", run.train_loader), ("test", run.test_loader)):
         dataset = loader.dataset
-        report[split] = {"images": len(dataset), "missing": int(getattr(dataset, "missing", 0)),
-                         "unreadable": len(getattr(dataset, "unreadable_files", ()))}
+        report[split] = {"images": len(dataset), "missing": int(dataset.missing),
+                         "unreadable": len(dataset.unreadable_files)}
     return report
 
 
