@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.mlkd-installed
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: venv test demo demo-mosaic bench fashion-mnist noto-emoji clean
+.PHONY: venv test test-quick demo demo-mosaic bench fashion-mnist noto-emoji clean
 
 venv: $(STAMP)
 
@@ -19,6 +19,10 @@ $(STAMP): pyproject.toml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest tests
+
+# Without the tests that launch subprocesses or torchrun (marked slow).
+test-quick: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow" tests
 
 # The mosaic demo prefers real Fashion-MNIST (Debian package); it falls back to scikit-learn digits.
 fashion-mnist:

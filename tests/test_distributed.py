@@ -6,12 +6,15 @@ import os
 import subprocess
 import sys
 
+import pytest
 import yaml
 
 from engine_helpers import tiny_config
 from mlkd.engine.evaluation import evaluate_checkpoint
 from mlkd.engine.logs import read_jsonl
 from mlkd.engine.trainer import fit
+
+pytestmark = pytest.mark.slow  # subprocesses / torchrun
 
 
 def test_torchrun_two_processes_evaluates_each_sample_once(tmp_path):

@@ -27,6 +27,8 @@ from fault_helpers import (CACHE, NONFINITE, TESTS, assert_resume_matches_uninte
                            cli_command, cli_env, write_config)
 from mlkd.engine.trainer import fit
 
+pytestmark = pytest.mark.slow  # subprocesses / torchrun
+
 # 128 images, global batch 8 (4 per rank): 16 steps per epoch and rank.
 DATA = {"batch_size": 8, "options": {"source": "digits", "num_train": 128, "num_test": 16, "seed": 0,
                                      "cache_dir": str(CACHE)}}

@@ -8,11 +8,15 @@ from __future__ import annotations
 import resource
 import subprocess
 
+import pytest
+
 from engine_helpers import tiny_config
 from fault_helpers import (CACHE, SIGNAL, TESTS, assert_resume_matches_uninterrupted, cli_env,
                            write_config)
 from mlkd.engine.checkpoint import load_checkpoint
 from test_faults_ddp import BOUND_S, DATA, teacher, torchrun  # noqa: F401 (teacher is a fixture)
+
+pytestmark = pytest.mark.slow  # subprocesses / torchrun
 
 
 def test_sigkill_of_one_rank_mid_epoch_then_resume_matches_an_uninterrupted_run(teacher, tmp_path):  # noqa: F811

@@ -82,6 +82,7 @@ def without_root_bypass(argv):
     return ["setpriv", f"--inh-caps={caps}", f"--bounding-set={caps}", *argv]
 
 
+@pytest.mark.slow  # a subprocess
 def test_an_intact_checkpoint_that_cannot_be_opened_is_not_called_corrupt(stopped, tmp_path):
     import subprocess
 

@@ -15,6 +15,8 @@ import subprocess
 import threading
 from pathlib import Path
 
+import pytest
+
 from engine_helpers import tiny_config
 from fault_helpers import (CACHE, assert_same_tensors, cli_command, cli_env,  # noqa: F401
                            run_cli, write_config)
@@ -22,6 +24,8 @@ from mlkd.data.loaders import build_datasets
 from mlkd.engine.checkpoint import load_checkpoint
 from mlkd.engine.logs import read_jsonl
 from mlkd.engine.trainer import fit
+
+pytestmark = pytest.mark.slow  # subprocesses / torchrun
 
 # 256 images in batches of 8: 32 steps per epoch, one log line per step.
 DATA = {"batch_size": 8, "options": {"source": "digits", "num_train": 256, "num_test": 16, "seed": 0,

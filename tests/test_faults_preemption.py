@@ -85,6 +85,7 @@ def test_signal_stops_at_the_step_and_resume_is_bit_identical(reference, tmp_pat
     assert without_timing(read_jsonl(tmp_path / "run" / "metrics.jsonl")) == without_timing(reference["metrics"])
 
 
+@pytest.mark.slow  # a subprocess
 def test_cli_exits_75_on_sigterm_and_resumes(tmp_path):
     """A real `mlkd train` process signalled from outside once it is training."""
     cfg = tiny_config(tmp_path / "run", CACHE, epochs=40, data=DATA, train={"eval_every": 0})

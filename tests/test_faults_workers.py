@@ -23,6 +23,7 @@ DATA = {"num_workers": 2,
         "options": {"source": "digits", "num_train": 128, "num_test": 16, "seed": 0, "cache_dir": str(CACHE)}}
 
 
+@pytest.mark.slow  # a subprocess
 def test_sigterm_to_the_process_group_with_workers_exits_75_and_resumes(tmp_path):
     """``kill -TERM -<pgid>`` (SLURM's time limit, scancel) reaches the 2 workers too: they
     ignore it, the main process saves a checkpoint and exits 75, and --resume completes."""

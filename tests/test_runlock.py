@@ -17,6 +17,8 @@ from mlkd.reproduce.grid import load_grid
 from mlkd.reproduce.sweep import format_plan, run_status, run_sweep
 from test_reproduce_sweep import write_grid
 
+pytestmark = pytest.mark.slow  # subprocesses / torchrun
+
 HOLD = ("import sys, time\nfrom mlkd.engine.runlock import run_lock\n"
         "with run_lock(sys.argv[1]):\n    print('locked', flush=True)\n    time.sleep(600)\n")
 

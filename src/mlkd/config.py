@@ -110,6 +110,12 @@ class ModelConfig(_Section):
         return value
 
 
+def final_epoch_of(epochs: int, stop_epoch: Optional[int]) -> int:
+    """The epoch a run ends at: ``stop_epoch`` when set (teachers of a grid; at most ``epochs``),
+    else ``epochs`` (the schedule's length)."""
+    return min(stop_epoch or epochs, epochs)
+
+
 class OptimConfig(_Section):
     """Adam(W) + OneCycleLR; weight decay on weights only (not biases / norms)."""
 
@@ -125,6 +131,10 @@ class OptimConfig(_Section):
     head_lr_scale: float = Field(1.0, gt=0)
 
     _name_known = _registered("OPTIMIZERS", "name")
+
+    @property
+    def final_epoch(self) -> int:
+        return final_epoch_of(self.epochs, self.stop_epoch)
 
 
 class DistillConfig(_Section):

@@ -24,6 +24,7 @@ import yaml
 
 from mlkd.errors import ConfigError
 from mlkd.metrics import HEADLINE_METRICS
+from mlkd.runrecord import EXPERIMENT_FILE, METRICS_FILE, RunRecord, final_epoch
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +138,7 @@ def find_run_dirs(paths: Iterable) -> list[Path]:
             found[path] = None
             continue
         for config in sorted(path.rglob("config.yaml")):
-            if (config.parent / "metrics.jsonl").is_file() or (config.parent / "checkpoints").is_dir():
+            if (config.parent / METRICS_FILE).is_file() or (config.parent / "checkpoints").is_dir():
                 found[config.parent] = None
     return list(found)
 
@@ -150,14 +151,11 @@ def _label(method: str, weights: dict) -> str:
 
 def load_run(run_dir: Path) -> RunResult:
     """Read one run folder (config.yaml, metrics.jsonl and experiment.json when present)."""
-    from mlkd.reproduce.sweep import EXPERIMENT_FILE, last_record
-
     run_dir = Path(run_dir)
     config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
-    record = last_record(run_dir)
-    optim = config.get("optim", {})
-    stop = min(optim.get("stop_epoch") or optim.get("epochs", 0), optim.get("epochs", 0))
-    finished = bool(record and record.get("epoch") == stop and record.get("eval"))
+    last = RunRecord.last(run_dir)
+    finished = last is not None and last.finished(final_epoch(config))
+    record = last.fields if last is not None else None
     distill = config.get("distill", {})
     teacher_ckpt = distill.get("teacher")
     meta_path = run_dir / EXPERIMENT_FILE

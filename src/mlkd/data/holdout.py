@@ -12,11 +12,12 @@ no Fashion-MNIST item appears in both a training and a validation mosaic.
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 from torch.utils.data import Dataset
 
+from mlkd.data.protocol import DatasetView
 from mlkd.data.views import with_transform
 from mlkd.errors import DataError
 
@@ -38,13 +39,13 @@ def holdout_positions(n: int, fraction: float, entropy: Optional[Sequence[int]] 
     return np.sort(order[held:]), np.sort(order[:held])
 
 
-class HoldoutSplit(Dataset):
+class HoldoutSplit(DatasetView):
     """The items ``indices`` of ``dataset``, re-numbered 0..len-1 (the batch contract's index is
     the position here, so teacher caches and predictions line up with this split)."""
 
     def __init__(self, dataset: Dataset, indices: np.ndarray, split: str):
-        self.dataset, self.indices, self.split = dataset, np.asarray(indices, dtype=np.int64), split
-        self.classes = list(dataset.classes)
+        super().__init__(dataset)
+        self.indices, self.split = np.asarray(indices, dtype=np.int64), split
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -63,11 +64,6 @@ class HoldoutSplit(Dataset):
     @transform.setter
     def transform(self, value) -> None:  # on a copy: the other split shares the dataset
         self.dataset = with_transform(self.dataset, value)
-
-    def __getattr__(self, name: str) -> Any:  # missing, unreadable_files, ... of the whole split
-        if name.startswith("__") or name == "dataset":
-            raise AttributeError(name)
-        return getattr(self.dataset, name)
 
 
 def split_train(train: Dataset, eval_transform, fraction: float) -> tuple[HoldoutSplit, HoldoutSplit]:

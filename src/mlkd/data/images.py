@@ -43,9 +43,9 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
 from torchvision.transforms.functional import to_tensor
 
+from mlkd.data.protocol import BaseDataset
 from mlkd.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
@@ -122,7 +122,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-class MultiLabelImageDataset(Dataset):
+class MultiLabelImageDataset(BaseDataset):
     """Images on disk with multi-label targets.
 
     samples: [(path, label indices)], classes: names in target order, transform: PIL RGB ->

@@ -5,16 +5,16 @@ from __future__ import annotations
 import signal
 
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, DistributedSampler
 
 from mlkd.config import DataConfig
 from mlkd.data.batch import collate
 from mlkd.data.holdout import split_train
+from mlkd.data.protocol import DatasetView
 from mlkd.data.registry import build_dataset, draws_at_img_size
+from mlkd.data.samplers import STOP_SIGNALS, DistInfo, ResumableSampler, ShardSampler
 from mlkd.data.transforms import build_transform
 from mlkd.data.views import seeded
-from mlkd.engine.distributed import DistInfo, ShardSampler
-from mlkd.engine.preemption import STOP_SIGNALS, ResumableSampler
 from mlkd.errors import DataError
 
 
@@ -56,7 +56,7 @@ def ignore_stop_signals(worker_id: int = 0) -> None:
         signal.signal(signum, signal.SIG_IGN)
 
 
-class ItemSeeded(Dataset):
+class ItemSeeded(DatasetView):
     """The training set read through ``(index, epoch)`` keys, each item's random draws seeded by
     (seed, epoch, index) (``mlkd.data.views.seeded``; the worker's streams are restored after
     it). Used with DataLoader workers: an item's augmentation then does not depend on which
@@ -64,12 +64,8 @@ class ItemSeeded(Dataset):
     across epochs), or on whether the process was resumed. Other attributes are the dataset's."""
 
     def __init__(self, dataset, seed: int):
-        self.dataset, self.seed = dataset, int(seed)
-
-    def __getattr__(self, name):
-        if name.startswith("__") or name == "dataset":  # unpickling, before __init__ ran
-            raise AttributeError(name)
-        return getattr(self.dataset, name)
+        super().__init__(dataset)
+        self.seed = int(seed)
 
     def __len__(self) -> int:
         return len(self.dataset)

@@ -37,11 +37,11 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from mlkd.data import sources
 from mlkd.data.holdout import holdout_positions
 from mlkd.data.npz_cache import load_npz, save_npz
+from mlkd.data.protocol import BaseDataset
 from mlkd.data.registry import DATASETS
 from mlkd.errors import ConfigError
 
@@ -77,7 +77,7 @@ def generate_mosaics(pool_images: np.ndarray, pool_labels: np.ndarray, num_class
     return images, labels, cells
 
 
-class MosaicDataset(Dataset):
+class MosaicDataset(BaseDataset):
     """Mosaic images uint8 [N, H, W] (grayscale) with targets [N, q] (float 0/1).
 
     ``cells`` int32 [N, grid*grid] records which item of the source split's pool fills each cell

@@ -3,8 +3,9 @@
 A dataset builder is registered by name and called as
 ``builder(split, transform, **options) -> torch.utils.data.Dataset`` where ``split`` is
 ``"train"`` or ``"test"``, ``transform`` maps a PIL RGB image to a ``[3, H, W]`` float tensor,
-and ``options`` are the config's ``data.options`` (``root`` and the like). The dataset has
-``classes: list[str]`` (the class order of its targets) and follows ``mlkd.data.batch``.
+and ``options`` are the config's ``data.options`` (``root`` and the like). The dataset is a
+``mlkd.data.protocol.MultiLabelDataset`` (``classes``, items as in ``mlkd.data.batch``,
+``labels_matrix()`` and the integrity fields).
 """
 
 from __future__ import annotations

@@ -34,12 +34,12 @@ from typing import Any, Callable
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
 
 from mlkd.data import sprites
 from mlkd.data.coco import COCO_CLASSES
 from mlkd.data.coco_label_sets import label_matrix, load_label_sets
 from mlkd.data.npz_cache import load_npz, save_npz
+from mlkd.data.protocol import BaseDataset
 from mlkd.data.registry import DATASETS
 from mlkd.data.scene_render import Scene, render_scene
 from mlkd.errors import ConfigError
@@ -163,7 +163,7 @@ def build_arrays(split: str, opts: dict[str, Any]) -> dict[str, np.ndarray]:
     return arrays
 
 
-class SceneDataset(Dataset):
+class SceneDataset(BaseDataset):
     """Scenes uint8 [N, S, S, 3] with targets [N, 80] (float 0/1, COCO category-id order).
 
     ``source_index`` int64 [N]: the position of each image's label set in the shipped label sets.

@@ -14,16 +14,9 @@ from typing import Any, Mapping
 import numpy as np
 
 from mlkd.data.batch_stats import batch_label_statistics, shuffled_batches
+from mlkd.data.protocol import MultiLabelDataset
 
 BATCHES = 500  # shuffled batches the per-batch statistics average over
-
-
-def _labels(dataset) -> np.ndarray:
-    if hasattr(dataset, "labels_matrix"):
-        return np.asarray(dataset.labels_matrix())
-    # Generic fallback: read every target (loads every image; fine for small datasets).
-    rows = [np.asarray(item[1]) for item in (dataset[i] for i in range(len(dataset))) if item]
-    return np.stack(rows) if rows else np.zeros((0, len(dataset.classes)), dtype=np.uint8)
 
 
 def batch_summary(labels: np.ndarray, classes: list[str], batch_size: int, seed: int = 0) -> dict:
@@ -40,8 +33,8 @@ def batch_summary(labels: np.ndarray, classes: list[str], batch_size: int, seed:
     return stats
 
 
-def summarize_dataset(dataset, batch_size: int | None = None) -> dict[str, Any]:
-    """Counts of one dataset split (one with ``classes`` and, ideally, ``labels_matrix()``).
+def summarize_dataset(dataset: MultiLabelDataset, batch_size: int | None = None) -> dict[str, Any]:
+    """Counts of one dataset split.
 
     Returns {"images", "classes" (q), "labels_per_image" (mean), "max_labels",
     "labels_per_image_counts" {k: images with k labels}, "images_without_labels",
@@ -51,11 +44,11 @@ def summarize_dataset(dataset, batch_size: int | None = None) -> dict[str, Any]:
     loading in this process), "skipped_examples" (up to 5 paths)}; with ``batch_size`` also
     "batches" (:func:`batch_summary`).
     """
-    labels = _labels(dataset)
+    labels = np.asarray(dataset.labels_matrix())
     classes = list(dataset.classes)
     per_image = labels.sum(axis=1).astype(int) if len(labels) else np.zeros(0, dtype=int)
     counts = labels.sum(axis=0) if len(labels) else np.zeros(len(classes))
-    unreadable = list(getattr(dataset, "unreadable_files", []))
+    unreadable = list(dataset.unreadable_files)
     summary = {
         "images": int(len(labels)),
         "classes": len(classes),
@@ -66,10 +59,10 @@ def summarize_dataset(dataset, batch_size: int | None = None) -> dict[str, Any]:
         "images_without_labels": int((per_image == 0).sum()),
         "class_counts": {c: int(n) for c, n in zip(classes, counts)},
         "classes_without_images": [c for c, n in zip(classes, counts) if n == 0],
-        "files_checked": bool(getattr(dataset, "files_checked", True)),
-        "missing": int(getattr(dataset, "missing", 0)),
-        "missing_examples": list(getattr(dataset, "missing_files", []))[:5],
-        "skipped": len(unreadable) + int(getattr(dataset, "skipped", 0)),
+        "files_checked": bool(dataset.files_checked),
+        "missing": int(dataset.missing),
+        "missing_examples": list(dataset.missing_files)[:5],
+        "skipped": len(unreadable) + int(dataset.skipped),
         "skipped_examples": unreadable[:5],
     }
     if batch_size:

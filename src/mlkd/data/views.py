@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from mlkd.data.protocol import DatasetView
 from mlkd.errors import ConfigError
 
 
@@ -38,13 +39,13 @@ def seeded(seed: int, view: int, index: int) -> Iterator[None]:
             np.random.set_state(np_state)
 
 
-class SeededViews(Dataset):
+class SeededViews(DatasetView):
     """``dataset[(i, v)]`` is item i of ``dataset`` with its transform's random draws seeded by
     (seed, v, i): the same augmented image every time view v of image i is asked for."""
 
     def __init__(self, dataset: Dataset, seed: int):
-        self.dataset, self.seed = dataset, int(seed)
-        self.classes = list(dataset.classes)
+        super().__init__(dataset)
+        self.seed = int(seed)
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -57,11 +58,6 @@ class SeededViews(Dataset):
     @property
     def transform(self):
         return self.dataset.transform
-
-    def __getattr__(self, name: str):  # missing, labels_matrix, ... of the wrapped dataset
-        if name.startswith("__") or name == "dataset":
-            raise AttributeError(name)
-        return getattr(self.dataset, name)
 
 
 class ViewSampler(Sampler):

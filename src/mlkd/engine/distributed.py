@@ -4,28 +4,12 @@ from __future__ import annotations
 
 import datetime
 import os
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.utils.data import Sampler
 
-
-@dataclass(frozen=True)
-class DistInfo:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
+from mlkd.data.samplers import DistInfo, ShardSampler  # noqa: F401 - re-exported
 
 #: How long ranks may take to join each other (start-up skew: imports, data on a slow disk).
 JOIN_TIMEOUT_S = 600.0
@@ -36,41 +20,27 @@ def init_distributed(device_type: str, timeout_s: float = 600.0) -> DistInfo:
 
     NCCL on CUDA, gloo elsewhere. ``timeout_s`` (``train.dist_timeout_s``) bounds every
     collective once the group is formed, so a dead or hung rank makes the others fail instead
-    of waiting forever. Forming the group waits up to ``max(timeout_s, JOIN_TIMEOUT_S)``, so a
-    short collective timeout does not turn uneven start-up times into failures (with torch
-    versions lacking ``dist.set_timeout`` the group simply uses ``timeout_s`` throughout).
+    of waiting forever. Joining waits up to ``max(timeout_s, JOIN_TIMEOUT_S)``, so a short
+    collective timeout does not turn uneven start-up times into failures: the rendezvous store
+    is made with the join timeout and the group with ``timeout_s`` (no ``dist.set_timeout``,
+    which older torch versions lack).
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistInfo()
     if not dist.is_initialized():
         backend = "nccl" if device_type == "cuda" else "gloo"
-        set_timeout = getattr(dist, "set_timeout", None)
-        join = max(timeout_s, JOIN_TIMEOUT_S) if set_timeout is not None else timeout_s
-        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=join))
-        if join != timeout_s:
-            set_timeout(datetime.timedelta(seconds=timeout_s))
+        join = datetime.timedelta(seconds=max(timeout_s, JOIN_TIMEOUT_S))
+        store, rank, world = next(dist.rendezvous("env://", timeout=join))
+        store.set_timeout(join)
+        # The prefix init_process_group puts on a store it makes itself (the store is shared).
+        dist.init_process_group(backend, store=dist.PrefixStore("default_pg", store), rank=rank,
+                                world_size=world, timeout=datetime.timedelta(seconds=timeout_s))
     return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
 def local_rank_from_env() -> int:
     return int(os.environ.get("LOCAL_RANK", "0"))
-
-
-class ShardSampler(Sampler[int]):
-    """Rank r of W sees indices r, r+W, r+2W, ... exactly once: no padding, no duplicates.
-
-    For evaluation: the shards together cover every sample exactly once.
-    """
-
-    def __init__(self, length: int, rank: int, world_size: int):
-        self.indices = range(rank, length, world_size)
-
-    def __iter__(self):
-        return iter(self.indices)
-
-    def __len__(self) -> int:
-        return len(self.indices)
 
 
 def gather_arrays(arrays: dict[str, np.ndarray], info: DistInfo) -> dict[str, np.ndarray]:

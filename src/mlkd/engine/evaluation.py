@@ -41,8 +41,7 @@ def predict(model: nn.Module, loader, device: torch.device, precision: Precision
         targets.append(batch["targets"].to(torch.uint8))
         index.append(batch["index"])
     model.train(was_training)
-    q = getattr(loader.dataset, "classes", None)
-    empty = np.zeros((0, len(q) if q is not None else 0))
+    empty = np.zeros((0, len(loader.dataset.classes)))
     local = {
         "index": torch.cat(index).numpy() if index else np.zeros(0, dtype=np.int64),
         "scores": torch.cat(scores).cpu().numpy() if scores else empty.astype(np.float32),

@@ -1,4 +1,5 @@
-"""Run-folder logs: metrics.jsonl (rewritten atomically from the run's history) and progress."""
+"""Run-folder logs: metrics.jsonl (rewritten atomically from the run's history; its format is
+``mlkd.runrecord``'s) and progress."""
 
 from __future__ import annotations
 

@@ -14,17 +14,14 @@ import logging
 import signal
 import threading
 from contextlib import contextmanager
-from itertools import islice
 from typing import Iterator, Optional
 
 import torch
-from torch.utils.data import Sampler
 
-from mlkd.engine.distributed import DistInfo, any_rank
+from mlkd.data.samplers import STOP_SIGNALS, DistInfo, ResumableSampler  # noqa: F401 - re-exported
+from mlkd.engine.distributed import any_rank
 
 log = logging.getLogger("mlkd")
-
-STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGUSR1") if hasattr(signal, name))
 
 
 class StopRequest:
@@ -78,24 +75,3 @@ def stop_on_signals() -> Iterator[StopRequest]:
                 handler(request.signum, None)
             else:
                 signal.raise_signal(request.signum)
-
-
-class ResumableSampler(Sampler):
-    """Wraps the training sampler; ``start`` (in samples) skips the beginning of the epoch's
-    order once, to continue a pre-empted epoch. ``set_epoch`` is forwarded. ``tag_epoch``:
-    yield ``(index, epoch)`` pairs (for ``mlkd.data.loaders.ItemSeeded``)."""
-
-    def __init__(self, sampler: Sampler, tag_epoch: bool = False):
-        self.sampler, self.start, self.epoch, self.tag_epoch = sampler, 0, 0, tag_epoch
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-        if hasattr(self.sampler, "set_epoch"):
-            self.sampler.set_epoch(epoch)
-
-    def __iter__(self):
-        order = islice(iter(self.sampler), self.start, None)
-        return ((index, self.epoch) for index in order) if self.tag_epoch else order
-
-    def __len__(self) -> int:
-        return max(len(self.sampler) - self.start, 0)

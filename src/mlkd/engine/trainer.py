@@ -39,6 +39,7 @@ from mlkd.engine.runtime import resolve_device, resolve_precision, seed_everythi
 from mlkd.engine.step import NonFiniteGuard, defers_checks, train_step
 from mlkd.errors import ConfigError, NonFiniteLossError, Preempted
 from mlkd.losses import method_needs_teacher
+from mlkd.runrecord import METRICS_FILE
 
 log = logging.getLogger("mlkd")
 
@@ -241,9 +242,9 @@ def run_history(run_dir: Path, cfg: Config) -> list[str]:
     folder = run_dir / "checkpoints"
     found = [f"checkpoints/{name}" for name in (ckpt.LAST, ckpt.PREV) if (folder / name).exists()]
     found += sorted(f"checkpoints/{path.name}" for path in folder.glob("*.corrupt"))
-    metrics = run_dir / "metrics.jsonl"
+    metrics = run_dir / METRICS_FILE
     if metrics.is_file() and metrics.stat().st_size:
-        found.append("metrics.jsonl")
+        found.append(METRICS_FILE)
     saved = run_dir / "config.yaml"
     if saved.is_file():
         changed = config_differences(read_yaml(saved), cfg.to_dict(), RESUMABLE_KEYS)
@@ -258,8 +259,8 @@ def _data_report(run: Run) -> dict[str, dict[str, int]]:
     report = {}
     for split, loader in (("train", run.train_loader), ("test", run.test_loader)):
         dataset = loader.dataset
-        report[split] = {"images": len(dataset), "missing": int(getattr(dataset, "missing", 0)),
-                         "unreadable": len(getattr(dataset, "unreadable_files", ()))}
+        report[split] = {"images": len(dataset), "missing": int(dataset.missing),
+                         "unreadable": len(dataset.unreadable_files)}
     return report
 
 
@@ -292,7 +293,7 @@ def _fit(cfg: Config, resume: bool) -> dict:
         if run.info.is_main:
             save_config(cfg, run.run_dir / "config.yaml")
         board = TensorBoardLog(run.run_dir / "tensorboard") if cfg.train.tensorboard and run.info.is_main else None
-        stop = min(cfg.optim.stop_epoch or cfg.optim.epochs, cfg.optim.epochs)
+        stop = cfg.optim.final_epoch
         with stop_on_signals() as run.stop_request:
             _epochs(run, stop, board)
         if board is not None:
@@ -316,7 +317,7 @@ def _epochs(run: Run, stop: int, board: Optional[TensorBoardLog]) -> None:
         run.history.append(record)
         if run.info.is_main:
             ckpt.save_rotating(_state(run), run.run_dir / "checkpoints")
-            write_jsonl(run.history, run.run_dir / "metrics.jsonl")
+            write_jsonl(run.history, run.run_dir / METRICS_FILE)
             if board is not None:
                 board.write(record)
             log.info("epoch %d/%d %s", run.epoch, stop, _summary(record))

@@ -30,36 +30,17 @@ from mlkd.engine.preemption import StopRequest, stop_on_signals
 from mlkd.engine.runlock import lock_holder, run_lock
 from mlkd.errors import ConfigError, Preempted, RunBusyError
 from mlkd.reproduce.grid import Grid, RunSpec
+from mlkd.runrecord import EXPERIMENT_FILE, METRICS_FILE, RunRecord
 
 log = logging.getLogger("mlkd")
 
-EXPERIMENT_FILE = "experiment.json"
-
-
-
-def stop_epoch(cfg: Config) -> int:
-    """The epoch a run ends at: ``optim.stop_epoch`` when set (teachers), else ``optim.epochs``."""
-    return min(cfg.optim.stop_epoch or cfg.optim.epochs, cfg.optim.epochs)
-
-
-def last_record(run_dir: Path) -> Optional[dict]:
-    """The last line of ``run_dir/metrics.jsonl`` (None when absent or empty)."""
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.is_file():
-        return None
-    last = None
-    with open(path) as handle:
-        for line in handle:
-            if line.strip():
-                last = line
-    return json.loads(last) if last else None
 
 
 def run_status(run: RunSpec) -> str:
     """``done``, ``partial`` (a checkpoint, not finished) or ``todo``; ConfigError when a
     finished run was trained with another config."""
-    record = last_record(run.run_dir)
-    if record and record.get("epoch") == stop_epoch(run.config) and record.get("eval"):
+    record = RunRecord.last(run.run_dir)
+    if record is not None and record.finished(run.config.optim.final_epoch):
         saved = run.run_dir / "config.yaml"
         if saved.is_file():
             changed = config_differences(yaml.safe_load(saved.read_text()) or {}, run.config.to_dict(), REUSABLE_KEYS)
@@ -84,15 +65,15 @@ def write_experiment(run: RunSpec) -> None:
 
 def _sync_metrics(run: RunSpec) -> None:
     """If a crash fell between the last checkpoint and metrics.jsonl, rewrite the latter."""
-    record = last_record(run.run_dir)
-    if record and record.get("epoch") == stop_epoch(run.config):
+    record = RunRecord.last(run.run_dir)
+    if record is not None and record.epoch == run.config.optim.final_epoch:
         return
     from mlkd.engine.checkpoint import load_latest
     from mlkd.engine.logs import write_jsonl
 
     state = load_latest(run.run_dir / "checkpoints")
     if state is not None and state.get("history"):
-        write_jsonl(state["history"], run.run_dir / "metrics.jsonl")
+        write_jsonl(state["history"], run.run_dir / METRICS_FILE)
 
 
 @dataclass
@@ -221,7 +202,7 @@ def format_plan(grid: Grid) -> str:
             status = f"busy ({holder})" if holder else run_status(run)
         except ConfigError:
             status = "CONFLICT"
-        epochs = f"{stop_epoch(run.config)}/{run.config.optim.epochs}"
+        epochs = f"{run.config.optim.final_epoch}/{run.config.optim.epochs}"
         rows.append((str(index), status, run.role, run.label, run.model, str(run.seed), epochs, str(run.run_dir),
                      ", ".join(run.pairs)))
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
