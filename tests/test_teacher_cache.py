@@ -153,3 +153,20 @@ def test_ranks_fill_disjoint_shards_covering_every_image(teacher, tmp_path):
     assert not (writers[0] & writers[1]).any() and (writers[0] | writers[1]).all()
     for name in shapes:
         np.testing.assert_allclose(arrays[name], cache._arrays[name], rtol=2**-10, atol=1e-4)
+
+
+def test_cache_can_serve_follows_what_the_terms_read():
+    from mlkd.engine.teacher_cache import cache_can_serve
+    from mlkd.losses import LOSS_TERMS, METHODS, LossTerm, register_method
+
+    assert cache_can_serve("l2d") and cache_can_serve("rkd") and cache_can_serve("vanilla")
+    assert not cache_can_serve("reviewkd")  # the teacher's stage maps are not stored
+    assert not cache_can_serve("mld", {"reviewkd": 1.0}) and cache_can_serve("reviewkd", {"reviewkd": 0})
+    with LOSS_TERMS.scoped(), METHODS.scoped():
+        @LOSS_TERMS.register("user_maps")
+        class UserMaps(LossTerm):
+            def requires(self):
+                return ("logits", "features")
+
+        register_method("user", "User", {"bce": 1.0, "user_maps": 1.0})
+        assert UserMaps.name == "user_maps" and not cache_can_serve("user")

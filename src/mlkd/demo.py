@@ -24,6 +24,7 @@ from typing import Any
 from mlkd.analysis.tables import bar_chart, markdown_table, metrics_row
 from mlkd.config import config_from_dict
 from mlkd.data.sources import fashion_mnist_available
+from mlkd.engine.teacher_cache import cache_can_serve
 from mlkd.engine.trainer import fit
 from mlkd.errors import ConfigError
 
@@ -118,7 +119,7 @@ def demo_config(setting: Setting, run_dir: Path, model: dict, method: str, teach
     data = copy.deepcopy(setting.data)
     data["options"]["seed"] = seed
     distill = {**copy.deepcopy(setting.distill), "method": method, "teacher": teacher, "weights": dict(weights)}
-    if method == "reviewkd":  # ReviewKD reads the teacher's stage maps, which no cache stores
+    if not cache_can_serve(method, weights):  # e.g. ReviewKD: no cache stores the stage maps
         distill["cache"] = "off"
     if distill.get("cache_view") == "train":
         distill["cache_views"] = epochs  # a new augmentation of every image in every epoch

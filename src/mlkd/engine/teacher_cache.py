@@ -336,6 +336,20 @@ def open_or_build(location: str, teacher: nn.Module, dataset: Dataset, fp: dict,
     return build_cache(folder, teacher, dataset, fp, views, info, device, precision, batch_size, workers)
 
 
+def unservable_reads(terms) -> dict[str, list[str]]:
+    """{term name: the teacher fields it reads that a cache does not store} of the terms that
+    read the teacher and need such a field (empty: a cache can serve them all)."""
+    return {term.name: sorted(set(term.requires()) - set(SERVABLE)) for term in terms
+            if term.needs_teacher and set(term.requires()) - set(SERVABLE)}
+
+
+def cache_can_serve(method: str, weights=None) -> bool:
+    """Whether a teacher-output cache can serve ``method`` (its terms with default options)."""
+    from mlkd.losses import LOSS_TERMS, method_weights
+
+    return not unservable_reads(LOSS_TERMS.get(name)() for name in method_weights(method, weights))
+
+
 def prepare(cfg, teacher: nn.Module, objective: nn.Module, train_set: Dataset, info: DistInfo,
             device: torch.device, precision) -> tuple[Dataset, TeacherCache]:
     """For ``fit``: check that the method can use a cache, then open or build it. Returns the
@@ -343,11 +357,10 @@ def prepare(cfg, teacher: nn.Module, objective: nn.Module, train_set: Dataset, i
     from mlkd.data.transforms import build_transform
 
     d = cfg.distill
-    reads = {name: set(term.requires()) for name, term in objective.terms.items() if term.needs_teacher}
-    needed = set().union(*reads.values())
-    unservable = sorted(needed - set(SERVABLE))
-    if unservable:
-        terms = [n for n, fields in reads.items() if fields & set(unservable)]
+    unservable_by_term = unservable_reads(objective.terms.values())
+    if unservable_by_term:
+        terms = list(unservable_by_term)
+        unservable = sorted(set().union(*unservable_by_term.values()))
         raise ConfigError(f"distill.cache: method {d.method!r} (term(s) {', '.join(terms)}) reads the teacher's "
                           f"{', '.join(unservable)}, which a teacher-output cache does not store; "
                           "use distill.cache=off for this method")
@@ -368,6 +381,7 @@ def prepare(cfg, teacher: nn.Module, objective: nn.Module, train_set: Dataset, i
     with torch.random.fork_rng(devices=devices):
         cache = open_or_build(d.cache, teacher, dataset, fp, d.cache_views, info, device, precision,
                               data.eval_batch_size or data.batch_size, data.num_workers)
+    needed = {field for term in objective.terms.values() if term.needs_teacher for field in term.requires()}
     if "label_embeddings" in needed and "label_embeddings" not in cache.fields:
         raise ConfigError(f"distill.cache: method {d.method!r} needs label embeddings; the teacher has none")
     if d.cache_view == "eval":
