@@ -95,7 +95,7 @@ def fingerprint(teacher: nn.Module, teacher_dtype: Optional[torch.dtype], datase
                 data_name: str, data_options: dict, policy: str, views: int, seed: int) -> dict:
     """What determines a cache's content (see the module docstring); JSON-serialisable."""
     base = dataset.dataset if isinstance(dataset, SeededViews) else dataset
-    labels = base.labels_matrix() if hasattr(base, "labels_matrix") else None
+    labels = base.labels_matrix()
     return {
         "format": FORMAT_VERSION,
         "teacher": {"weights_sha256": weights_digest(teacher),
