@@ -34,8 +34,6 @@ from mlkd.losses import LOSS_TERMS, LossTerm, register_method
 
 @LOSS_TERMS.register("cosine")
 class CosineTerm(LossTerm):
-    name = "cosine"
-
     def compute(self, s, t, targets):
         return (1 - F.cosine_similarity(s, t.detach(), dim=1)).mean()
 
@@ -105,11 +103,10 @@ def test_registered_method_is_first_class_and_scoped():
     with LOSS_TERMS.scoped(), METHODS.scoped():
         @LOSS_TERMS.register("user_l1")
         class UserL1(LossTerm):
-            name = "user_l1"
-
             def compute(self, s, t, targets):
                 return (s - t).abs().mean()
 
+        assert UserL1.name == "user_l1"  # from the registry key
         register_method("user", "User KD", {"bce": 1.0, "user_l1": 2.0}, order=7.5)
         assert row_order().index("User KD") == row_order().index("MLD") + 1
         assert row_label("user", {"user_l1": 3}) == "User KD (user_l1=3)"
