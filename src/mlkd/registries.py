@@ -1,6 +1,6 @@
 """The registries of named components that a config chooses from, in one place.
 
-Each is filled by the module that defines its entries (``mlkd.losses.objective`` registers the
+Each is filled by the module that defines its entries (``mlkd.losses.terms`` registers the
 loss terms, ``mlkd.models.head`` the heads, ...) and by any plugin module (``plugins:`` in a
 config, ``--plugin`` on the command line). Declaring them here, below every package, lets the
 config validate a name before anything is built without importing those packages::

@@ -143,14 +143,10 @@ def find_run_dirs(paths: Iterable) -> list[Path]:
     return list(found)
 
 
-def _label(method: str, weights: dict) -> str:
-    from mlkd.losses.methods import row_label
-
-    return row_label(method, weights)
-
-
 def load_run(run_dir: Path) -> RunResult:
     """Read one run folder (config.yaml, metrics.jsonl and experiment.json when present)."""
+    from mlkd.losses.methods import row_label
+
     run_dir = Path(run_dir)
     config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
     last = RunRecord.last(run_dir)
@@ -171,7 +167,7 @@ def load_run(run_dir: Path) -> RunResult:
     if method == "vanilla" and not distill.get("weights"):
         return RunResult(run_dir, "student", dataset, model, method, "Student", seed, None, None, finished, record)
     teacher_model = _teacher_model(teacher_ckpt)
-    return RunResult(run_dir, "distill", dataset, model, method, _label(method, distill.get("weights") or {}),
+    return RunResult(run_dir, "distill", dataset, model, method, row_label(method, distill.get("weights") or {}),
                      seed, teacher_model, model, finished, record, teacher_ckpt)
 
 

@@ -336,11 +336,16 @@ def open_or_build(location: str, teacher: nn.Module, dataset: Dataset, fp: dict,
     return build_cache(folder, teacher, dataset, fp, views, info, device, precision, batch_size, workers)
 
 
+def teacher_reads(terms) -> dict[str, set[str]]:
+    """{term name: the teacher's ModelOutput fields it reads} of the terms that read the teacher."""
+    return {term.name: set(term.requires()) for term in terms if term.needs_teacher}
+
+
 def unservable_reads(terms) -> dict[str, list[str]]:
-    """{term name: the teacher fields it reads that a cache does not store} of the terms that
-    read the teacher and need such a field (empty: a cache can serve them all)."""
-    return {term.name: sorted(set(term.requires()) - set(SERVABLE)) for term in terms
-            if term.needs_teacher and set(term.requires()) - set(SERVABLE)}
+    """{term name: the teacher fields it reads that a cache does not store}, for the terms that
+    read such a field (empty: a cache can serve them all)."""
+    return {name: sorted(fields - set(SERVABLE)) for name, fields in teacher_reads(terms).items()
+            if fields - set(SERVABLE)}
 
 
 def cache_can_serve(method: str, weights=None) -> bool:
@@ -381,7 +386,7 @@ def prepare(cfg, teacher: nn.Module, objective: nn.Module, train_set: Dataset, i
     with torch.random.fork_rng(devices=devices):
         cache = open_or_build(d.cache, teacher, dataset, fp, d.cache_views, info, device, precision,
                               data.eval_batch_size or data.batch_size, data.num_workers)
-    needed = {field for term in objective.terms.values() if term.needs_teacher for field in term.requires()}
+    needed = set().union(*teacher_reads(objective.terms.values()).values())
     if "label_embeddings" in needed and "label_embeddings" not in cache.fields:
         raise ConfigError(f"distill.cache: method {d.method!r} needs label embeddings; the teacher has none")
     if d.cache_view == "eval":

@@ -52,6 +52,7 @@ CONFIG_SECTIONS = ("data", "model", "optim", "distill", "train")
 GRID_KEYS = ("include", "name", "description", "dataset", "paper", "out", "required", "pairs",
              "models", "methods", "vary", "seeds", "teachers", "teacher_config", "plugins")
 
+
 @dataclass(frozen=True)
 class MethodSpec:
     """One row of the table: a named method with optional weight / option overrides."""
@@ -174,12 +175,6 @@ def _get_path(data: dict, dotted: str) -> Any:
     return node
 
 
-def _fmt_number(value: float) -> str:
-    from mlkd.losses.methods import format_number
-
-    return format_number(value)
-
-
 def config_sections(value: Any, what: str, source: str) -> dict:
     """``value`` (None = {}) checked to be a mapping of config sections (overrides for some runs)."""
     value = value or {}
@@ -191,6 +186,7 @@ def config_sections(value: Any, what: str, source: str) -> dict:
 def method_spec(entry: Any, source: str) -> MethodSpec:
     """A ``methods`` entry (name or mapping) -> MethodSpec; names are checked against METHODS."""
     from mlkd.losses import LOSS_TERMS, METHODS, row_label
+    from mlkd.losses.methods import format_number
 
     if isinstance(entry, str):
         entry = {"method": entry}
@@ -216,7 +212,7 @@ def method_spec(entry: Any, source: str) -> MethodSpec:
     label = str(entry.get("name") or row_label(method, weights))
     slug = entry.get("slug")
     if not slug:
-        slug = method + "".join(f"-{k}{_fmt_number(v)}" for k, v in sorted(weights.items()))
+        slug = method + "".join(f"-{k}{format_number(v)}" for k, v in sorted(weights.items()))
         if options:
             slug += "-o" + hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:8]
     return MethodSpec(method, label, str(slug), weights, options, copy.deepcopy(config))
@@ -225,6 +221,7 @@ def method_spec(entry: Any, source: str) -> MethodSpec:
 def vary_specs(vary: Any, source: str) -> list[MethodSpec]:
     """``vary: {method, terms, factors}`` -> one MethodSpec per (term, factor): weight x factor."""
     from mlkd.losses import METHODS, get_method, row_label
+    from mlkd.losses.methods import format_number
 
     if not isinstance(vary, dict) or set(vary) - {"method", "terms", "factors"}:
         raise ConfigError(f"{source}: 'vary' must be a mapping with method, terms, factors; got {vary!r}")
@@ -241,7 +238,7 @@ def vary_specs(vary: Any, source: str) -> list[MethodSpec]:
                               f"({', '.join(defaults)})")
         for factor in factors:
             weight = defaults[term] * float(factor)
-            label = f"{row_label(method)} {term} x{_fmt_number(factor)} ({_fmt_number(weight)})"
+            label = f"{row_label(method)} {term} x{format_number(factor)} ({format_number(weight)})"
             specs.append(method_spec({"method": method, "weights": {term: weight}, "name": label}, source))
     return specs
 

@@ -25,7 +25,7 @@ from typing import Callable, Optional
 
 import yaml
 
-from mlkd.config import REUSABLE_KEYS, Config, config_differences
+from mlkd.config import REUSABLE_KEYS, config_differences
 from mlkd.engine.preemption import StopRequest, stop_on_signals
 from mlkd.engine.runlock import lock_holder, run_lock
 from mlkd.errors import ConfigError, Preempted, RunBusyError
@@ -33,7 +33,6 @@ from mlkd.reproduce.grid import Grid, RunSpec
 from mlkd.runrecord import EXPERIMENT_FILE, METRICS_FILE, RunRecord
 
 log = logging.getLogger("mlkd")
-
 
 
 def run_status(run: RunSpec) -> str:
