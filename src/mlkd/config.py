@@ -187,6 +187,8 @@ class TrainConfig(_Section):
     nonfinite: Literal["stop", "skip"] = "stop"
     dist_timeout_s: float = Field(600.0, gt=0)  # bound on each collective under torchrun (after start-up)
     threads: Optional[int] = Field(None, gt=0)  # torch CPU threads for the run (None: torch's default)
+    diagnostics_every: int = Field(20, ge=0)  # term diagnostics every N steps (mlkd.engine.diagnostics); 0: off
+    diagnostics_warn_ratio: float = Field(10.0, gt=0)  # warn when a term's gradient is above R x BCE's
 
     @field_validator("protocols")
     @classmethod
@@ -239,6 +241,8 @@ KEY_ROLES: dict[tuple[str, ...], tuple[str, ...]] = {
     ("train", "threads"): ("resume", "reuse"),
     ("train", "log_interval"): ("resume", "reuse"),
     ("train", "tensorboard"): ("resume", "reuse"),
+    ("train", "diagnostics_every"): ("resume", "reuse"),
+    ("train", "diagnostics_warn_ratio"): ("resume", "reuse"),
     ("data", "num_workers"): ("resume", "reuse"),
     ("train", "dist_timeout_s"): ("resume",),
     ("train", "nonfinite"): ("resume",),

@@ -55,14 +55,21 @@ class StudentStep(nn.Module):
     """Student + objective: ``forward(images, targets, teacher_out, host_targets) -> (total, terms)``.
 
     ``host_targets``: the CPU copy of ``targets`` (lets CD/ID enumerate pairs on the host).
+    ``diagnostics``: a :class:`~mlkd.engine.diagnostics.TermDiagnostics` that measures this
+    step's terms on its own forward pass (None: not measured).
     """
 
     def __init__(self, student: nn.Module, objective: nn.Module):
         super().__init__()
         self.student, self.objective = student, objective
 
-    def forward(self, images, targets, teacher_out, host_targets=None):
-        return self.objective(self.student(images), teacher_out, targets, host_targets)
+    def forward(self, images, targets, teacher_out, host_targets=None, diagnostics=None):
+        student_out = self.student(images)
+        if diagnostics is None:
+            return self.objective(student_out, teacher_out, targets, host_targets)
+        values = self.objective.term_values(student_out, teacher_out, targets, host_targets)
+        diagnostics.measure(self.objective, values, student_out, teacher_out, targets, host_targets)
+        return self.objective.weighted_sum(values), {name: value.detach() for name, value in values.items()}
 
 
 def teacher_outputs(run, batch: dict, images: Tensor) -> Optional[ModelOutput]:
@@ -206,19 +213,24 @@ class NonFiniteGuard:
         self._first.fill_(-1)
 
 
-def train_step(run, batch: dict, guard: NonFiniteGuard) -> Optional[tuple[Tensor, dict[str, Tensor]]]:
+def train_step(run, batch: dict, guard: NonFiniteGuard,
+               diagnostics=None) -> Optional[tuple[Tensor, dict[str, Tensor]]]:
     """One optimisation step of ``run`` on ``batch`` (a collated batch dict with images).
 
     Returns (total loss, detached term values), or None when the step was skipped by the
     per-step non-finite check. ``run`` needs: cfg, device, precision, step, teacher,
     teacher_cache (optional), optimizer, scheduler, scaler, epoch, global_step.
+    ``diagnostics``: a TermDiagnostics that measures this step (None: not measured).
     """
     cfg, device = run.cfg, run.device
     run.optimizer.zero_grad(set_to_none=True)  # first: the last step's gradients are freed before the forward
     images, targets = to_device(batch, device, cfg.train.channels_last)
     teacher_out = teacher_outputs(run, batch, images)
     with run.precision.autocast(device):
-        total, terms = run.step(images, targets, teacher_out, batch["targets"])
+        if diagnostics is None:
+            total, terms = run.step(images, targets, teacher_out, batch["targets"])
+        else:
+            total, terms = run.step(images, targets, teacher_out, batch["targets"], diagnostics=diagnostics)
     run.global_step += 1
     if not guard.admit(total, terms, run):
         run.scheduler.step()

@@ -29,6 +29,7 @@ from mlkd.data.loaders import build_datasets
 from mlkd.engine import checkpoint as ckpt
 from mlkd.engine.assembly import Run, assemble
 from mlkd.engine.builders import check_normalisation, load_teacher, model_from_config
+from mlkd.engine.diagnostics import TermDiagnostics
 from mlkd.engine.distributed import (barrier, broadcast_buffers, cleanup, init_distributed,
                                      local_rank_from_env)
 from mlkd.engine.evaluation import evaluate
@@ -145,6 +146,8 @@ def train_one_epoch(run: Run) -> dict[str, float]:
     loader.sampler.start = done.get("batches", 0) * loader.batch_size
     run.step.train()
     guard = NonFiniteGuard(cfg.train.nonfinite, defers_checks(run.device), run.optimizer)
+    diagnostics = TermDiagnostics(cfg.train.diagnostics_every, cfg.train.diagnostics_warn_ratio,
+                                  _objective(run).weights, done.get("diagnostics"))
     sums: dict[str, Any] = dict(done.get("sums", {}))
     batches, steps = done.get("batches", 0), done.get("steps", 0)
     images_seen, skipped = done.get("images", 0), done.get("skipped_images", 0)
@@ -160,7 +163,7 @@ def train_one_epoch(run: Run) -> dict[str, float]:
         batches += 1
         skipped += batch["skipped"]
         if batch["images"] is not None:
-            result = train_step(run, batch, guard)
+            result = train_step(run, batch, guard, diagnostics if diagnostics.due(run.global_step) else None)
             steps += 1
             images_seen += batch["images"].shape[0]
             if result is not None:  # None: skipped by the per-step non-finite check
@@ -179,7 +182,8 @@ def train_one_epoch(run: Run) -> dict[str, float]:
             run.partial = {"batches": batches, "steps": steps, "images": images_seen, "skipped_images": skipped,
                            "skipped_steps": done.get("skipped_steps", 0) + guard.skipped,
                            "seconds": time.perf_counter() - start,
-                           "sums": {name: float(value) for name, value in sums.items()}}
+                           "sums": {name: float(value) for name, value in sums.items()},
+                           "diagnostics": diagnostics.state()}
             _stop(run, f"at epoch {run.epoch + 1}, batch {batches} of {total_batches}")
     guard.check(run)
     progress.close()
@@ -190,6 +194,11 @@ def train_one_epoch(run: Run) -> dict[str, float]:
     means.update({"images_per_s": images_seen * run.info.world_size / max(seconds, 1e-9), "seconds": seconds,
                   "skipped_images": skipped, "skipped_steps": skipped_steps,
                   "lr": run.scheduler.get_last_lr()[0]})
+    summary = diagnostics.summary()
+    if summary is not None:
+        means["diagnostics"] = summary
+        if run.info.is_main:
+            diagnostics.warn(summary, run.epoch + 1)
     if skipped:
         log.warning("epoch %d: %d unreadable image(s) skipped", run.epoch + 1, skipped)
     run.partial, loader.sampler.start = None, 0
@@ -308,9 +317,12 @@ def _epochs(run: Run, stop: int, board: Optional[TensorBoardLog]) -> None:
     cfg = run.cfg
     while run.epoch < stop:
         train_stats = train_one_epoch(run)
+        diagnostics = train_stats.pop("diagnostics", None)
         run.epoch += 1
         broadcast_buffers(run.student, run.info)
         record: dict[str, Any] = {"epoch": run.epoch, "train": train_stats, "data": _data_report(run)}
+        if diagnostics is not None:
+            record["diagnostics"] = diagnostics
         failure = None
         if _evaluate_now(run, run.epoch == stop):
             record["eval"], failure = _evaluate_epoch(run)

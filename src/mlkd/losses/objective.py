@@ -57,6 +57,12 @@ class Objective(nn.Module):
 
     def forward(self, student: ModelOutput, teacher: Optional[ModelOutput], targets: Tensor,
                 host_targets: Optional[Tensor] = None) -> tuple[Tensor, dict[str, Tensor]]:
+        values = self.term_values(student, teacher, targets, host_targets)
+        return self.weighted_sum(values), {name: value.detach() for name, value in values.items()}
+
+    def term_values(self, student: ModelOutput, teacher: Optional[ModelOutput], targets: Tensor,
+                    host_targets: Optional[Tensor] = None) -> dict[str, Tensor]:
+        """{term name: unweighted scalar value}, still attached to the autograd graph."""
         values: dict[str, Tensor] = {}
         for names in self._groups:
             members = {name: self.terms[name] for name in names}
@@ -67,8 +73,11 @@ class Objective(nn.Module):
             if name not in values:
                 prepared = None if host_targets is None else term.prepare(host_targets)
                 values[name] = term(student, teacher, targets, prepared)
-        total = sum(self.weights[name] * values[name] for name in self.terms)
-        return total, {name: value.detach() for name, value in values.items()}
+        return values
+
+    def weighted_sum(self, values: Mapping[str, Tensor]) -> Tensor:
+        """The total loss: sum of weight x value over the terms."""
+        return sum(self.weights[name] * values[name] for name in self.terms)
 
     def extra_repr(self) -> str:
         return f"method={self.method!r}, weights={self.weights}"
