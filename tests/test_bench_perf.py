@@ -20,13 +20,14 @@ TINY = {"teacher": "tiny", "student": "tiny", "img_size": 32, "batch_size": 8, "
 
 
 def test_step_bench_rows_ratios_and_table():
-    rows = bench_step(**TINY, methods=["mld", "l2d", "l2d+cache"], repeats=1, warmup=0)
+    rows = bench_step(**TINY, methods=["mld", "l2d", "l2d+cache", "l2d+diagnostics"], repeats=1, warmup=0)
     by = {r["method"]: r for r in rows}
-    assert list(by) == ["vanilla", "mld", "l2d", "l2d+cache"]
+    assert list(by) == ["vanilla", "mld", "l2d", "l2d+cache", "l2d+diagnostics"]
     assert by["vanilla"]["ratio"] == 1.0 and all(r["ms"] > 0 and r["cpu_ms"] >= 0 for r in rows)
     assert by["l2d+cache"]["teacher"] == "cache" and by["vanilla"]["teacher"] == "-"
     table = step_table(rows)
     assert "L2D step / MLD step" in table and "teacher cache / BCE-only" in table
+    assert "measured by the term diagnostics / L2D step" in table
 
 
 def test_memory_bench_and_peak_measure():

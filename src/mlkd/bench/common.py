@@ -21,10 +21,12 @@ from torch.utils.data import Dataset
 from mlkd.config import Config
 from mlkd.data.batch import collate
 from mlkd.engine.assembly import Run, assemble
+from mlkd.engine.diagnostics import TermDiagnostics
 from mlkd.engine.runtime import resolve_precision
 
-#: Methods of the step and memory benchmarks; "l2d+cache" is L2D served by the teacher cache.
-METHODS = ("vanilla", "rkd", "pkt", "reviewkd", "mse", "ps", "mld", "l2d", "l2d+cache")
+#: Methods of the step and memory benchmarks; "l2d+cache" is L2D served by the teacher cache,
+#: "l2d+diagnostics" L2D with the term diagnostics measuring every step (``train.diagnostics_every`` 1).
+METHODS = ("vanilla", "rkd", "pkt", "reviewkd", "mse", "ps", "mld", "l2d", "l2d+cache", "l2d+diagnostics")
 
 
 class SyntheticImages(Dataset):
@@ -84,11 +86,18 @@ def make_run(method: str, cfg: Config, num_classes: int, teacher: Optional[nn.Mo
     device = torch.device(cfg.train.device)
     precision = resolve_precision(cfg.train.amp, device)
     student = build_net(cfg.model.name, cfg, num_classes, device, seed)
-    name = "l2d" if method == "l2d+cache" else method
+    name = method.split("+")[0]
     cfg = cfg.model_copy(update={"distill": cfg.distill.model_copy(update={"method": name})})
     return assemble(cfg, student, teacher, [f"c{k}" for k in range(num_classes)], device=device,
                     precision=precision, cache=cache if method == "l2d+cache" else None,
                     steps_per_epoch=10_000)
+
+
+def diagnostics_of(method: str, run: Run) -> Optional[TermDiagnostics]:
+    """The TermDiagnostics that measures every step of ``l2d+diagnostics`` (None for the others)."""
+    if method != "l2d+diagnostics":
+        return None
+    return TermDiagnostics(1, run.cfg.train.diagnostics_warn_ratio, run.step.objective.weights)
 
 
 def sync(device: torch.device) -> None:

@@ -19,8 +19,8 @@ from typing import Optional, Sequence
 
 import torch
 
-from mlkd.bench.common import (METHODS, SyntheticImages, batches_of, bench_config, machine, make_run, parse_args,
-                               report, step_parser)
+from mlkd.bench.common import (METHODS, SyntheticImages, batches_of, bench_config, diagnostics_of, machine, make_run,
+                               parse_args, report, step_parser)
 from mlkd.bench.step import build_cache, build_teacher
 from mlkd.engine.step import NonFiniteGuard, defers_checks, train_step
 
@@ -61,12 +61,12 @@ def check_host_syncs(teacher: str = "resnet34", student: str = "resnet18", img_s
             run = make_run(method, cfg, num_classes, teacher_net, cache)
             guard = NonFiniteGuard(cfg.train.nonfinite, defers_checks(dev), run.optimizer)
             for k in range(warmup):
-                train_step(run, batches[k % len(batches)], guard)
+                train_step(run, batches[k % len(batches)], guard, diagnostics_of(method, run))
             found = "none"
             try:
                 with _sync_errors(dev):
                     for k in range(steps):
-                        train_step(run, batches[k % len(batches)], guard)
+                        train_step(run, batches[k % len(batches)], guard, diagnostics_of(method, run))
             except RuntimeError as err:
                 found = " ".join(str(err).split())[:200]
             guard.check(run)

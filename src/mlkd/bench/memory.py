@@ -31,7 +31,8 @@ from typing import Callable, Sequence
 
 import torch
 
-from mlkd.bench.common import (METHODS, parse_args, batches_of, bench_config, machine, make_run, step_parser,
+from mlkd.bench.common import (METHODS, parse_args, batches_of, bench_config, diagnostics_of, machine, make_run,
+                               step_parser,
                                SyntheticImages, report)
 from mlkd.bench.step import build_cache, build_teacher
 from mlkd.engine.step import NonFiniteGuard, defers_checks, train_step
@@ -95,10 +96,10 @@ def bench_memory(teacher: str = "resnet34", student: str = "resnet18", img_size:
         for method in methods:
             run = make_run(method, cfg, num_classes, teacher_net, cache)
             guard = NonFiniteGuard(cfg.train.nonfinite, defers_checks(dev), run.optimizer)
-            train_step(run, batches[0], guard)  # Adam's state exists from here on
+            train_step(run, batches[0], guard, diagnostics_of(method, run))  # Adam's state exists from here on
             run.optimizer.zero_grad(set_to_none=True)  # what the step does first, outside the profile
             resident = resident_bytes(run)
-            peak = peak_bytes(lambda: train_step(run, batches[1], guard), dev)
+            peak = peak_bytes(lambda: train_step(run, batches[1], guard, diagnostics_of(method, run)), dev)
             rows.append({"method": method, "teacher": "cache" if method == "l2d+cache" else
                          ("-" if method == "vanilla" else teacher),
                          "resident_mib": round(resident / MiB, 1), "step_peak_mib": round(peak / MiB, 1),

@@ -30,7 +30,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from mlkd.bench.common import (METHODS, parse_args, batches_of, bench_config, build_net, machine, make_run,
+from mlkd.bench.common import (METHODS, parse_args, batches_of, bench_config, build_net, diagnostics_of, machine, make_run,
                                median, step_parser, SyntheticImages, timed, report)
 from mlkd.engine.distributed import DistInfo
 from mlkd.engine.runtime import resolve_precision
@@ -77,6 +77,7 @@ def bench_step(teacher: str = "resnet34", student: str = "resnet18", img_size: i
         runs = {m: make_run(m, cfg, num_classes, teacher_net, cache) for m in methods}
         guards = {m: NonFiniteGuard(cfg.train.nonfinite, defers_checks(dev), run.optimizer)
                   for m, run in runs.items()}
+        diagnostics = {m: diagnostics_of(m, run) for m, run in runs.items()}
         wall: dict[str, list[float]] = {m: [] for m in methods}
         cpu: dict[str, list[float]] = {m: [] for m in methods}
         for r in range(warmup + repeats):
@@ -84,7 +85,7 @@ def bench_step(teacher: str = "resnet34", student: str = "resnet18", img_size: i
             order = methods if r % 2 == 0 else methods[::-1]  # no method always runs first
             for m in order:
                 run = runs[m]
-                w, c = timed(lambda: train_step(run, batch, guards[m]), dev)
+                w, c = timed(lambda: train_step(run, batch, guards[m], diagnostics[m]), dev)
                 if r >= warmup:
                     wall[m].append(w)
                     cpu[m].append(c)
@@ -127,7 +128,9 @@ def format_table(rows: Sequence[dict]) -> str:
                      f"| {r['cpu_ms']:.1f} | {r['cpu_ratio']:.3f} | {r['min_ms']:.1f} |")
     notes = []
     for a, b, label in (("l2d", "mld", "L2D step / MLD step"),
-                        ("l2d+cache", "vanilla", "L2D step with the teacher cache / BCE-only step")):
+                        ("l2d+cache", "vanilla", "L2D step with the teacher cache / BCE-only step"),
+                        ("l2d+diagnostics", "l2d", "L2D step measured by the term diagnostics / L2D step "
+                         "(a run measures one step in train.diagnostics_every)")):
         wall, cpu = _ratio(rows, a, b), _ratio(rows, a, b, "cpu_s")
         if wall is not None:
             notes.append(f"- {label}: {wall:.3f} (wall), {cpu:.3f} (CPU time)")
