@@ -150,3 +150,38 @@ def test_diagnostics_every_n_steps_measures_those_steps(teacher):
     assert [r["diagnostics"]["steps"] for r in records] == [2, 1]
     assert "geometry" in records[0]["diagnostics"]
     assert set(records[0]["diagnostics"]["terms"]) == {"bce", "mld"}
+
+
+def test_table_diagnostics_of_a_swept_grid(tmp_path, capsys):
+    import json
+
+    import yaml
+
+    from mlkd.cli import main as cli_main
+
+    grid = {"dataset": "digits", "out": str(tmp_path / "runs"),
+            "data": {"name": "mosaic", "recipe": "none", "img_size": 32, "batch_size": 32, "num_workers": 0,
+                     "options": {"source": "digits", "num_train": 128, "num_test": 67, "seed": 0,
+                                 "cache_dir": str(tmp_path / "cache")}},
+            "model": {"name": "tiny", "embed_dim": 32, "ffn_dim": 64, "num_heads": 4},
+            "optim": {"lr": 1e-3, "epochs": 2}, "train": {"device": "cpu", "progress": "off", "diagnostics_every": 2},
+            "pairs": [{"teacher": "tiny", "student": "tiny"}], "methods": ["teacher", "vanilla", "l2d"],
+            "seeds": [0, 1], "teachers": "shared"}
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(grid))
+    assert cli_main(["sweep", str(path)]) == 0
+    capsys.readouterr()
+    assert cli_main(["table", str(path), "--diagnostics"]) == 0
+    text = capsys.readouterr().out.split("Term diagnostics of")[1]
+    row = next(line for line in text.splitlines() if line.startswith("| L2D |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1:3] == ["2", "1 → 2"]
+    # the id ratio's last-epoch mean over the two seeds, recomputed from the run folders
+    lasts = []
+    for seed in (0, 1):
+        folder = tmp_path / "runs" / "digits" / "tiny_to_tiny" / "l2d" / f"seed{seed}"
+        records = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+        lasts.append(records[-1]["diagnostics"]["terms"]["id"]["ratio"])
+    header = [c.strip() for c in next(line for line in text.splitlines() if line.startswith("| row")).strip("|").split("|")]
+    id_cell = cells[header.index("id / BCE (first → last)")]
+    assert id_cell.split(" → ")[1] == f"{sum(lasts) / 2:.3g}"

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from mlkd.errors import EXIT_PREEMPTED, MLKDError, Preempted, shorten
+from mlkd.errors import EXIT_PREEMPTED, ConfigError, MLKDError, Preempted, shorten
 
 log = logging.getLogger("mlkd")
 
@@ -97,6 +97,15 @@ def _cmd_table(args) -> int:
 
     text = table_text(args.paths, args.protocol, args.format, args.paper, args.set or (), args.out, args.title,
                       args.paired)
+    if args.diagnostics:
+        from mlkd.analysis.diagnostics import diagnostics_table
+        from mlkd.reproduce.grid import load_grid
+        from mlkd.reproduce.report import is_grid_file
+
+        grids = [load_grid(p, list(args.set or ()), args.out) for p in args.paths if is_grid_file(p)]
+        if not grids:
+            raise ConfigError("mlkd table --diagnostics: give grid files (configs/...yaml)")
+        text += "".join("\n" + diagnostics_table(grid) for grid in grids)
     if args.output:
         with open(args.output, "w") as handle:
             handle.write(text)
@@ -127,6 +136,8 @@ def _add_reproduce_parsers(sub) -> None:
     table.add_argument("--set", action="append", metavar="KEY=VALUE", help="override for the grid files (repeatable)")
     table.add_argument("--title", help="table title")
     table.add_argument("--paired", metavar="ROW", help="also show each row minus ROW seed by seed (e.g. Student)")
+    table.add_argument("--diagnostics", action="store_true",
+                       help="also show the grid's term diagnostics (gradient ratios to BCE, embedding geometry)")
     table.add_argument("--output", "-o", help="also write the table to this file")
     table.set_defaults(func=_cmd_table)
 
