@@ -131,8 +131,8 @@ def test_smoke_run_end_to_end(tmp_path):
     proc = subprocess.run(["bash", "scripts/device_paper_scenes.sh", "--smoke"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    first = re.search(r"^sizing: (\d+) training scenes, teacher (\d+) epochs, students (\d+) epochs", proc.stdout, re.M)
-    final = re.search(r"^sizing \(students, after the teacher.*\): students (\d+) epochs", proc.stdout, re.M)
+    first = re.search(r"^sizing: (\d+) training scenes, epochs: teacher (\d+), students (\d+);", proc.stdout, re.M)
+    final = re.search(r"^sizing \(students, after the teacher.*\): epochs: students (\d+)", proc.stdout, re.M)
     assert first and final, proc.stdout
     num_train, teacher_epochs, first_student_epochs = (int(g) for g in first.groups())
     student_epochs = int(final.group(1))
@@ -163,6 +163,7 @@ def test_smoke_run_end_to_end(tmp_path):
 
     l2d = summary["diagnostics"]["L2D"]
     assert set(l2d["ratios"]) == {"mld", "cd", "id"}
+    assert l2d["weights"] == {"mld": 10.0, "cd": 100.0, "id": 1000.0}  # the paper's λ
     assert all(math.isfinite(v) and v > 0 for v in l2d["ratios"].values())
     row = next(r for r in summary["rows"] if r["row"] == "L2D")
     last = json.loads((out / row["records"] / "metrics.jsonl").read_text().splitlines()[-1])

@@ -66,7 +66,7 @@ def overrides(scale: Scale, glyphs: Path, cache: Path, num_train: int, teacher_e
             f"teacher_config.optim.epochs={teacher_epochs}", f"train.device={scale.device}",
             f"train.amp={scale.amp}", f"train.channels_last={str(channels_last).lower()}",
             f"train.diagnostics_every={scale.diagnostics_every}", "train.progress=off",
-            f"train.threads={scale.threads}"]
+            f"train.threads={scale.threads}", f"dataset=coco-scenes-{scale.img_size}"]
 
 
 def _options(grid: Grid, img_size: int) -> dict:
@@ -142,8 +142,8 @@ def run_paper_scenes(pack: Path, out: Path, work: Path, scale: Scale, started_at
     ratio = times[teacher] / plan.predicted_s["teacher"]
     final = plan_students(deadline - time.time() - scale.reserve_s, plan, m, scale, ratio)
     say(f"sizing (students, after the teacher: {times[teacher]:.0f} s measured, "
-        f"{plan.predicted_s['teacher']:.0f} s predicted, x{ratio:.2f}): students {final.student_epochs} "
-        f"epochs{'' if final.fits else ' (OVER BUDGET: one epoch does not fit)'}")
+        f"{plan.predicted_s['teacher']:.0f} s predicted, x{ratio:.2f}): epochs: students "
+        f"{final.student_epochs}{'' if final.fits else ' (OVER BUDGET: one epoch does not fit)'}")
     grid = _sweep(grid_path, args(final), runs, out, times, max_runs=None)
     summary = collect(grid, times, {"first": plan.to_dict(), "final": final.to_dict(), "ratio": ratio},
                       m, scale, time.time() - started_at)

@@ -48,6 +48,7 @@ def _row(label: str, spec, root: Path, times: dict, predicted: dict) -> tuple[di
     terms = diag.get("terms") or {}
     entry = {"epoch": record.epoch, "steps": diag.get("steps"),
              "ratios": {t: terms[t].get("ratio") for t in TERMS if t in terms},
+             "weights": {t: terms[t].get("weight") for t in TERMS if t in terms},
              "geometry": dict(diag.get("geometry") or {})}
     return row, entry
 
@@ -84,8 +85,8 @@ def markdown(summary: dict) -> str:
              f"Synthetic art: the real COCO 2014 label sets drawn as emoji scenes ({d['name']}), "
              f"{d['num_train']} training / {d['num_test']} test scenes at {d['img_size']} px; the official "
              f"recipe ({summary['grid']}); seed {summary['seed']}; the last epoch, evaluated once on the test "
-             f"split (nothing is chosen on it). Teacher {final['teacher_epochs']} epochs, students "
-             f"{final['student_epochs']} epochs (sized to the time budget).", "",
+             f"split (nothing is chosen on it). Epochs (sized to the time budget): teacher "
+             f"{final['teacher_epochs']}, students {final['student_epochs']}.", "",
              f"| row | model | epochs | mAP | OF1 | CF1 |", "|---|---|---:|---:|---:|---:|"]
     for r in summary["rows"]:
         lines.append(f"| {r['row']} | {r['model']} | {r['epochs']} | "
@@ -93,10 +94,11 @@ def markdown(summary: dict) -> str:
     lines += ["", f"F1 under {PROTOCOL}. Final-epoch term diagnostics: gradient ratio to BCE on the outputs each "
               "term reads (median over the epoch's measured steps), label-embedding geometry (mean distance "
               "within class groups `cd` / image groups `id`, over the mean embedding norm).", "",
-              "| row | epoch | " + " | ".join(f"{t.upper()} / BCE" for t in TERMS) + " | "
-              + " | ".join(GEOMETRY) + " |", "|---|---:|" + "---:|" * (len(TERMS) + len(GEOMETRY))]
+              "| row | epoch | λ | " + " | ".join(f"{t.upper()} / BCE" for t in TERMS) + " | "
+              + " | ".join(GEOMETRY) + " |", "|---|---:|---|" + "---:|" * (len(TERMS) + len(GEOMETRY))]
     for label, e in summary["diagnostics"].items():
-        lines.append(f"| {label} | {e['epoch']} | " + " | ".join(_num(e["ratios"].get(t), 3) for t in TERMS)
+        weights = ", ".join(f"{t.upper()} {w:g}" for t, w in e["weights"].items()) or "–"
+        lines.append(f"| {label} | {e['epoch']} | {weights} | " + " | ".join(_num(e["ratios"].get(t), 3) for t in TERMS)
                      + " | " + " | ".join(_num(e["geometry"].get(g), 3) for g in GEOMETRY) + " |")
     lines += ["", "| run | predicted s | measured s |", "|---|---:|---:|"]
     lines += [f"| {r['row']} | {_num(r['predicted_s'], 0)} | {_num(r['seconds'], 0)} |" for r in summary["rows"]]

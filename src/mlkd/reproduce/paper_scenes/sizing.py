@@ -137,8 +137,8 @@ def plan_students(remaining_s: float, plan: Plan, m: Measured, scale: Scale, rat
 def describe(plan: Plan, m: Measured, scale: Scale) -> str:
     """One line naming the chosen sizes and what they rest on."""
     steps = ", ".join(f"{r} {1e3 * m.step_s[r]:.0f} ms" for r in RUNS)
-    return (f"sizing: {plan.num_train} training scenes, teacher {plan.teacher_epochs} epochs, "
-            f"students {plan.student_epochs} epochs, {scale.num_test} test scenes at {scale.img_size} px; "
+    return (f"sizing: {plan.num_train} training scenes, epochs: teacher {plan.teacher_epochs}, "
+            f"students {plan.student_epochs}; {scale.num_test} test scenes at {scale.img_size} px; "
             f"predicted {sum(plan.predicted_s.values()):.0f} s of the {plan.budget_s:.0f} s left"
             f"{'' if plan.fits else ' (OVER BUDGET: the minimum sizes do not fit)'}; "
             f"step per batch of {scale.batch_size}: {steps}; loader {1e3 * m.loader_s:.2f} ms/image; "
