@@ -68,6 +68,13 @@ def test_glyph_pack_refuses_bad_input(tmp_path, pack):
         glyph_pack.GlyphPack(pack, ("openmoji",), {}, {}).select(["noto"])
     with pytest.raises(ConfigError, match="missing or incomplete.*--prepare"):
         check_device_pack(tmp_path / "no-pack")
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    (damaged / "glyphs.npz").write_bytes(pack.read_bytes()[:-1])
+    (damaged / "manifest.json").write_text(json.dumps({"files": {"glyphs.npz": {"bytes": pack.stat().st_size,
+                                                                               "sha256": "0"}}}))
+    with pytest.raises(ConfigError, match="glyphs.npz is missing or differs from its manifest"):
+        check_device_pack(damaged)
 
 
 @pytest.mark.slow
@@ -171,3 +178,21 @@ def test_smoke_run_end_to_end(tmp_path):
     assert l2d["geometry"] == last["diagnostics"]["geometry"]
     assert all(math.isfinite(l2d["geometry"][k]) for k in ("student_cd", "student_id", "teacher_cd", "teacher_id"))
     assert set(summary["diagnostics"]["MLD"]["ratios"]) == {"mld"}
+
+
+def test_grid_is_the_official_recipe():
+    from mlkd.reproduce import load_grid
+
+    grid = load_grid(ROOT / "configs/study/paper_scenes.yaml")
+    assert [(r.role, r.model, r.method) for r in grid.runs] == [
+        ("teacher", "efficientnet_lite2", "vanilla"), ("student", "efficientnet_lite0", "vanilla"),
+        ("distill", "efficientnet_lite0", "mld"), ("distill", "efficientnet_lite0", "l2d")]
+    teacher, *students = [r.config for r in grid.runs]
+    for cfg in (teacher, *students):
+        assert (cfg.data.name, cfg.data.img_size, cfg.data.recipe, cfg.data.normalize) == ("coco_scenes", 224, "official", False)
+        assert (cfg.model.pretrained, cfg.model.head, cfg.model.embed_dim, cfg.model.ffn_dim, cfg.model.num_heads) == (
+            True, "label_wise", 768, 2048, 8)
+        assert (cfg.optim.name, cfg.optim.lr, cfg.optim.head_lr_scale, cfg.optim.weight_decay, cfg.optim.pct_start) == (
+            "adam", 1e-4, 1.0, 1e-4, 0.2)
+        assert (cfg.train.amp, cfg.train.diagnostics_every, cfg.distill.weights, cfg.distill.cache) == ("bf16", 20, {}, "off")
+    assert teacher.optim.stop_epoch is None and teacher.optim.final_epoch == teacher.optim.epochs

@@ -95,14 +95,18 @@ def write_device_pack(folder: str | Path, models: Sequence[str] = MODELS) -> dic
 
 
 def check_device_pack(folder: str | Path, models: Sequence[str] = MODELS) -> Path:
-    """The pack's glyph file after checking that the pack is complete and that each model's
-    weights resolve inside its ``site`` (so ``site`` is on ``PYTHONPATH``); a ConfigError says
-    how to fix it."""
+    """The pack's glyph file after checking that the pack is complete, that each file listed in
+    its manifest has its size and SHA-256, and that each model's weights resolve inside its
+    ``site`` (so ``site`` is on ``PYTHONPATH``); a ConfigError says how to fix it."""
     folder = Path(folder)
     how = ("write it on a machine with the fonts and weight packages (bash scripts/device_paper_scenes.sh "
            "--prepare) and carry it")
     if not (folder / MANIFEST).is_file() or not (folder / GLYPHS).is_file():
         raise ConfigError(f"device pack {folder} is missing or incomplete (no {MANIFEST} / {GLYPHS}); {how}")
+    for name, entry in json.loads((folder / MANIFEST).read_text())["files"].items():
+        path = folder / name
+        if not path.is_file() or path.stat().st_size != entry["bytes"] or _sha256(path) != entry["sha256"]:
+            raise ConfigError(f"device pack {folder}: {name} is missing or differs from its manifest; {how}")
     site = (folder / SITE).resolve()
     for alias in models:
         found = packaged_file(PACKAGED[alias]).resolve()
