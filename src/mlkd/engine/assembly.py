@@ -6,7 +6,8 @@ teacher checkpoint; the benchmarks: random networks) and adds, in this order (pa
 created in it, so the order is part of a run's random stream): the objective of
 ``cfg.distill`` sized by the models' :class:`~mlkd.models.OutputShapes`, channels-last
 layout, the teacher-output cache, the student step (DDP, ``torch.compile``), the loaders, the
-optimiser, the LR schedule and the gradient scaler.
+optimiser, the LR schedule, the gradient scaler and the term-weight balancer
+(``distill.balance``; it creates no parameters and draws no random numbers).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from mlkd.config import Config
+from mlkd.engine.balance import build_balancer
 from mlkd.data.loaders import eval_loader, train_loader
 from mlkd.engine.distributed import DistInfo
 from mlkd.engine.optim import build_optimizer, build_scheduler
@@ -56,6 +58,7 @@ class Run:
     teacher_cache: Any = None  # a TeacherCache serving the teacher's outputs (distill.cache)
     partial: Optional[dict] = None  # how far a pre-empted epoch got (see train_one_epoch)
     stop_request: Any = None  # a preemption.StopRequest while fit runs
+    balancer: Any = None  # a balance.WeightBalancer under distill.balance=bounded
 
     @property
     def run_dir(self) -> Path:
@@ -119,5 +122,5 @@ def assemble(cfg: Config, student: nn.Module, teacher: Optional[nn.Module], clas
         scheduler=build_scheduler(optimizer, cfg.optim, steps),
         scaler=torch.amp.GradScaler(device.type, enabled=precision.use_scaler),
         train_loader=loader, test_loader=None if test_set is None else eval_loader(test_set, cfg.data, info, pin),
-        teacher_cache=cache,
+        teacher_cache=cache, balancer=build_balancer(cfg, objective, device, info),
     )

@@ -3,7 +3,8 @@
 Every ``train.diagnostics_every`` steps (0: off) the training step measures, on the same
 forward pass it trains with (no extra forward, no random numbers drawn, the update unchanged):
 
-- each term's unweighted value and the L2 norm of the gradient of ``weight x term`` with
+- each term's unweighted value and the L2 norm of the gradient of ``weight x term`` (the
+  weight in force at that step: under ``distill.balance: bounded`` the capped one) with
   respect to the student outputs the term reads (``LossTerm.requires()``: logits for BCE / MLD,
   label_embeddings for CD / ID, pooled for RKD / PKT, the stage maps for ReviewKD), and that
   norm's ratio to BCE's (BCE reads the logits);
@@ -46,6 +47,7 @@ def _tensors(value) -> list[Tensor]:
     return [v for v in (value if isinstance(value, (list, tuple)) else [value]) if isinstance(v, Tensor)]
 
 
+@torch.compiler.disable
 def term_gradient_norms(objective, values: Mapping[str, Tensor], student: ModelOutput) -> dict[str, Tensor]:
     """{term: ||d(weight x value) / d(outputs it reads)||} (0-d float32 tensors).
 
@@ -109,9 +111,12 @@ class TermDiagnostics:
 
     @torch.compiler.disable
     def measure(self, objective, values: Mapping[str, Tensor], student: ModelOutput,
-                teacher: Optional[ModelOutput], targets: Tensor, host_targets: Optional[Tensor] = None) -> None:
-        """Record one step: term values, gradient norms and ratios, geometry (on the device)."""
-        norms = term_gradient_norms(objective, values, student)
+                teacher: Optional[ModelOutput], targets: Tensor, host_targets: Optional[Tensor] = None,
+                norms: Optional[Mapping[str, Tensor]] = None) -> None:
+        """Record one step: term values, gradient norms and ratios, geometry (on the device).
+        ``norms``: the step's gradient norms when already taken (``term_gradient_norms``, scaled
+        to the weights in force under ``distill.balance``); taken here when None."""
+        norms = term_gradient_norms(objective, values, student) if norms is None else norms
         reference = norms.get(REFERENCE)
         figures: dict[str, Tensor] = {}
         for name in objective.terms:  # the objective's order (groups are computed first)

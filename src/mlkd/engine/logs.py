@@ -85,7 +85,8 @@ class Progress:
 
 
 class TensorBoardLog:
-    """Each epoch's scalars (train terms, every protocol's metrics) as TensorBoard events.
+    """Each epoch's scalars (train terms, every protocol's metrics, the mean effective weights
+    under ``distill.balance``) as TensorBoard events.
 
     Needs the optional ``tensorboard`` package (``pip install 'mlkd[tensorboard]'``).
     """
@@ -107,6 +108,8 @@ class TensorBoardLog:
         for name, value in record.get("train", {}).items():
             if isinstance(value, (int, float)):
                 self.writer.add_scalar(f"train/{name}", value, epoch)
+        for name, entry in (record.get("balance") or {}).get("terms", {}).items():
+            self.writer.add_scalar(f"balance/{name}", entry["effective"], epoch)  # mean effective weight
         for protocol, metrics in record.get("eval", {}).items():
             if isinstance(metrics, dict):
                 for key in self.METRICS:

@@ -34,6 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from mlkd.data.loaders import to_device
+from mlkd.engine.diagnostics import term_gradient_norms
 from mlkd.engine.distributed import any_rank
 from mlkd.errors import NonFiniteLossError
 from mlkd.models.output import ModelOutput
@@ -57,19 +58,32 @@ class StudentStep(nn.Module):
     ``host_targets``: the CPU copy of ``targets`` (lets CD/ID enumerate pairs on the host).
     ``diagnostics``: a :class:`~mlkd.engine.diagnostics.TermDiagnostics` that measures this
     step's terms on its own forward pass (None: not measured).
+    ``balancer``: a :class:`~mlkd.engine.balance.WeightBalancer` whose effective weights this
+    step trains with; ``measure``: whether it first measures this step's gradient norms (one
+    measurement serves the diagnostics too). Both None / False: the objective's own forward.
     """
 
     def __init__(self, student: nn.Module, objective: nn.Module):
         super().__init__()
         self.student, self.objective = student, objective
 
-    def forward(self, images, targets, teacher_out, host_targets=None, diagnostics=None):
+    def forward(self, images, targets, teacher_out, host_targets=None, diagnostics=None, balancer=None,
+                measure=False):
         student_out = self.student(images)
-        if diagnostics is None:
+        if diagnostics is None and balancer is None:
             return self.objective(student_out, teacher_out, targets, host_targets)
         values = self.objective.term_values(student_out, teacher_out, targets, host_targets)
-        diagnostics.measure(self.objective, values, student_out, teacher_out, targets, host_targets)
-        return self.objective.weighted_sum(values), {name: value.detach() for name, value in values.items()}
+        norms, weights = None, None
+        if diagnostics is not None or (balancer is not None and measure):
+            norms = term_gradient_norms(self.objective, values, student_out)
+        if balancer is not None:
+            if measure:
+                balancer.update(norms)
+            weights = balancer.step_weights()
+        if diagnostics is not None:
+            applied = norms if balancer is None else balancer.scaled(norms)
+            diagnostics.measure(self.objective, values, student_out, teacher_out, targets, host_targets, applied)
+        return self.objective.weighted_sum(values, weights), {name: value.detach() for name, value in values.items()}
 
 
 def teacher_outputs(run, batch: dict, images: Tensor) -> Optional[ModelOutput]:
@@ -221,16 +235,19 @@ def train_step(run, batch: dict, guard: NonFiniteGuard,
     per-step non-finite check. ``run`` needs: cfg, device, precision, step, teacher,
     teacher_cache (optional), optimizer, scheduler, scaler, epoch, global_step.
     ``diagnostics``: a TermDiagnostics that measures this step (None: not measured).
+    ``run.balancer`` (optional): the WeightBalancer of ``distill.balance`` (see
+    ``mlkd.engine.balance``), measuring at its due steps.
     """
     cfg, device = run.cfg, run.device
     run.optimizer.zero_grad(set_to_none=True)  # first: the last step's gradients are freed before the forward
     images, targets = to_device(batch, device, cfg.train.channels_last)
     teacher_out = teacher_outputs(run, batch, images)
+    options = {} if diagnostics is None else {"diagnostics": diagnostics}
+    balancer = getattr(run, "balancer", None)
+    if balancer is not None:
+        options.update(balancer=balancer, measure=balancer.due(run.global_step))
     with run.precision.autocast(device):
-        if diagnostics is None:
-            total, terms = run.step(images, targets, teacher_out, batch["targets"])
-        else:
-            total, terms = run.step(images, targets, teacher_out, batch["targets"], diagnostics=diagnostics)
+        total, terms = run.step(images, targets, teacher_out, batch["targets"], **options)
     run.global_step += 1
     if not guard.admit(total, terms, run):
         run.scheduler.step()

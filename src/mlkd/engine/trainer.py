@@ -105,6 +105,7 @@ def _state(run: Run) -> dict:
         "rng": _rng_state(), "config": run.cfg.to_dict(), "classes": run.classes,
         "history": run.history, "metrics": run.history[-1] if run.history else None,
         "partial": run.partial, "mlkd_version": __version__,
+        **({"balance": run.balancer.state_dict()} if run.balancer is not None else {}),
     }
 
 
@@ -125,6 +126,8 @@ def restore(run: Run) -> bool:
     run.scaler.load_state_dict(state["scaler"])
     run.epoch, run.global_step, run.history = state["epoch"], state["global_step"], state["history"]
     run.partial = state.get("partial")
+    if run.balancer is not None:
+        run.balancer.load_state_dict(state["balance"])
     _set_rng_state(state["rng"])
     within = f" and {run.partial['batches']} batches of epoch {run.epoch + 1}" if run.partial else ""
     log.info("resumed %s from %s after epoch %d%s", run.run_dir, state.get("path"), run.epoch, within)
@@ -199,6 +202,11 @@ def train_one_epoch(run: Run) -> dict[str, float]:
         means["diagnostics"] = summary
         if run.info.is_main:
             diagnostics.warn(summary, run.epoch + 1)
+    balance = run.balancer.summary() if run.balancer is not None else None
+    if balance is not None:
+        means["balance"] = balance
+        if run.info.is_main:
+            run.balancer.report(balance, run.epoch + 1)
     if skipped:
         log.warning("epoch %d: %d unreadable image(s) skipped", run.epoch + 1, skipped)
     run.partial, loader.sampler.start = None, 0
@@ -318,11 +326,14 @@ def _epochs(run: Run, stop: int, board: Optional[TensorBoardLog]) -> None:
     while run.epoch < stop:
         train_stats = train_one_epoch(run)
         diagnostics = train_stats.pop("diagnostics", None)
+        balance = train_stats.pop("balance", None)
         run.epoch += 1
         broadcast_buffers(run.student, run.info)
         record: dict[str, Any] = {"epoch": run.epoch, "train": train_stats, "data": _data_report(run)}
         if diagnostics is not None:
             record["diagnostics"] = diagnostics
+        if balance is not None:
+            record["balance"] = balance
         failure = None
         if _evaluate_now(run, run.epoch == stop):
             record["eval"], failure = _evaluate_epoch(run)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Any, Hashable, Mapping, Optional, Sequence
+from typing import Any, Hashable, Mapping, Optional, Sequence, Union
 
 from torch import Tensor, nn
 
@@ -75,9 +75,14 @@ class Objective(nn.Module):
                 values[name] = term(student, teacher, targets, prepared)
         return values
 
-    def weighted_sum(self, values: Mapping[str, Tensor]) -> Tensor:
-        """The total loss: sum of weight x value over the terms."""
-        return sum(self.weights[name] * values[name] for name in self.terms)
+    def weighted_sum(self, values: Mapping[str, Tensor],
+                     weights: Optional[Mapping[str, Union[float, Tensor]]] = None) -> Tensor:
+        """The total loss: sum of weight x value over the terms. ``weights``: {term: weight}
+        (a float or a 0-d tensor, e.g. ``WeightBalancer.step_weights()``) in force instead of
+        the configured ones for the terms it names."""
+        if weights is None:
+            return sum(self.weights[name] * values[name] for name in self.terms)
+        return sum(weights.get(name, self.weights[name]) * values[name] for name in self.terms)
 
     def extra_repr(self) -> str:
         return f"method={self.method!r}, weights={self.weights}"
