@@ -161,9 +161,13 @@ class WeightBalancer:
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:
-        """The state as CPU tensors and plain data (checkpoint ``balance``)."""
-        return {"terms": list(self.terms), "ema": self.ema.cpu(), "seen": self.seen.cpu(),
-                "updates": self.updates, "epoch_sum": self._sum.cpu(), "epoch_min": self._min.cpu(),
+        """The state as CPU tensors (copies: the state goes on changing) and plain data
+        (checkpoint ``balance``)."""
+        def copy(tensor: Tensor) -> Tensor:
+            return tensor.detach().to("cpu", copy=True)
+
+        return {"terms": list(self.terms), "ema": copy(self.ema), "seen": copy(self.seen),
+                "updates": self.updates, "epoch_sum": copy(self._sum), "epoch_min": copy(self._min),
                 "epoch_steps": self._steps}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -171,8 +175,11 @@ class WeightBalancer:
             raise ConfigError(f"the checkpoint's balanced terms {list(state['terms'])} differ from the "
                               f"objective's {self.terms}; resume with the same distill config")
         device = self.ema.device
-        self.ema, self.seen = state["ema"].to(device), state["seen"].to(device)
-        self._sum, self._min = state["epoch_sum"].to(device), state["epoch_min"].to(device)
+
+        def copy(key: str) -> Tensor:
+            return state[key].to(device, copy=True)
+
+        self.ema, self.seen, self._sum, self._min = copy("ema"), copy("seen"), copy("epoch_sum"), copy("epoch_min")
         self.updates, self._steps = int(state["updates"]), int(state["epoch_steps"])
 
 
