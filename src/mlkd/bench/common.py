@@ -25,8 +25,10 @@ from mlkd.engine.diagnostics import TermDiagnostics
 from mlkd.engine.runtime import resolve_precision
 
 #: Methods of the step and memory benchmarks; "l2d+cache" is L2D served by the teacher cache,
-#: "l2d+diagnostics" L2D with the term diagnostics measuring every step (``train.diagnostics_every`` 1).
-METHODS = ("vanilla", "rkd", "pkt", "reviewkd", "mse", "ps", "mld", "l2d", "l2d+cache", "l2d+diagnostics")
+#: "l2d+diagnostics" L2D with the term diagnostics measuring every step (``train.diagnostics_every`` 1),
+#: "l2d+bounded" L2D with bounded term weights measured every step (``distill.balance`` bounded).
+METHODS = ("vanilla", "rkd", "pkt", "reviewkd", "mse", "ps", "mld", "l2d", "l2d+cache", "l2d+diagnostics",
+           "l2d+bounded")
 
 
 class SyntheticImages(Dataset):
@@ -82,12 +84,14 @@ def make_run(method: str, cfg: Config, num_classes: int, teacher: Optional[nn.Mo
              cache=None, seed: int = 0) -> Run:
     """A Run for ``method`` (a METHODS name) with a freshly initialised student (same seed for
     every method), assembled as ``fit`` assembles its runs (``mlkd.engine.assembly.assemble``:
-    objective, step, optimiser, schedule, scaler); ``l2d+cache`` is L2D served by ``cache``."""
+    objective, step, optimiser, schedule, scaler); ``l2d+cache`` is L2D served by ``cache``,
+    ``l2d+bounded`` L2D under ``distill.balance: bounded``."""
     device = torch.device(cfg.train.device)
     precision = resolve_precision(cfg.train.amp, device)
     student = build_net(cfg.model.name, cfg, num_classes, device, seed)
     name = method.split("+")[0]
-    cfg = cfg.model_copy(update={"distill": cfg.distill.model_copy(update={"method": name})})
+    balance = "bounded" if method == "l2d+bounded" else cfg.distill.balance
+    cfg = cfg.model_copy(update={"distill": cfg.distill.model_copy(update={"method": name, "balance": balance})})
     return assemble(cfg, student, teacher, [f"c{k}" for k in range(num_classes)], device=device,
                     precision=precision, cache=cache if method == "l2d+cache" else None,
                     steps_per_epoch=10_000)

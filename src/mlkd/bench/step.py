@@ -6,7 +6,8 @@
 
 Each row times ``mlkd.engine.step.train_step``, the function ``fit`` runs for every batch:
 batch to device, teacher outputs (a no-grad eval-mode teacher forward, or the teacher-output
-cache for ``l2d+cache``), student forward + objective, backward, optimiser and LR schedule
+cache for ``l2d+cache``), student forward + objective (``l2d+bounded``: with the bounded
+weights of ``distill.balance`` measured every step), backward, optimiser and LR schedule
 steps. ``vanilla`` is the student alone (BCE, no teacher). Every method has its own student
 (same initial weights), objective (ReviewKD's fusion modules included) and Adam state, built by
 the engine's builders. Defaults: ResNet-34 teacher -> ResNet-18 student with the paper's
@@ -130,7 +131,9 @@ def format_table(rows: Sequence[dict]) -> str:
     for a, b, label in (("l2d", "mld", "L2D step / MLD step"),
                         ("l2d+cache", "vanilla", "L2D step with the teacher cache / BCE-only step"),
                         ("l2d+diagnostics", "l2d", "L2D step measured by the term diagnostics / L2D step "
-                         "(a run measures one step in train.diagnostics_every)")):
+                         "(a run measures one step in train.diagnostics_every)"),
+                        ("l2d+bounded", "l2d", "L2D step with bounded weights measured every step / L2D step "
+                         "(distill.balance_every sets how often)")):
         wall, cpu = _ratio(rows, a, b), _ratio(rows, a, b, "cpu_s")
         if wall is not None:
             notes.append(f"- {label}: {wall:.3f} (wall), {cpu:.3f} (CPU time)")
