@@ -291,3 +291,32 @@ def test_every_ddp_rank_applies_the_same_weights(teacher, tmp_path):
     assert ranks[0]["balance"]["terms"]["cd"]["capped"]
     assert read_jsonl(teacher / "ddp" / "metrics.jsonl")[-1]["balance"] == ranks[0]["balance"]
     assert not math.isnan(ranks[0]["balance"]["terms"]["id"]["effective"])
+
+
+def test_bounded_with_the_teacher_cache_and_bf16_autocast(teacher):
+    """The teacher's outputs from the teacher-output cache, the student under bf16 autocast:
+    the norms and running ratios stay float32 and finite, and the embedding terms are capped."""
+    cfg = _config(teacher, "cache-bf16", train={"amp": "bf16", "diagnostics_every": 2}, balance="bounded",
+                  balance_ratio=0.5, cache=str(teacher / "teacher-cache"))
+    records = [fit(cfg)]
+    state = load_checkpoint(teacher / "cache-bf16" / "checkpoints" / "last.pt")["balance"]
+    assert state["ema"].dtype == torch.float32 and torch.isfinite(state["ema"]).all() and state["seen"].all()
+    assert (teacher / "teacher-cache").is_dir()
+    terms = records[-1]["balance"]["terms"]
+    assert terms["cd"]["capped"] and terms["cd"]["effective"] < 100.0
+    assert all(math.isfinite(entry["effective"]) for entry in terms.values())
+    assert math.isfinite(records[-1]["eval"]["thr@0.5"]["mAP"])
+
+
+def test_a_grid_row_carries_the_balance_setting(tmp_path):
+    """No method of its own: a grid row names the setting in its config overrides."""
+    from test_reproduce_sweep import write_grid
+
+    from mlkd.reproduce.grid import load_grid
+
+    row = {"method": "l2d", "name": "L2D bounded", "slug": "l2d-bounded",
+           "config": {"distill": {"balance": "bounded", "balance_ratio": 1.0}}}
+    grid = load_grid(write_grid(tmp_path, tmp_path / "cache", methods=["teacher", "l2d", row], seeds=[0]))
+    by_label = {run.label: run.config.distill for run in grid.runs if run.role == "distill"}
+    assert by_label["L2D bounded"].balance == "bounded" and by_label["L2D"].balance == "none"
+    assert by_label["L2D bounded"].weights == by_label["L2D"].weights

@@ -118,6 +118,7 @@ class WeightBalancer:
         self._steps += 1
         return dict(zip(self.terms, effective.unbind()))
 
+    @torch.compiler.disable
     def scaled(self, norms: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """``norms`` (configured weights) as the weights now in force make them: each balanced
         term's norm times its factor."""
