@@ -43,16 +43,16 @@ def reference(tmp_path_factory):
 
 
 def signal_at_step(monkeypatch, step, signum=signal.SIGTERM):
-    """Send ``signum`` to this process during the ``step``-th objective call (1-based)."""
-    real, calls = Objective.forward, []
+    """Send ``signum`` to this process during the ``step``-th step's objective (1-based)."""
+    real, calls = Objective.term_values, []
 
-    def forward(self, *args, **kwargs):
+    def term_values(self, *args, **kwargs):
         calls.append(1)
         if len(calls) == step:
             os.kill(os.getpid(), signum)
         return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(Objective, "forward", forward)
+    monkeypatch.setattr(Objective, "term_values", term_values)
 
 
 def without_timing(records):

@@ -74,15 +74,15 @@ def test_resume_after_an_epoch_with_workers_is_bit_identical(uninterrupted, tmp_
 def test_resume_mid_epoch_with_workers_is_bit_identical(uninterrupted, tmp_path, monkeypatch):
     """SIGTERM at the 2nd batch of epoch 2: the resumed epoch starts at batch 3, which worker 0
     now loads (worker 1 in the uninterrupted run); the weights still end bit-identical."""
-    real, calls = Objective.forward, []
+    real, calls = Objective.term_values, []
 
-    def forward(self, *args, **kwargs):
+    def term_values(self, *args, **kwargs):
         calls.append(1)
         if len(calls) == BATCHES + 2:
             os.kill(os.getpid(), signal.SIGTERM)
         return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(Objective, "forward", forward)
+    monkeypatch.setattr(Objective, "term_values", term_values)
     with pytest.raises(Preempted, match="at epoch 2, batch 2 of 4"):
         fit(augmented_config(tmp_path / "run"))
     monkeypatch.undo()
