@@ -17,9 +17,6 @@ import numpy as np
 from mlkd.engine.logs import read_jsonl
 from mlkd.runrecord import METRICS_FILE
 
-TERMS = ("mld", "cd", "id", "rkd", "pkt", "reviewkd", "mse", "ps")
-
-
 def _figures(record: dict) -> dict[str, float]:
     """{column: value} of one epoch record's diagnostics."""
     diag = record.get("diagnostics") or {}
@@ -56,7 +53,9 @@ def diagnostics_table(grid) -> str:
         found = run_diagnostics(spec.run_dir)
         if found is not None and found not in rows.setdefault(label, []):
             rows[label].append(found)
-    terms = [t for t in TERMS if any(f"{t} ratio" in fig for runs in rows.values() for r in runs for fig in (r[1], r[3]))]
+    # the distillation terms in the order the runs' objectives list them
+    terms = list(dict.fromkeys(key[:-len(" ratio")] for runs in rows.values() for r in runs
+                               for fig in (r[1], r[3]) for key in fig if key.endswith(" ratio")))
     geometry = ("student_cd", "student_id", "teacher_cd", "teacher_id")
     header = (["row", "seeds", "epochs"] + [f"{t} / BCE (first → last)" for t in terms]
               + [f"{g} (last)" for g in geometry])

@@ -80,9 +80,8 @@ class Objective(nn.Module):
         """The total loss: sum of weight x value over the terms. ``weights``: {term: weight}
         (a float or a 0-d tensor, e.g. ``WeightBalancer.step_weights()``) in force instead of
         the configured ones for the terms it names."""
-        if weights is None:
-            return sum(self.weights[name] * values[name] for name in self.terms)
-        return sum(weights.get(name, self.weights[name]) * values[name] for name in self.terms)
+        weights = {**self.weights, **(weights or {})}
+        return sum(weights[name] * values[name] for name in self.terms)
 
     def extra_repr(self) -> str:
         return f"method={self.method!r}, weights={self.weights}"
