@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mlkd.analysis.common import Analysis, pyplot, write_json
+from mlkd import optional
 from mlkd.errors import ConfigError
 
 CAM_METHODS = ("layercam", "gradcam")
@@ -68,8 +69,11 @@ def penultimate_layer(model: nn.Module, layer: Optional[str] = None) -> tuple[st
 def class_activation_maps(model: nn.Module, images: torch.Tensor, classes: Sequence[int], method: str = "layercam",
                           layer: Optional[str] = None) -> np.ndarray:
     """CAMs [B,H,W] float32 in [0,1] of ``images [B,3,H,W]`` for target logits ``classes [B]``."""
-    from pytorch_grad_cam import GradCAM, LayerCAM
-    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+    grad_cam = optional.optional_import("pytorch_grad_cam", extra="analysis", purpose="attention maps")
+    model_targets = optional.optional_import("pytorch_grad_cam.utils.model_targets", extra="analysis",
+                                             purpose="attention maps")
+    GradCAM, LayerCAM = grad_cam.GradCAM, grad_cam.LayerCAM
+    ClassifierOutputTarget = model_targets.ClassifierOutputTarget
 
     if method not in CAM_METHODS:
         raise ConfigError(f"attention: unknown CAM method {method!r}; use one of {CAM_METHODS}")

@@ -34,6 +34,7 @@ from torch.utils.data import Subset
 
 from mlkd.engine.checkpoint import checkpoint_file
 from mlkd.errors import ConfigError
+from mlkd import optional
 
 log = logging.getLogger(__name__)
 
@@ -262,9 +263,4 @@ def parse_int_list(text: Optional[str], name: str) -> Optional[list[int]]:
 
 def pyplot():
     """matplotlib.pyplot on the Agg backend (no display needed)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return optional.pyplot("the analysis figures")

@@ -7,6 +7,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from mlkd import optional
+
 
 def _title(names: Sequence[str], per_line: int = 2) -> str:
     return "\n".join(", ".join(names[j:j + per_line]) for j in range(0, len(names), per_line))
@@ -20,10 +22,7 @@ def scene_figure(dataset, path, rows: int = 3, cols: int = 6,
     ``predicted``: optional [N', q] bool (N' >= rows * cols), e.g. a student's thr@0.5 labels;
     each panel then lists the misses (``-name``) and false positives (``+name``) below the image.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = optional.pyplot("the scenes figure")
 
     count = min(rows * cols, len(dataset.images))
     if count == 0:

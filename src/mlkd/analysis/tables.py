@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from mlkd import optional
 from mlkd.metrics import HEADLINE_METRICS as METRIC_COLUMNS
 
 
@@ -39,10 +40,7 @@ def markdown_table(rows: dict[str, dict[str, float]], protocol: str, bold_best: 
 
 def bar_chart(rows: dict[str, dict[str, float]], path, title: str, metric: str = "mAP") -> None:
     """A PNG bar chart of one metric per row."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = optional.pyplot("the chart")
 
     names = list(rows)
     values = [rows[name][metric] for name in names]

@@ -16,13 +16,15 @@ import json
 import logging
 import re
 from pathlib import Path
-from typing import Any, Callable, Mapping
-
-from pycocotools.coco import COCO
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from mlkd.data.images import MultiLabelImageDataset, dataset_builder
 from mlkd.data.registry import DATASETS
 from mlkd.errors import ConfigError, DataError
+from mlkd.optional import optional_import
+
+if TYPE_CHECKING:
+    from pycocotools.coco import COCO
 
 logger = logging.getLogger(__name__)
 
@@ -70,9 +72,10 @@ def load_instances(path: Path, name: str = "coco2014", hint: str = "") -> COCO:
         hint = hint or (f"; set root to the folder holding train{year}/, val{year}/ and "
                         "annotations/ (or give list_file: {train: path, test: path})")
         raise DataError(f"{name}: instances file not found: {path}{hint}")
+    coco_api = optional_import("pycocotools.coco", extra="coco", purpose="the COCO loader")
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
-            return COCO(str(path))
+            return coco_api.COCO(str(path))
     except Exception as err:  # json errors, "annotation file format ... not supported", ...
         raise DataError(f"{name}: cannot read instances file {path} "
                         f"({type(err).__name__}: {err})") from err

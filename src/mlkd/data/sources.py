@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from mlkd.errors import ConfigError, DataError
+from mlkd.optional import optional_import
 
 FASHION_MNIST_CLASSES = [
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -128,12 +129,13 @@ def fashion_mnist_available(source_dir: str | os.PathLike | None = None) -> bool
 
 def load_digits_split(split: str) -> tuple[np.ndarray, np.ndarray]:
     """One split of scikit-learn's digits: images uint8 [M, 8, 8] in 0..255, labels int64 [M]."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
+    purpose = "the mosaic's digits source"
+    datasets = optional_import("sklearn.datasets", extra="digits", purpose=purpose)
+    model_selection = optional_import("sklearn.model_selection", extra="digits", purpose=purpose)
 
-    digits = load_digits()
+    digits = datasets.load_digits()
     index = np.arange(len(digits.target))
-    train_idx, test_idx = train_test_split(index, test_size=DIGITS_TEST_FRACTION,
+    train_idx, test_idx = model_selection.train_test_split(index, test_size=DIGITS_TEST_FRACTION,
                                            random_state=DIGITS_SPLIT_SEED,
                                            stratify=digits.target)
     chosen = np.sort(train_idx if split == "train" else test_idx)

