@@ -27,9 +27,11 @@ import logging
 import os
 import pickle
 import re
+import struct
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
@@ -44,7 +46,19 @@ REQUIRED_KEYS = ("model", "classes", "config", "epoch")
 INTEGRITY = "integrity"
 # Beyond torch's weights-only set: the numpy RNG state of checkpoints written by earlier mlkd
 # versions (a uint32 array: numpy's array rebuilder, ndarray and the dtype). New ones store a tensor.
-_LEGACY_GLOBALS = [np._core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+try:
+    from numpy._core.multiarray import _reconstruct
+except ImportError:  # numpy < 2
+    from numpy.core.multiarray import _reconstruct  # type: ignore[no-redef]
+_LEGACY_GLOBALS = [_reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+
+
+# What torch.load raises on damaged bytes (truncated, overwritten, garbage): measured on random
+# damage of a checkpoint, these and nothing else. An AttributeError, ImportError or TypeError
+# says that the torch API differs from the one mlkd needs, not that the file is damaged: it
+# propagates, and ``--resume`` never sets an intact checkpoint aside for it.
+_DAMAGED_BYTES = (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, struct.error, RuntimeError,
+                  ValueError, LookupError, OverflowError)
 
 
 def _feed(digest: Any, obj: Any) -> None:
@@ -161,17 +175,25 @@ def _unpickle(path: Path, map_location: str | torch.device) -> Any:
     except OSError as err:
         raise CheckpointError(f"checkpoint {path} cannot be opened ({err.strerror or err}); it is not "
                               "corrupt: fix its permissions (e.g. chmod a+r) and retry") from None
-    try:
-        with handle, torch.serialization.safe_globals(_LEGACY_GLOBALS):
-            return torch.load(handle, map_location=map_location, weights_only=True)
-    except Exception as err:  # torch raises many types for damaged files
-        unsafe = re.search(r"GLOBAL ([\w.]+)", str(err)) if isinstance(err, pickle.UnpicklingError) else None
-        if unsafe and "weights only" in str(err).lower():
-            raise CheckpointError(
-                f"checkpoint {path} refused: it would import {unsafe.group(1)} and loading could run "
-                "code; an mlkd checkpoint holds only tensors and plain data (load only files mlkd wrote)") from None
-        raise CheckpointCorruptError(f"checkpoint {path} is unreadable or corrupt "
-                                     f"({type(err).__name__}: {_torch_reason(err)})") from None
+    with handle:
+        # torch >= 2.5 (the declared floor); on an older torch this is an AttributeError, not "corrupt"
+        allowed = torch.serialization.safe_globals(_LEGACY_GLOBALS)
+        try:
+            with allowed:
+                return torch.load(handle, map_location=map_location, weights_only=True)
+        except _DAMAGED_BYTES as err:
+            _raise_damaged(path, err)
+
+
+def _raise_damaged(path: Path, err: Exception) -> NoReturn:
+    """A refused global (a CheckpointError naming it) or damaged bytes (CheckpointCorruptError)."""
+    unsafe = re.search(r"GLOBAL ([\w.]+)", str(err)) if isinstance(err, pickle.UnpicklingError) else None
+    if unsafe and "weights only" in str(err).lower():
+        raise CheckpointError(
+            f"checkpoint {path} refused: it would import {unsafe.group(1)} and loading could run "
+            "code; an mlkd checkpoint holds only tensors and plain data (load only files mlkd wrote)") from None
+    raise CheckpointCorruptError(f"checkpoint {path} is unreadable or corrupt "
+                                 f"({type(err).__name__}: {_torch_reason(err)})") from None
 
 
 def _torch_reason(err: Exception) -> str:
