@@ -9,7 +9,7 @@ import timm
 import yaml
 
 from mlkd.models import format_catalog, model_catalog
-from mlkd.models.net import PAPER_BACKBONES, resolve_model_name
+from mlkd.models.names import PAPER_BACKBONES, resolve_model_name
 from mlkd.models.official_weights import NO_EQUAL, OFFICIAL_WEIGHTS, PORT, SAME
 
 RECIPE = Path(__file__).resolve().parent.parent / "configs" / "recipes" / "official.yaml"

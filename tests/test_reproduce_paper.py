@@ -15,7 +15,7 @@ from mlkd.analysis.render import render
 from mlkd.analysis.results import Cell, Column, ResultTable
 from mlkd.cli import main as cli_main
 from mlkd.errors import ConfigError
-from mlkd.models.net import resolve_model_name
+from mlkd.models.names import resolve_model_name
 from mlkd.reproduce.grid import load_grid, read_grid_file
 from mlkd.models.official_weights import OFFICIAL_WEIGHTS
 from mlkd.reproduce.paper import attach_paper, paper_data, paper_table, paper_table_ids

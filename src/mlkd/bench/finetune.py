@@ -29,7 +29,7 @@ MODELS = ("efficientnet_lite0", "efficientnet_lite2", "resnet18", "mobilenetv2")
 def _run(name: str, img_size: int, batch_size: int, num_classes: int, device: str):
     """A vanilla (BCE) run of ``name``; packaged backbones get their pretrained input norm."""
     from mlkd.models.packaged import packaged_source
-    from mlkd.models.net import resolve_model_name
+    from mlkd.models.names import resolve_model_name
 
     cfg = bench_config(name, img_size, batch_size, device, "off", False)
     if packaged_source(resolve_model_name(name)) is not None:

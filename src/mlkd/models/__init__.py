@@ -17,17 +17,16 @@ a backbone's ImageNet weights in timm naming.
 from mlkd.models.backbone import Backbone, create_timm_model
 from mlkd.models.catalog import count_model, format_catalog, model_catalog
 from mlkd.models.head import HEADS, HeadOutput, LabelWiseHead, LinearHead
-from mlkd.models.net import (
+from mlkd.models.names import (
     ALIASES,
     CHEAP_MODELS,
     PAPER_ALIASES,
     PAPER_BACKBONES,
     PRETRAINED_ALIASES,
-    MultiLabelNet,
-    build_model,
     list_paper_backbones,
     resolve_model_name,
 )
+from mlkd.models.net import MultiLabelNet, build_model
 from mlkd.models.output import ModelOutput, OutputShapes, output_shapes
 from mlkd.models.repvgg import can_reparameterize, deploy
 from mlkd.models.input_norm import InputNorm, default_input_norm

@@ -12,8 +12,12 @@ from typing import Any, Iterable
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from mlkd.models.net import PAPER_BACKBONES, PRETRAINED_ALIASES, build_model, resolve_model_name
+from mlkd.errors import ConfigError
+from mlkd.models.names import PAPER_BACKBONES, PRETRAINED_ALIASES, resolve_model_name
+from mlkd.models.net import build_model
 from mlkd.models.official_weights import describe_official
+from mlkd.models.packaged import packaged_file, packaged_source
+from mlkd.models.weights import hub_cached_file
 
 #: What ``mlkd models`` lists: the paper's backbones, then those with offline ImageNet weights.
 CATALOG_NAMES: tuple[str, ...] = (*PAPER_BACKBONES, *PRETRAINED_ALIASES)
@@ -22,10 +26,6 @@ CATALOG_NAMES: tuple[str, ...] = (*PAPER_BACKBONES, *PRETRAINED_ALIASES)
 def weights_source(name: str) -> str:
     """Where ``pretrained: true`` takes ``name``'s ImageNet weights from, and whether they are here
     (a file lookup; no network)."""
-    from mlkd.errors import ConfigError
-    from mlkd.models.packaged import packaged_file, packaged_source
-    from mlkd.models.weights import hub_cached_file
-
     timm_name = resolve_model_name(name)
     source = packaged_source(timm_name)
     if source is not None:

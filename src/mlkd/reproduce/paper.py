@@ -42,7 +42,7 @@ def paper_data(table_id: str) -> dict:
 def _canonical(model: Optional[str]) -> Optional[str]:
     """The timm architecture of a model name: aliases resolved, a weights tag dropped
     (``resnet34.tv_in1k`` is ResNet-34, as the official recipe names it)."""
-    from mlkd.models.net import resolve_model_name
+    from mlkd.models.names import resolve_model_name
 
     return resolve_model_name(model.split(".")[0]) if model else model
 
