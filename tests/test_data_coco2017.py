@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mlkd.data.registry import build_dataset
+from mlkd.data import build_dataset
 from mlkd.errors import ConfigError, DataError
 from replicas import COCO_SAMPLE, coco_file_name, write_coco, write_coco_list
 from replicas_layouts import (COCO2017_CATEGORIES, COCO2017_SAMPLE, coco2017_file_name,

@@ -8,7 +8,7 @@ from torch.utils.data import DataLoader
 
 from mlkd.data.batch import collate
 from mlkd.data.images import MultiLabelImageDataset
-from mlkd.data.registry import build_dataset, dataset_names
+from mlkd.data import build_dataset, dataset_names
 from mlkd.data.summary import format_summary, summarize_dataset
 from mlkd.errors import ConfigError, DataError
 from replicas import (LIST_SAMPLE, corrupt_file, truncate_file, write_classes, write_jpeg,

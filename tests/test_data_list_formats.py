@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mlkd.data.registry import build_dataset
+from mlkd.data import build_dataset
 from mlkd.errors import ConfigError, DataError
 from replicas import write_classes
 from replicas_layouts import LAYOUT_ROWS, write_csv_list, write_onehot, write_txt_list

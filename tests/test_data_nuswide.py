@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from mlkd.data.registry import build_dataset
+from mlkd.data import build_dataset
 from mlkd.errors import DataError
 from replicas import NUS_CONCEPTS, NUS_SAMPLE, write_nuswide
 

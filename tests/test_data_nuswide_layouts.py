@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mlkd.data.registry import build_dataset
+from mlkd.data import build_dataset
 from mlkd.errors import DataError
 from replicas import NUS_CONCEPTS, NUS_SAMPLE
 from replicas_layouts import (NUS_CONCEPTS81, nus_image_path, write_nus_asl,

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from mlkd.data.registry import build_dataset
+from mlkd.data import build_dataset
 from mlkd.errors import ConfigError, DataError
 from replicas import VOC_SAMPLE, write_voc
 from replicas_layouts import (VOC2012_SAMPLE, VOC_DEVKIT_CLASSES, read_class_set_files,

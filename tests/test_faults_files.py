@@ -118,7 +118,7 @@ def test_files_of_a_run_follow_the_umask(tmp_path):
 
 
 def test_a_generated_dataset_cache_follows_the_umask(tmp_path):
-    from mlkd.data.registry import build_dataset
+    from mlkd.data import build_dataset
 
     old = os.umask(0o027)
     try:

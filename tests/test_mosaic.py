@@ -12,7 +12,7 @@ import torch
 
 from mlkd.data import mosaic, sources
 from mlkd.data.batch import collate
-from mlkd.data.registry import build_dataset, dataset_names
+from mlkd.data import build_dataset, dataset_names
 from mlkd.errors import ConfigError, DataError
 
 SMALL = dict(source="digits", num_train=200, num_test=120, seed=3)

@@ -33,8 +33,8 @@ def _registered(registry: str, key: str):
     def check(value: str) -> str:
         from mlkd import registries
 
-        registries.ensure_builtins()
-        getattr(registries, registry).get(value)  # a ConfigError (a ValueError) lists the names
+        # get() imports the registry's built-in modules first; a ConfigError (a ValueError) lists the names
+        getattr(registries, registry).get(value)
         return value
 
     return field_validator(key)(classmethod(lambda cls, value: check(value)))

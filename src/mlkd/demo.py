@@ -158,7 +158,7 @@ def _figure(setting: Setting, out_dir: Path, seed: int) -> str:
     if setting.data["name"] != "coco_scenes":
         return ""
     from mlkd.analysis.scene_figure import scene_figure
-    from mlkd.data.registry import build_dataset
+    from mlkd.data import build_dataset
 
     options = {**setting.data["options"], "seed": seed, "img_size": setting.data["img_size"]}
     scene_figure(build_dataset("coco_scenes", "test", None, **options), out_dir / "scenes.png", rows=2, cols=6)

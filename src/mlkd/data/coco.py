@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from mlkd.data.images import MultiLabelImageDataset, dataset_builder
-from mlkd.data.registry import DATASETS
+from mlkd.registries import DATASETS
 from mlkd.errors import ConfigError, DataError
 from mlkd.optional import optional_import
 

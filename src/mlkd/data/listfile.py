@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping
 
 from mlkd.data.images import MultiLabelImageDataset, dataset_builder, read_lines
 from mlkd.data.listformats import LABEL_SEPARATOR, Columns, Entry, ListTable, read_list
-from mlkd.data.registry import DATASETS
+from mlkd.registries import DATASETS
 from mlkd.errors import ConfigError, DataError, quote
 
 logger = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ from mlkd.config import DataConfig
 from mlkd.data.batch import collate
 from mlkd.data.holdout import split_train
 from mlkd.data.protocol import DatasetView
-from mlkd.data.registry import build_dataset, draws_at_img_size
+from mlkd.data import build_dataset, draws_at_img_size
 from mlkd.data.samplers import STOP_SIGNALS, DistInfo, ResumableSampler, ShardSampler
 from mlkd.data.transforms import build_transform
 from mlkd.data.views import seeded

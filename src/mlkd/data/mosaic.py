@@ -42,7 +42,7 @@ from mlkd.data import sources
 from mlkd.data.holdout import holdout_positions
 from mlkd.data.npz_cache import load_npz, save_npz
 from mlkd.data.protocol import BaseDataset
-from mlkd.data.registry import DATASETS
+from mlkd.registries import DATASETS
 from mlkd.errors import ConfigError
 
 log = logging.getLogger(__name__)

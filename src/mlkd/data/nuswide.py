@@ -36,7 +36,7 @@ import numpy as np
 from mlkd.data.images import MultiLabelImageDataset, dataset_builder, read_lines
 from mlkd.data.listfile import split_entries
 from mlkd.data.listformats import Columns, read_list
-from mlkd.data.registry import DATASETS
+from mlkd.registries import DATASETS
 from mlkd.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)

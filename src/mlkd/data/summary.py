@@ -80,14 +80,13 @@ def summarize_config(cfg, labels_only: bool = False, batch_size: int | None = No
     (``on_missing: unchecked``, ``verify_images`` off); generated datasets are built as usual.
     ``batch_size`` (default ``data.batch_size``): the B of the train split's batch statistics."""
     from mlkd.data.loaders import build_datasets
-    from mlkd.data.registry import DATASETS, dataset_names
+    from mlkd.registries import DATASETS
     from mlkd.errors import ConfigError
 
     if batch_size is not None and batch_size < 1:
         raise ConfigError(f"--batch-size {batch_size}: the batch size must be 1 or more")
     data = cfg.data
     if labels_only:
-        dataset_names()  # registers every dataset
         options = dict(data.options)
         if _accepts(DATASETS.get(data.name), "on_missing"):
             options["on_missing"] = "unchecked"

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from mlkd.data.images import MultiLabelImageDataset, dataset_builder, read_lines
-from mlkd.data.registry import DATASETS
+from mlkd.registries import DATASETS
 from mlkd.errors import ConfigError, DataError
 
 VOC_CLASSES = [
