@@ -1,4 +1,5 @@
-"""Slow, obviously-correct loop versions of every loss, written straight from SPEC.md.
+"""Slow, obviously-correct loop versions of every loss, written straight from the
+paper's definitions (and the official code's variant where the two differ).
 
 Use them in float64 on small inputs. CD/ID loops live in the package
 (``mlkd.losses.reference``, also used by the benchmark) and are re-exported here.

@@ -62,7 +62,7 @@ def test_grid_expands_into_valid_run_configs(name):
     paper, n_pairs, n_methods, n_runs = PAPER_GRIDS[name]
     assert (len(grid.pairs), len(grid.methods), len(grid.runs)) == (n_pairs, n_methods, n_runs)
     assert grid.paper == paper and grid.missing == []
-    for run in grid.runs:  # the official recipe (SPEC section 5)
+    for run in grid.runs:  # the official recipe
         cfg = run.config
         assert (cfg.data.img_size, cfg.data.recipe, cfg.data.batch_size, cfg.data.normalize) == (224, "official", 64, False)
         assert (cfg.optim.name, cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.pct_start, cfg.optim.epochs) == \
@@ -118,7 +118,7 @@ def test_shared_runs_across_coco_grids():
 
 
 def test_paper_headline_numbers():
-    """SPEC.md section 8's numbers, read back from the transcribed tables."""
+    """The paper's headline numbers, read back from the transcribed tables."""
     assert paper_table_ids() == [f"table{i}" for i in range(1, 9)]
     t1 = paper_table("table1")
     r34 = [c.label for c in t1.columns].index("resnet101->resnet34")

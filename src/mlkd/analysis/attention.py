@@ -1,6 +1,6 @@
 """Attention maps per queried class: LayerCAM on the backbone and the head's cross-attention.
 
-- **CAM** (SPEC §8 item 9): LayerCAM (default) or Grad-CAM from the ``grad-cam`` package
+- **CAM** (the paper's attention-map figure): LayerCAM (default) or Grad-CAM from the ``grad-cam`` package
   (``pytorch_grad_cam``) on the backbone's penultimate stage — the module that produces
   ``ModelOutput.features[-2]`` (timm ``feature_info[-2]``, e.g. ``layer3`` of a ResNet), or
   any module named with ``layer``. The target is the queried class's logit z_c. The package

@@ -1,4 +1,5 @@
-"""Inter-class correlation of predicted probabilities: student minus teacher (SPEC §8 item 7).
+"""Inter-class correlation of predicted probabilities: student minus teacher (the
+paper's correlation heat-map figure).
 
 For each model, C = the Pearson correlation matrix [q,q] of its predicted probabilities over
 the test images (column k = sigmoid(z_k) of every image, in float64, from the float32 logits).

@@ -1,4 +1,5 @@
-"""k-nearest-neighbour image retrieval with multi-label relevance (SPEC §8 item 8).
+"""k-nearest-neighbour image retrieval with multi-label relevance (the paper's
+retrieval figure).
 
 Protocol (our choice; the paper's figure is qualitative):
 

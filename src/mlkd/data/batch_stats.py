@@ -1,4 +1,4 @@
-"""Label statistics per training batch: what CD and ID see (SPEC §3).
+"""Label statistics per training batch: what CD and ID see.
 
 CD forms one group per class from the positives of that class in a batch, ID one group per
 image from its positive labels. A group needs 2 members to exist and, in the official variant

@@ -1,6 +1,6 @@
 """Image transforms by recipe: ``build_transform(recipe, img_size, train, normalize)``.
 
-Recipes (SPEC section 5), train side:
+Recipes, train side:
 
 - ``official`` (the L2D code): Resize((s, s)) (aspect ratio not kept) -> Cutout (one box of
   half the side, random colour) -> the ``randaugment==1.0.2`` package's RandAugment (2 of 15

@@ -1,4 +1,5 @@
-"""CD and ID: class- and instance-aware label-wise embedding distillation (L2D, SPEC §3).
+"""CD and ID: class- and instance-aware label-wise embedding distillation (the two
+embedding terms of the paper's L2D).
 
 Both losses compare, group by group, the pairwise Euclidean distances among positive
 label-wise embeddings of the student with those of the teacher (Huber loss, delta 1):
@@ -8,13 +9,13 @@ label-wise embeddings of the student with those of the teacher (Huber loss, delt
 - ID: one group per image i, the embeddings E[i, k] of its positive labels k; summed over
   images.
 
-Variants (SPEC §3):
+Variants:
 
-- ``"official"`` (default, the code that produced the paper's tables): each group's distance
+- ``"official"`` (default, the official code's, which produced the paper's tables): each group's distance
   matrix is divided by the mean of its off-diagonal entries (teacher and student separately);
   the Huber terms are summed over all n x n entries and divided by n. A group of two positives
   therefore contributes exactly zero loss and zero gradient.
-- ``"paper"``: raw distances, Huber summed over ordered pairs, no 1/n.
+- ``"paper"``: as the paper's equations are written: raw distances, Huber summed over ordered pairs, no 1/n.
 
 Groups with fewer than two positives are skipped in both variants. A distance is
 ``sqrt(clamp(squared distance, 1e-12))`` with the diagonal 0, so gradients stay finite when

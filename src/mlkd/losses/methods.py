@@ -1,4 +1,4 @@
-"""Named methods (SPEC §4): a method owns its row label, its loss terms with their default
+"""Named methods (L2D, its ablations and the baselines the paper compares with): a method owns its row label, its loss terms with their default
 weights, and its place in the result tables.
 
 Everything that lists methods (the grid's row labels, the demo, the table row order, the CLI

@@ -1,4 +1,5 @@
-"""Slow, obviously-correct loop versions of CD and ID (SPEC §3), for tests and benchmarks.
+"""Slow, obviously-correct loop versions of CD and ID (the paper's class- and
+instance-aware label-wise embedding distillation), for tests and benchmarks.
 
 Written straight from the definition: a Python loop over classes (CD) or images (ID), the
 full n x n distance matrix of each group, no shared work. ``mlkd.losses.embedding`` is the

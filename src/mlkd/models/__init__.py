@@ -1,4 +1,4 @@
-"""Models: timm backbone + label-wise embedding head (SPEC §2), built by name.
+"""Models: timm backbone + the paper's label-wise embedding head, built by name.
 
     from mlkd.models import build_model
     net = build_model("resnet34", num_classes=80)          # paper alias or any timm name

@@ -28,7 +28,8 @@ def to_tokens(feats: torch.Tensor) -> torch.Tensor:
 
 @HEADS.register("label_wise")
 class LabelWiseHead(nn.Module):
-    """Label-wise embedding encoder g and per-class classifiers h_k (SPEC §2).
+    """Label-wise embedding encoder g and per-class classifiers h_k, the paper's head (an
+    ML-Decoder-style decoder with one query per class).
 
     tokens [B,T,C] -> Linear(C,D) + ReLU = memory M [B,T,D]. One decoder layer, no
     self-attention, q class queries Q (``nn.Embedding(q, D)``, frozen random unless

@@ -1,6 +1,6 @@
 """The paper's published tables (``paper_tables.yaml``) as data, and beside our own tables.
 
-Table ids follow SPEC.md section 8: table1/2 (COCO), table3 (VOC per-class AP), table4
+Table ids follow the paper's numbering: table1/2 (COCO), table3 (VOC per-class AP), table4
 (ablation), table5 (NUS-WIDE), table6 (reversed KD), table7/8 (VOC). See the YAML's header for
 the poster's own numbering and the transcription notes.
 """
