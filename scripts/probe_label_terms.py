@@ -93,7 +93,8 @@ def main() -> None:
         student.eval()
         r = results[name] = probe(student, teacher, batches)
         cells = [r[t] for t in TERMS] + [r[f"{t}_weighted"] for t in TERMS[1:]] + [r[f"{t}_grad"] for t in TERMS]
-        print(f"| {name} | " + " | ".join(f"{v:.4g}" for v in cells) + f" | {r['cd_groups']:.1f} | {r['id_groups']:.1f} |")
+        print(f"| {name} | " + " | ".join(f"{v:.4g}" for v in cells)
+              + f" | {r['cd_groups']:.1f} | {r['id_groups']:.1f} |")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
 

@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from mlkd.analysis.scene_figure import scene_figure
+from mlkd.data import build_dataset
 from mlkd.data.coco import COCO_CATEGORIES
 from mlkd.data.coco_label_sets import label_matrix, load_label_sets
 from mlkd.data.glyphs import CLASS_GLYPHS
-from mlkd.data import build_dataset
 
 
 def batch_stats(labels: np.ndarray, rng: np.random.Generator, batches: int = 2000) -> tuple[float, float]:

@@ -22,7 +22,6 @@ import sys
 from pathlib import Path
 from typing import Iterator, Sequence
 
-import pytest
 import torch
 import yaml
 

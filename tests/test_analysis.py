@@ -15,7 +15,8 @@ from sklearn.metrics import average_precision_score
 from engine_helpers import tiny_config
 from mlkd.analysis import attention, correlation, retrieval
 from mlkd.analysis.common import infer_roles, load_models, open_analysis
-from mlkd.analysis.per_class import class_order, run as per_class_run
+from mlkd.analysis.per_class import class_order
+from mlkd.analysis.per_class import run as per_class_run
 from mlkd.cli import main as cli_main
 from mlkd.engine.builders import model_from_config
 from mlkd.engine.checkpoint import save_rotating

@@ -4,12 +4,11 @@ import pytest
 import torch
 
 import mlkd.bench.common as bench_common
+from engine_helpers import TINY_MODEL, tiny_config
 from mlkd.engine.assembly import assemble
 from mlkd.engine.runtime import resolve_precision
 from mlkd.errors import ConfigError
 from mlkd.models import build_model
-
-from engine_helpers import TINY_MODEL, tiny_config
 
 CPU = torch.device("cpu")
 HEAD = {k: v for k, v in TINY_MODEL.items() if k != "name"}

@@ -310,9 +310,8 @@ def test_bounded_with_the_teacher_cache_and_bf16_autocast(teacher):
 
 def test_a_grid_row_carries_the_balance_setting(tmp_path):
     """No method of its own: a grid row names the setting in its config overrides."""
-    from test_reproduce_sweep import write_grid
-
     from mlkd.reproduce.grid import load_grid
+    from test_reproduce_sweep import write_grid
 
     row = {"method": "l2d", "name": "L2D bounded", "slug": "l2d-bounded",
            "config": {"distill": {"balance": "bounded", "balance_ratio": 1.0}}}

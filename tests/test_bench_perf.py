@@ -3,7 +3,6 @@ CPU peak-memory measure sees allocations exactly."""
 
 import json
 
-import pytest
 import torch
 
 from mlkd.bench import BENCHES
@@ -13,7 +12,6 @@ from mlkd.bench.eval import format_table as eval_table
 from mlkd.bench.memory import bench_memory, peak_bytes
 from mlkd.bench.step import bench_step
 from mlkd.bench.step import format_table as step_table
-
 
 TINY = {"teacher": "tiny", "student": "tiny", "img_size": 32, "batch_size": 8, "num_classes": 6,
         "head": {"embed_dim": 32, "ffn_dim": 64, "num_heads": 4}}

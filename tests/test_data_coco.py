@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from mlkd.data.coco import COCO_CATEGORIES, COCO_CLASSES
 from mlkd.data import build_dataset
+from mlkd.data.coco import COCO_CATEGORIES, COCO_CLASSES
 from mlkd.errors import ConfigError, DataError
 from replicas import COCO_SAMPLE, coco_file_name, corrupt_file, write_coco, write_coco_list
 

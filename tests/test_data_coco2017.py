@@ -9,8 +9,7 @@ import pytest
 from mlkd.data import build_dataset
 from mlkd.errors import ConfigError, DataError
 from replicas import COCO_SAMPLE, coco_file_name, write_coco, write_coco_list
-from replicas_layouts import (COCO2017_CATEGORIES, COCO2017_SAMPLE, coco2017_file_name,
-                              write_coco2017)
+from replicas_layouts import COCO2017_CATEGORIES, COCO2017_SAMPLE, coco2017_file_name, write_coco2017
 
 SUBSETS = {"train": "train2017", "test": "val2017"}
 ID_ORDER = [name for _, name, _ in sorted(COCO2017_CATEGORIES)]

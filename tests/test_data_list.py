@@ -6,13 +6,12 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from mlkd.data import build_dataset, dataset_names
 from mlkd.data.batch import collate
 from mlkd.data.images import MultiLabelImageDataset
-from mlkd.data import build_dataset, dataset_names
 from mlkd.data.summary import format_summary, summarize_dataset
 from mlkd.errors import ConfigError, DataError
-from replicas import (LIST_SAMPLE, corrupt_file, truncate_file, write_classes, write_jpeg,
-                      write_list)
+from replicas import LIST_SAMPLE, corrupt_file, truncate_file, write_classes, write_jpeg, write_list
 
 CLASSES = ["person", "dog", "cat", "zebra", "horse"]  # deliberately not sorted
 

@@ -10,8 +10,7 @@ import pytest
 from mlkd.data import build_dataset
 from mlkd.errors import DataError
 from replicas import NUS_CONCEPTS, NUS_SAMPLE
-from replicas_layouts import (NUS_CONCEPTS81, nus_image_path, write_nus_asl,
-                              write_nuswide_distributed)
+from replicas_layouts import NUS_CONCEPTS81, nus_image_path, write_nus_asl, write_nuswide_distributed
 
 PARTS = {"train": "Train", "test": "Test"}
 # Rows whose concepts are among the real 81 (the ASL csv's class order is the sorted 81).
@@ -28,7 +27,7 @@ def check(dataset, root: Path, layout: str, sample, part: str, classes) -> None:
     rows = sample[part]
     assert dataset.classes == list(classes)
     assert len(dataset) == len(rows)
-    for i, ((path, labels), (folder, name, concepts)) in enumerate(zip(dataset.samples, rows)):
+    for i, ((path, _labels), (folder, name, concepts)) in enumerate(zip(dataset.samples, rows)):
         assert Path(path) == nus_image_path(root, layout, folder, name)
         assert dataset.target(i).tolist() == [float(c in concepts) for c in classes]
 

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from mlkd.data import build_dataset, dataset_names
 from mlkd.data.holdout import split_train
 from mlkd.data.loaders import ItemSeeded
 from mlkd.data.protocol import BaseDataset, MultiLabelDataset
-from mlkd.data import build_dataset, dataset_names
 from mlkd.data.views import SeededViews
 from replicas import LIST_SAMPLE, write_classes, write_coco, write_list, write_nuswide, write_voc
 from replicas_layouts import write_coco2017, write_voc2012

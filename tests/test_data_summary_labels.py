@@ -10,8 +10,15 @@ from fault_helpers import run_cli
 from mlkd.config import load_config
 from mlkd.data.summary import summarize_config
 from replicas import corrupt_file, write_classes
-from replicas_layouts import (COCO2017_SAMPLE, NUS_CONCEPTS81, VOC2012_SAMPLE, write_coco2017,
-                              write_nus_asl, write_txt_list, write_voc2012)
+from replicas_layouts import (
+    COCO2017_SAMPLE,
+    NUS_CONCEPTS81,
+    VOC2012_SAMPLE,
+    write_coco2017,
+    write_nus_asl,
+    write_txt_list,
+    write_voc2012,
+)
 from test_data_nuswide_layouts import NUS81_SAMPLE
 
 

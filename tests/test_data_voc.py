@@ -3,8 +3,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from mlkd.data.batch import collate
 from mlkd.data import build_dataset
+from mlkd.data.batch import collate
 from mlkd.data.voc import VOC_CLASSES
 from mlkd.errors import ConfigError, DataError
 from replicas import VOC_SAMPLE, corrupt_file, truncate_file, write_voc

@@ -8,8 +8,7 @@ import pytest
 from mlkd.data import build_dataset
 from mlkd.errors import ConfigError, DataError
 from replicas import VOC_SAMPLE, write_voc
-from replicas_layouts import (VOC2012_SAMPLE, VOC_DEVKIT_CLASSES, read_class_set_files,
-                              write_voc2012)
+from replicas_layouts import VOC2012_SAMPLE, VOC_DEVKIT_CLASSES, read_class_set_files, write_voc2012
 
 
 def from_set_files(folder: Path, image_set: str, difficult: str) -> dict[str, set[str]]:
@@ -38,7 +37,7 @@ def test_voc2012_labels_image_by_image(tmp_path, split, image_set, difficult):
         dataset = build_dataset("voc2012", split, root=str(root), difficult=difficult)
         want = from_set_files(folder, image_set, difficult)
         assert labels_by_id(dataset) == want and len(dataset) == len(VOC2012_SAMPLE[image_set])
-        for i, (path, labels) in enumerate(dataset.samples):
+        for i, (path, _labels) in enumerate(dataset.samples):
             assert Path(path).parent == folder / "JPEGImages"
             target = dataset.target(i)
             assert {dataset.classes[k] for k in target.nonzero().flatten().tolist()} == \

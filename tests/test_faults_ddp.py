@@ -23,8 +23,7 @@ from pathlib import Path
 import pytest
 
 from engine_helpers import tiny_config
-from fault_helpers import (CACHE, NONFINITE, assert_resume_matches_uninterrupted,  # noqa: F401
-                           cli_command, cli_env, write_config)
+from fault_helpers import CACHE, NONFINITE, assert_resume_matches_uninterrupted, cli_command, cli_env, write_config  # noqa: F401
 from mlkd.engine.trainer import fit
 
 pytestmark = pytest.mark.slow  # subprocesses / torchrun

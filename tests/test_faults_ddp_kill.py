@@ -11,8 +11,7 @@ import subprocess
 import pytest
 
 from engine_helpers import tiny_config
-from fault_helpers import (CACHE, SIGNAL, assert_resume_matches_uninterrupted, cli_env,
-                           write_config)
+from fault_helpers import CACHE, SIGNAL, assert_resume_matches_uninterrupted, cli_env, write_config
 from mlkd.engine.checkpoint import load_checkpoint
 from test_faults_ddp import BOUND_S, DATA, teacher, torchrun  # noqa: F401 (teacher is a fixture)
 

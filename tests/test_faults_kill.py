@@ -18,8 +18,7 @@ from pathlib import Path
 import pytest
 
 from engine_helpers import tiny_config
-from fault_helpers import (CACHE, assert_same_tensors, cli_command, cli_env,  # noqa: F401
-                           run_cli, write_config)
+from fault_helpers import CACHE, assert_same_tensors, cli_command, cli_env, run_cli, write_config  # noqa: F401
 from mlkd.data.loaders import build_datasets
 from mlkd.engine.checkpoint import load_checkpoint
 from mlkd.engine.logs import read_jsonl

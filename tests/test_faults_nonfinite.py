@@ -16,8 +16,7 @@ import pytest
 import torch
 
 from engine_helpers import tiny_config
-from fault_helpers import (CACHE, NONFINITE, all_finite, assert_same_tensors, nonfinite_term,  # noqa: F401
-                           run_cli, write_config)
+from fault_helpers import CACHE, NONFINITE, all_finite, assert_same_tensors, nonfinite_term, run_cli, write_config  # noqa: F401
 from mlkd.engine.checkpoint import load_checkpoint
 from mlkd.engine.logs import read_jsonl
 from mlkd.engine.trainer import fit

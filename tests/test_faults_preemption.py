@@ -7,10 +7,8 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 
 import pytest
-import torch
 
 from engine_helpers import tiny_config
 from fault_helpers import CACHE, assert_same_tensors, cli_command, cli_env, write_config

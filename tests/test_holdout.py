@@ -9,8 +9,8 @@ import torch
 
 from engine_helpers import tiny_config
 from mlkd.config import DataConfig, config_from_dict
-from mlkd.data.loaders import build_datasets
 from mlkd.data import build_dataset
+from mlkd.data.loaders import build_datasets
 from mlkd.data.transforms import build_transform
 from mlkd.engine.logs import read_jsonl
 from mlkd.engine.trainer import fit

@@ -9,7 +9,6 @@ import ast
 from pathlib import Path
 from typing import Optional
 
-
 ROOT = Path(__file__).resolve().parent.parent / "src" / "mlkd"
 
 

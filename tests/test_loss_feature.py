@@ -2,10 +2,10 @@
 
 import pytest
 import torch
-from oracles import hcl_oracle, pkt_oracle, rkd_oracle
-from test_losses import assert_matches
 
 from mlkd.losses import ReviewKD, hcl_loss, pkt_loss, rkd_loss
+from oracles import hcl_oracle, pkt_oracle, rkd_oracle
+from test_losses import assert_matches
 
 F64 = torch.float64
 

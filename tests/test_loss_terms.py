@@ -10,7 +10,6 @@ from mlkd.losses import LOSS_TERMS, LossTerm, ReviewKD, build_objective, cd_loss
 from mlkd.losses.embedding import pair_plan
 from mlkd.models import OutputShapes, build_model, output_shapes
 from mlkd.models.output import ModelOutput
-
 from test_objective import TARGETS, output
 
 

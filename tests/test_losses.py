@@ -4,10 +4,9 @@ import math
 
 import pytest
 import torch
-from oracles import bce_oracle, cd_loss_loop, id_loss_loop, mld_oracle, mse_oracle, ps_oracle
 
-from mlkd.losses import (bce_loss, cd_id_losses, cd_loss, id_loss, led_loss, logits_mse_loss,
-                         mld_loss, ps_loss)
+from mlkd.losses import bce_loss, cd_id_losses, cd_loss, id_loss, led_loss, logits_mse_loss, mld_loss, ps_loss
+from oracles import bce_oracle, cd_loss_loop, id_loss_loop, mld_oracle, mse_oracle, ps_oracle
 
 F64 = torch.float64
 

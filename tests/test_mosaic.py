@@ -10,9 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from mlkd.data import mosaic, sources
+from mlkd.data import build_dataset, dataset_names, mosaic, sources
 from mlkd.data.batch import collate
-from mlkd.data import build_dataset, dataset_names
 from mlkd.errors import ConfigError, DataError
 
 SMALL = dict(source="digits", num_train=200, num_test=120, seed=3)

@@ -5,8 +5,19 @@ import torch
 
 import mlkd.losses.terms as terms_module
 from mlkd.errors import ConfigError
-from mlkd.losses import (LOSS_TERMS, METHODS, Objective, bce_loss, build_objective, cd_loss,
-                         id_loss, logits_mse_loss, mld_loss, pkt_loss, rkd_loss)
+from mlkd.losses import (
+    LOSS_TERMS,
+    METHODS,
+    Objective,
+    bce_loss,
+    build_objective,
+    cd_loss,
+    id_loss,
+    logits_mse_loss,
+    mld_loss,
+    pkt_loss,
+    rkd_loss,
+)
 from mlkd.models.output import ModelOutput
 
 B, Q, D = 6, 5, 8

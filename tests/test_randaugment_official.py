@@ -16,8 +16,15 @@ import torch
 from PIL import Image, ImageEnhance, ImageOps
 from torchvision import transforms as T
 
-from mlkd.data.randaugment_official import (CUTOUT_FILL, LEVELS, OPERATIONS, Draw, OfficialRandAugment,
-                                            apply_operation, magnitude)
+from mlkd.data.randaugment_official import (
+    CUTOUT_FILL,
+    LEVELS,
+    OPERATIONS,
+    Draw,
+    OfficialRandAugment,
+    apply_operation,
+    magnitude,
+)
 from mlkd.data.transforms import Cutout, build_transform
 
 PACKAGE_OPERATIONS = {"Invert", "Cutout", "Sharpness", "AutoContrast", "Posterize", "ShearX", "TranslateX",

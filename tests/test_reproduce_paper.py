@@ -16,8 +16,8 @@ from mlkd.analysis.results import Cell, Column, ResultTable
 from mlkd.cli import main as cli_main
 from mlkd.errors import ConfigError
 from mlkd.models.names import resolve_model_name
-from mlkd.reproduce.grid import load_grid, read_grid_file
 from mlkd.models.official_weights import OFFICIAL_WEIGHTS
+from mlkd.reproduce.grid import load_grid, read_grid_file
 from mlkd.reproduce.paper import attach_paper, paper_data, paper_table, paper_table_ids
 from mlkd.reproduce.sweep import run_sweep
 
@@ -54,7 +54,7 @@ def test_grid_expands_into_valid_run_configs(name):
         if run.teacher_run is not None:
             assert run.teacher_run in [r.run_dir for r in grid.runs[:grid.runs.index(run)]]
             assert run.config.distill.teacher == str(run.teacher_run / "checkpoints" / "last.pt")
-    for key, run in grid.cells.items():
+    for run in grid.cells.values():
         assert run in grid.runs
     assert len(grid.cells) == len(grid.experiments)
     if name not in PAPER_GRIDS:

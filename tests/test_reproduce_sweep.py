@@ -10,7 +10,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 import yaml
 
 import mlkd.engine.trainer as trainer

@@ -11,11 +11,10 @@ import numpy as np
 import pytest
 
 from mlkd.config import DataConfig
-from mlkd.data import scenes, sprites
+from mlkd.data import build_dataset, scenes, sprites
 from mlkd.data.coco import COCO_CLASSES, alphabetical_to_category_order
 from mlkd.data.coco_label_sets import ASSET, load_label_sets
 from mlkd.data.loaders import build_datasets
-from mlkd.data import build_dataset
 from mlkd.data.scene_render import VISIBLE_FRACTION, render_scene
 from mlkd.data.summary import summarize_dataset
 from mlkd.errors import ConfigError

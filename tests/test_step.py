@@ -14,7 +14,6 @@ from mlkd.errors import NonFiniteLossError
 from mlkd.losses.objective import Objective
 
 
-
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory):
     root = tmp_path_factory.mktemp("step")

@@ -3,8 +3,6 @@ not built for, atomic writes, and a cached distillation run matching a live one.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 

@@ -220,11 +220,13 @@ def _add_analyze_parser(sub) -> None:
         p.add_argument("--batch-size", type=int, help="evaluation batch size (default: the data config's)")
         p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
         if name in ("retrieval", "all"):
-            p.add_argument("--k", type=int, action="append", help="cut-off for mAP@k / P@k (repeatable; default 5 and 10)")
+            p.add_argument("--k", type=int, action="append",
+                           help="cut-off for mAP@k / P@k (repeatable; default 5 and 10)")
             p.add_argument("--queries", help="test-image positions shown in the top-5 grid, e.g. 0,7")
         if name in ("attention", "all"):
             p.add_argument("--images", help="test-image positions shown, e.g. 0,3 (default: the first two)")
-            p.add_argument("--classes", help="class names to query, e.g. dog,cat (default: each image's labels, up to 2)")
+            p.add_argument("--classes",
+                           help="class names to query, e.g. dog,cat (default: each image's labels, up to 2)")
             p.add_argument("--score-images", type=int, default=64, help="images the attention numbers average over")
             p.add_argument("--cam", default="layercam", choices=["layercam", "gradcam"])
             p.add_argument("--layer", help="module for the CAM (default: the penultimate backbone stage)")

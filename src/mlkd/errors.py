@@ -6,7 +6,6 @@ quoted in a message goes through ``quote`` (bounded, whatever its size).
 
 import reprlib
 
-
 #: The longest quoted value (a config value, a cause's message) an error message carries.
 QUOTE_LIMIT = 200
 

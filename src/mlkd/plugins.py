@@ -1,9 +1,10 @@
 """User code that plugs into mlkd: modules imported before a config is built.
 
 A plugin is an importable module (on ``PYTHONPATH`` or installed) whose import registers loss
-terms, methods, heads, recipes, optimisers or datasets in ``mlkd.registries``. It is named by a config's ``plugins:`` list, a grid's ``plugins:`` key
-or ``mlkd --plugin MODULE``. Only a config or grid file the user runs, or the command line,
-imports plugins: reading a checkpoint or a results folder never does (a file never runs code).
+terms, methods, heads, recipes, optimisers or datasets in ``mlkd.registries``. It is named by a
+config's ``plugins:`` list, a grid's ``plugins:`` key or ``mlkd --plugin MODULE``. Only a config
+or grid file the user runs, or the command line, imports plugins: reading a checkpoint or a
+results folder never does (a file never runs code).
 """
 
 from __future__ import annotations

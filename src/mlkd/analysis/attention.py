@@ -30,8 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mlkd.analysis.common import Analysis, pyplot, write_json
 from mlkd import optional
+from mlkd.analysis.common import Analysis, pyplot, write_json
 from mlkd.errors import ConfigError
 
 CAM_METHODS = ("layercam", "gradcam")
@@ -100,7 +100,8 @@ def class_activation_maps(model: nn.Module, images: torch.Tensor, classes: Seque
 
 
 @torch.no_grad()
-def cross_attention_maps(model: nn.Module, images: torch.Tensor, classes: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+def cross_attention_maps(model: nn.Module, images: torch.Tensor,
+                         classes: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
     """(raw [B,h,w], upsampled [B,H,W]) head cross-attention of class ``classes[b]``'s query on
     image b. Each raw map sums to 1 over its h*w positions (softmax weights, mean over heads)."""
     was_training = model.training
@@ -123,7 +124,8 @@ def cross_attention_maps(model: nn.Module, images: torch.Tensor, classes: Sequen
     return raw.cpu().numpy(), up.cpu().numpy()
 
 
-def mosaic_class_masks(dataset, positions: Sequence[int], classes: Sequence[int], size: tuple[int, int]) -> Optional[np.ndarray]:
+def mosaic_class_masks(dataset, positions: Sequence[int], classes: Sequence[int],
+                       size: tuple[int, int]) -> Optional[np.ndarray]:
     """bool [n,H,W]: the input-image pixels of the mosaic cells that hold class ``classes[j]`` in
     test image ``positions[j]``; None when ``dataset`` is not a mosaic dataset."""
     from mlkd.data.sources import load_source

@@ -66,7 +66,8 @@ def to_markdown(combined: dict) -> str:
     """Rows = models, columns = numbers, cells ``mean ± std`` (``(n=k)`` when n differs)."""
     models = combined["models"]
     columns = sorted(dict.fromkeys(name for values in models.values() for name in values),
-                     key=lambda name: 0 if name == "mAP" else 1 if name == "correlation MAD" else 2 if "@" in name else 3)
+                     key=lambda name: (0 if name == "mAP" else 1 if name == "correlation MAD"
+                                         else 2 if "@" in name else 3))
     n_all = len(combined["folders"])
     lines = ["| model | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
     for model, values in models.items():

@@ -21,7 +21,6 @@ the label-wise embeddings [N,q,D] (on request; None for a linear head) and the t
 from __future__ import annotations
 
 import json
-
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,9 +31,9 @@ import torch
 from torch import nn
 from torch.utils.data import Subset
 
+from mlkd import optional
 from mlkd.engine.checkpoint import checkpoint_file
 from mlkd.errors import ConfigError
-from mlkd import optional
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +166,8 @@ class Analysis:
         from mlkd.engine.runtime import resolve_precision
 
         precision = resolve_precision(Config.model_validate(loaded.state["config"]).train.amp, self.device)
-        cfg = self.data_cfg.model_copy(update={"eval_batch_size": self.batch_size}) if self.batch_size else self.data_cfg
+        cfg = (self.data_cfg.model_copy(update={"eval_batch_size": self.batch_size}) if self.batch_size
+               else self.data_cfg)
         loader = eval_loader(self.dataset, cfg, DistInfo(), self.device.type == "cuda")
         keep: dict[str, list] = {"logits": [], "pooled": [], "targets": [], "index": []}
         if embeddings:

@@ -17,6 +17,7 @@ import numpy as np
 from mlkd.engine.logs import read_jsonl
 from mlkd.runrecord import METRICS_FILE
 
+
 def _figures(record: dict) -> dict[str, float]:
     """{column: value} of one epoch record's diagnostics."""
     diag = record.get("diagnostics") or {}

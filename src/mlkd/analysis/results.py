@@ -278,7 +278,7 @@ def grid_table(grid, protocol: str = "thr@0.5") -> ResultTable:
     columns = [Column(grid.dataset, p.teacher, p.student) for p in grid.pairs]
     rows = [m.label for m in grid.methods]
     results = []
-    for (pair_label, row, seed), spec in grid.cells.items():
+    for (pair_label, row, _seed), spec in grid.cells.items():
         result = runs_by_dir.get(spec.run_dir)
         if result is None:
             continue
@@ -320,7 +320,8 @@ def paired_table(table: ResultTable, reference: str) -> ResultTable:
         if row == reference or ref is None:
             continue
         ref_by_seed = dict(zip(ref.seeds, ref.values))
-        pairs = [(seed, value - ref_by_seed[seed]) for seed, value in zip(cell.seeds, cell.values) if seed in ref_by_seed]
+        pairs = [(seed, value - ref_by_seed[seed]) for seed, value in zip(cell.seeds, cell.values)
+                 if seed in ref_by_seed]
         if pairs:
             out.cells[(row, column, metric)] = Cell([d for _, d in pairs], [s for s, _ in pairs])
     return out

@@ -59,7 +59,8 @@ def knn(queries: torch.Tensor, gallery: torch.Tensor, k: int, leave_one_out: boo
         raise ValueError("leave_one_out needs the queries to be the gallery (same length)")
     available = ng - 1 if leave_one_out else ng
     if not 1 <= k <= available:
-        raise ConfigError(f"retrieval: k={k} needs 1 <= k <= {available} gallery items; lower --k or use more test images")
+        raise ConfigError(f"retrieval: k={k} needs 1 <= k <= {available} gallery items; lower --k or use more "
+                          "test images")
     chunk = max(1, min(nq, max_block // max(1, ng)))
     indices, sims = [], []
     for start in range(0, nq, chunk):

@@ -50,7 +50,8 @@ def bench_eval(models: Sequence[str] = ("resnet18", "resnet34"), img_size: int =
         order = list(range(len(variants)))
         for k in order if r % 2 == 0 else order[::-1]:  # no variant always runs first
             _, _, model, channels_last = variants[k]
-            wall, _ = timed(lambda: predict(model, loader, dev, precision, channels_last=channels_last), dev)
+            wall, _ = timed(lambda model=model, channels_last=channels_last:
+                            predict(model, loader, dev, precision, channels_last=channels_last), dev)
             if r:
                 seconds[k].append(wall)
     rows = []

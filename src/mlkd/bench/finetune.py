@@ -19,8 +19,17 @@ from typing import Sequence
 
 import torch
 
-from mlkd.bench.common import (SyntheticImages, batches_of, bench_config, machine, make_run, median,
-                               parse_args, report, timed)
+from mlkd.bench.common import (
+    SyntheticImages,
+    batches_of,
+    bench_config,
+    machine,
+    make_run,
+    median,
+    parse_args,
+    report,
+    timed,
+)
 from mlkd.engine.step import NonFiniteGuard, defers_checks, train_step
 
 MODELS = ("efficientnet_lite0", "efficientnet_lite2", "resnet18", "mobilenetv2")
@@ -28,8 +37,8 @@ MODELS = ("efficientnet_lite0", "efficientnet_lite2", "resnet18", "mobilenetv2")
 
 def _run(name: str, img_size: int, batch_size: int, num_classes: int, device: str):
     """A vanilla (BCE) run of ``name``; packaged backbones get their pretrained input norm."""
-    from mlkd.models.packaged import packaged_source
     from mlkd.models.names import resolve_model_name
+    from mlkd.models.packaged import packaged_source
 
     cfg = bench_config(name, img_size, batch_size, device, "off", False)
     if packaged_source(resolve_model_name(name)) is not None:
@@ -47,7 +56,7 @@ def bench_size(models: Sequence[str], img_size: int, batch_size: int, num_classe
     times: dict[str, tuple[list[float], list[float]]] = {m: ([], []) for m in models}
     for r in range(warmup + repeats):
         for m in (models if r % 2 == 0 else list(models)[::-1]):
-            w, c = timed(lambda: train_step(runs[m], batches[r % len(batches)], guards[m]), dev)
+            w, c = timed(lambda m=m, r=r: train_step(runs[m], batches[r % len(batches)], guards[m]), dev)
             if r >= warmup:
                 times[m][0].append(w)
                 times[m][1].append(c)

@@ -19,8 +19,18 @@ from typing import Optional, Sequence
 
 import torch
 
-from mlkd.bench.common import (METHODS, SyntheticImages, batches_of, bench_config, diagnostics_of, machine, make_run,
-                               parse_args, report, step_parser)
+from mlkd.bench.common import (
+    METHODS,
+    SyntheticImages,
+    batches_of,
+    bench_config,
+    diagnostics_of,
+    machine,
+    make_run,
+    parse_args,
+    report,
+    step_parser,
+)
 from mlkd.bench.step import build_cache, build_teacher
 from mlkd.engine.step import NonFiniteGuard, defers_checks, train_step
 

@@ -31,9 +31,18 @@ from typing import Callable, Sequence
 
 import torch
 
-from mlkd.bench.common import (METHODS, parse_args, batches_of, bench_config, diagnostics_of, machine, make_run,
-                               step_parser,
-                               SyntheticImages, report)
+from mlkd.bench.common import (
+    METHODS,
+    SyntheticImages,
+    batches_of,
+    bench_config,
+    diagnostics_of,
+    machine,
+    make_run,
+    parse_args,
+    report,
+    step_parser,
+)
 from mlkd.bench.step import build_cache, build_teacher
 from mlkd.engine.step import NonFiniteGuard, defers_checks, train_step
 
@@ -99,7 +108,8 @@ def bench_memory(teacher: str = "resnet34", student: str = "resnet18", img_size:
             train_step(run, batches[0], guard, diagnostics_of(method, run))  # Adam's state exists from here on
             run.optimizer.zero_grad(set_to_none=True)  # what the step does first, outside the profile
             resident = resident_bytes(run)
-            peak = peak_bytes(lambda: train_step(run, batches[1], guard, diagnostics_of(method, run)), dev)
+            peak = peak_bytes(lambda run=run, guard=guard, method=method:
+                              train_step(run, batches[1], guard, diagnostics_of(method, run)), dev)
             rows.append({"method": method, "teacher": "cache" if method == "l2d+cache" else
                          ("-" if method == "vanilla" else teacher),
                          "resident_mib": round(resident / MiB, 1), "step_peak_mib": round(peak / MiB, 1),

@@ -15,7 +15,8 @@ label-wise head (D = 768), 64x64 inputs, batch 64, q = 20 classes (VOC's count) 
 positive labels per image on average (COCO's density, the harder case for CD/ID: more pairs).
 Rounds are interleaved (each round runs one step of every method, in turn, the order reversed
 every other round), so a change in the machine's load hits every method alike and no method
-always runs first (the first step of a round measured ~8% slower on this machine). The table shows, over ``--repeats`` rounds after
+always runs first (the first step of a round measured ~8% slower on this machine). The table
+shows, over ``--repeats`` rounds after
 ``--warmup`` rounds, the median step time and the median of the per-round ratios to the
 BCE-only step of the same round, for wall-clock time and for process CPU time (less sensitive
 to other processes on a shared machine). On a small shared CPU, ``--threads 1`` gives steadier
@@ -31,8 +32,21 @@ from typing import Optional, Sequence
 
 import torch
 
-from mlkd.bench.common import (METHODS, parse_args, batches_of, bench_config, build_net, diagnostics_of, machine, make_run,
-                               median, step_parser, SyntheticImages, timed, report)
+from mlkd.bench.common import (
+    METHODS,
+    SyntheticImages,
+    batches_of,
+    bench_config,
+    build_net,
+    diagnostics_of,
+    machine,
+    make_run,
+    median,
+    parse_args,
+    report,
+    step_parser,
+    timed,
+)
 from mlkd.engine.distributed import DistInfo
 from mlkd.engine.runtime import resolve_precision
 from mlkd.engine.step import NonFiniteGuard, defers_checks, train_step
@@ -86,7 +100,7 @@ def bench_step(teacher: str = "resnet34", student: str = "resnet18", img_size: i
             order = methods if r % 2 == 0 else methods[::-1]  # no method always runs first
             for m in order:
                 run = runs[m]
-                w, c = timed(lambda: train_step(run, batch, guards[m], diagnostics[m]), dev)
+                w, c = timed(lambda run=run, batch=batch, m=m: train_step(run, batch, guards[m], diagnostics[m]), dev)
                 if r >= warmup:
                     wall[m].append(w)
                     cpu[m].append(c)

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from mlkd.data.images import MultiLabelImageDataset, dataset_builder
-from mlkd.registries import DATASETS
 from mlkd.errors import ConfigError, DataError
 from mlkd.optional import optional_import
+from mlkd.registries import DATASETS
 
 if TYPE_CHECKING:
     from pycocotools.coco import COCO

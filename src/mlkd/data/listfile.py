@@ -14,8 +14,8 @@ from typing import Any, Callable, Mapping
 
 from mlkd.data.images import MultiLabelImageDataset, dataset_builder, read_lines
 from mlkd.data.listformats import LABEL_SEPARATOR, Columns, Entry, ListTable, read_list
-from mlkd.registries import DATASETS
 from mlkd.errors import ConfigError, DataError, quote
+from mlkd.registries import DATASETS
 
 logger = logging.getLogger(__name__)
 

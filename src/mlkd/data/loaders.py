@@ -8,10 +8,10 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 from mlkd.config import DataConfig
+from mlkd.data import build_dataset, draws_at_img_size
 from mlkd.data.batch import collate
 from mlkd.data.holdout import split_train
 from mlkd.data.protocol import DatasetView
-from mlkd.data import build_dataset, draws_at_img_size
 from mlkd.data.samplers import STOP_SIGNALS, DistInfo, ResumableSampler, ShardSampler
 from mlkd.data.transforms import build_transform
 from mlkd.data.views import seeded
@@ -97,7 +97,8 @@ def train_loader(dataset, cfg: DataConfig, info: DistInfo, seed: int, pin: bool,
     outermost sampler is a ``ResumableSampler`` (a pre-empted epoch continues mid-way).
     """
     per_rank = max(1, cfg.batch_size // info.world_size)
-    sampler = DistributedSampler(dataset, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=seed, drop_last=True)
+    sampler = DistributedSampler(dataset, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=seed,
+                                 drop_last=True)
     drop_last = len(sampler) >= per_rank
     if wrap_sampler is not None:
         sampler = wrap_sampler(sampler)

@@ -42,8 +42,8 @@ from mlkd.data import sources
 from mlkd.data.holdout import holdout_positions
 from mlkd.data.npz_cache import load_npz, save_npz
 from mlkd.data.protocol import BaseDataset
-from mlkd.registries import DATASETS
 from mlkd.errors import ConfigError
+from mlkd.registries import DATASETS
 
 log = logging.getLogger(__name__)
 

@@ -36,8 +36,8 @@ import numpy as np
 from mlkd.data.images import MultiLabelImageDataset, dataset_builder, read_lines
 from mlkd.data.listfile import split_entries
 from mlkd.data.listformats import Columns, read_list
-from mlkd.registries import DATASETS
 from mlkd.errors import ConfigError, DataError
+from mlkd.registries import DATASETS
 
 logger = logging.getLogger(__name__)
 

@@ -41,9 +41,9 @@ from mlkd.data.coco import COCO_CLASSES
 from mlkd.data.coco_label_sets import label_matrix, load_label_sets
 from mlkd.data.npz_cache import load_npz, save_npz
 from mlkd.data.protocol import BaseDataset
-from mlkd.registries import DATASETS
 from mlkd.data.scene_render import Scene, render_scene
 from mlkd.errors import ConfigError
+from mlkd.registries import DATASETS
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from mlkd import optional
 from mlkd.data.coco import COCO_CLASSES
 from mlkd.data.glyphs import CLASS_GLYPHS
-from mlkd import optional
 from mlkd.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ def font_sprites(name: str) -> tuple[np.ndarray, ...]:
     return _sprites(str(path), _SIZES[name])
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _sprites(path: str, size: int) -> tuple[np.ndarray, ...]:
     ttlib = optional.optional_import("fontTools.ttLib", extra="scenes", purpose="the coco_scenes glyphs")
     cmap = ttlib.TTFont(path, lazy=True).getBestCmap()

@@ -80,8 +80,8 @@ def summarize_config(cfg, labels_only: bool = False, batch_size: int | None = No
     (``on_missing: unchecked``, ``verify_images`` off); generated datasets are built as usual.
     ``batch_size`` (default ``data.batch_size``): the B of the train split's batch statistics."""
     from mlkd.data.loaders import build_datasets
-    from mlkd.registries import DATASETS
     from mlkd.errors import ConfigError
+    from mlkd.registries import DATASETS
 
     if batch_size is not None and batch_size < 1:
         raise ConfigError(f"--batch-size {batch_size}: the batch size must be 1 or more")

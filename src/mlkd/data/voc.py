@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Callable
 
 from mlkd.data.images import MultiLabelImageDataset, dataset_builder, read_lines
-from mlkd.registries import DATASETS
 from mlkd.errors import ConfigError, DataError
+from mlkd.registries import DATASETS
 
 VOC_CLASSES = [
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",

@@ -22,8 +22,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from mlkd.config import Config
-from mlkd.engine.balance import build_balancer
 from mlkd.data.loaders import eval_loader, train_loader
+from mlkd.engine.balance import build_balancer
 from mlkd.engine.distributed import DistInfo
 from mlkd.engine.optim import build_optimizer, build_scheduler
 from mlkd.engine.runtime import Precision

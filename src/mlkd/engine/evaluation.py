@@ -79,7 +79,7 @@ def evaluate(model: nn.Module, loader, device: torch.device, precision: Precisio
     return result
 
 
-def saved_config(state: dict, path: str) -> "Config":  # noqa: F821
+def saved_config(state: dict, path: str) -> Config:  # noqa: F821
     """The config a checkpoint was trained with; one this version cannot read (a key it does
     not know, say) is a CheckpointError naming the key and the versions."""
     from mlkd import __version__

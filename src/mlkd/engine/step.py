@@ -1,6 +1,7 @@
 """One training step (``train_step``), shared by ``fit`` and ``mlkd bench step``.
 
-A step: free the last step's gradients -> batch to the device (non-blocking) -> teacher outputs (the teacher-output cache when
+A step: free the last step's gradients -> batch to the device (non-blocking) -> teacher outputs
+(the teacher-output cache when
 the run has one, else a teacher forward in eval mode under ``no_grad``: no autograd graph) ->
 student forward + objective under autocast -> backward (GradScaler) -> optional gradient
 clipping -> optimiser step -> LR schedule step.

@@ -204,8 +204,8 @@ class TeacherCache:
 
 
 def _shapes(teacher: nn.Module) -> dict[str, tuple[int, ...]]:
-    q = int(getattr(teacher, "num_classes"))
-    shapes = {"logits": (q,), "pooled": (int(getattr(teacher, "pooled_dim")),)}
+    q = int(teacher.num_classes)
+    shapes = {"logits": (q,), "pooled": (int(teacher.pooled_dim),)}
     if getattr(teacher, "embed_dim", None):
         shapes["label_embeddings"] = (q, int(teacher.embed_dim))
     return shapes

@@ -30,8 +30,7 @@ from mlkd.engine import checkpoint as ckpt
 from mlkd.engine.assembly import Run, assemble
 from mlkd.engine.builders import check_normalisation, load_teacher, model_from_config
 from mlkd.engine.diagnostics import TermDiagnostics
-from mlkd.engine.distributed import (barrier, broadcast_buffers, cleanup, init_distributed,
-                                     local_rank_from_env)
+from mlkd.engine.distributed import barrier, broadcast_buffers, cleanup, init_distributed, local_rank_from_env
 from mlkd.engine.evaluation import evaluate
 from mlkd.engine.logs import Progress, TensorBoardLog, write_jsonl
 from mlkd.engine.preemption import stop_on_signals
@@ -322,7 +321,6 @@ def _fit(cfg: Config, resume: bool) -> dict:
 
 def _epochs(run: Run, stop: int, board: Optional[TensorBoardLog]) -> None:
     """Train, evaluate and checkpoint each remaining epoch up to ``stop``."""
-    cfg = run.cfg
     while run.epoch < stop:
         train_stats = train_one_epoch(run)
         diagnostics = train_stats.pop("diagnostics", None)

@@ -175,7 +175,7 @@ class PairPlan:
     with_cd: bool
     with_id: bool
 
-    def to(self, device: torch.device | str) -> "PairPlan":
+    def to(self, device: torch.device | str) -> PairPlan:
         """The plan on ``device``: one non-blocking copy (from pinned memory to CUDA)."""
         device = torch.device(device)
         if self.a.device == device:

@@ -1,5 +1,6 @@
-"""Named methods (L2D, its ablations and the baselines the paper compares with): a method owns its row label, its loss terms with their default
-weights, and its place in the result tables.
+"""Named methods (L2D, its ablations and the baselines the paper compares with): a method
+owns its row label, its loss terms with their default weights, and its place in the result
+tables.
 
 Everything that lists methods (the grid's row labels, the demo, the table row order, the CLI
 help) reads this registry, so a method registered by a plugin module is first-class::

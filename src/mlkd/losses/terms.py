@@ -92,12 +92,12 @@ class LossTerm(nn.Module):
         return None
 
     @classmethod
-    def prepare_group(cls, terms: Mapping[str, "LossTerm"], host_targets: Tensor) -> Any:
+    def prepare_group(cls, terms: Mapping[str, LossTerm], host_targets: Tensor) -> Any:
         """``prepare`` for a group: host work shared by ``terms`` (default None)."""
         return None
 
     @classmethod
-    def compute_group(cls, terms: Mapping[str, "LossTerm"], student: ModelOutput,
+    def compute_group(cls, terms: Mapping[str, LossTerm], student: ModelOutput,
                       teacher: Optional[ModelOutput], targets: Tensor,
                       prepared: Any = None) -> dict[str, Tensor]:
         """{name: scalar} for every term of a group (see ``group_key``): the two models'

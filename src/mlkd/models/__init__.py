@@ -17,6 +17,7 @@ a backbone's ImageNet weights in timm naming.
 from mlkd.models.backbone import Backbone, create_timm_model
 from mlkd.models.catalog import count_model, format_catalog, model_catalog
 from mlkd.models.head import HEADS, HeadOutput, LabelWiseHead, LinearHead
+from mlkd.models.input_norm import InputNorm, default_input_norm
 from mlkd.models.names import (
     ALIASES,
     CHEAP_MODELS,
@@ -28,9 +29,8 @@ from mlkd.models.names import (
 )
 from mlkd.models.net import MultiLabelNet, build_model
 from mlkd.models.output import ModelOutput, OutputShapes, output_shapes
-from mlkd.models.repvgg import can_reparameterize, deploy
-from mlkd.models.input_norm import InputNorm, default_input_norm
 from mlkd.models.packaged import PACKAGED, PackagedWeights, packaged_file
+from mlkd.models.repvgg import can_reparameterize, deploy
 from mlkd.models.weights import load_backbone_weights, pretrained_state_dict, read_state_dict
 
 __all__ = [

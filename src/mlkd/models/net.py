@@ -15,6 +15,7 @@ from mlkd.models.names import resolve_model_name
 from mlkd.models.output import ModelOutput
 from mlkd.models.weights import PretrainedArg
 
+
 class MultiLabelNet(nn.Module):
     """Backbone f -> final map -> head (g, h_k) -> logits; returns a :class:`ModelOutput`.
 
@@ -56,7 +57,7 @@ class MultiLabelNet(nn.Module):
             attention=out.attention,
         )
 
-    def reparameterize(self) -> "MultiLabelNet":
+    def reparameterize(self) -> MultiLabelNet:
         """Fuse RepVGG-style branches in place for evaluation / export (see ``mlkd.models.deploy``)."""
         from mlkd.models.repvgg import deploy
 

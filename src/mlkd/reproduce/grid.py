@@ -299,7 +299,8 @@ def load_grid(path: Union[str, Path], overrides: Optional[list[str]] = None,
     for what, values in (("row label", labels), ("folder slug", slugs)):
         repeated = sorted({v for v in values if values.count(v) > 1})
         if repeated:
-            raise ConfigError(f"{source}: methods repeat the {what}(s) {repeated}; give each entry a distinct name / slug")
+            raise ConfigError(f"{source}: methods repeat the {what}(s) {repeated}; give each entry a distinct "
+                              "name / slug")
     seeds = _seeds(data.get("seeds", [0]), source)
     teachers = data.get("teachers", "per_seed")
     if teachers not in ("per_seed", "shared"):

@@ -100,7 +100,8 @@ def attach_paper(table: ResultTable, table_id: str) -> Optional[ResultTable]:
     matched = False
     for index, col in enumerate(table.columns):
         for p_index, p_col in enumerate(published.columns):
-            if (_canonical(col.teacher), _canonical(col.student)) != (_canonical(p_col.teacher), _canonical(p_col.student)):
+            if ((_canonical(col.teacher), _canonical(col.student))
+                    != (_canonical(p_col.teacher), _canonical(p_col.student))):
                 continue
             matched = True
             for row in published.rows:

@@ -3,7 +3,8 @@
 Each run is ``fit(config)`` in its own folder (``resume=True`` once it has a checkpoint), so a
 sweep that is stopped (Ctrl-C, a crash, a time limit) and started again skips the finished runs
 (their ``metrics.jsonl`` ends with the last scheduled epoch, evaluated) without loading
-anything, resumes the interrupted one from its last good checkpoint and trains the rest. A finished run whose saved config differs
+anything, resumes the interrupted one from its last good checkpoint and trains the rest. A
+finished run whose saved config differs
 from the grid's (other than paths, device, logging and ``optim.stop_epoch``) is an error rather
 than a silently reused result: pick another ``--out`` or restore the grid.
 Each run folder also gets ``experiment.json`` (role, dataset, models, method, row label, seed),

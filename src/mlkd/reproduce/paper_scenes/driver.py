@@ -25,8 +25,7 @@ from mlkd.reproduce.paper_scenes import measure
 from mlkd.reproduce.paper_scenes.generate import ensure_split
 from mlkd.reproduce.paper_scenes.pack import check_device_pack
 from mlkd.reproduce.paper_scenes.report import collect, copy_records, write_outputs
-from mlkd.reproduce.paper_scenes.sizing import (Measured, Plan, Scale, describe, plan_sizes,
-                                                plan_students)
+from mlkd.reproduce.paper_scenes.sizing import Measured, Plan, Scale, describe, plan_sizes, plan_students
 from mlkd.reproduce.sweep import run_sweep
 
 log = logging.getLogger(__name__)

@@ -17,8 +17,8 @@ import torch
 
 from mlkd.bench.step import bench_step
 from mlkd.config import DataConfig
-from mlkd.data.loaders import train_loader
 from mlkd.data import build_dataset
+from mlkd.data.loaders import train_loader
 from mlkd.data.samplers import DistInfo
 from mlkd.data.transforms import build_transform
 from mlkd.errors import ConfigError

@@ -87,7 +87,7 @@ def markdown(summary: dict) -> str:
              f"recipe ({summary['grid']}); seed {summary['seed']}; the last epoch, evaluated once on the test "
              f"split (nothing is chosen on it). Epochs (sized to the time budget): teacher "
              f"{final['teacher_epochs']}, students {final['student_epochs']}.", "",
-             f"| row | model | epochs | mAP | OF1 | CF1 |", "|---|---|---:|---:|---:|---:|"]
+             "| row | model | epochs | mAP | OF1 | CF1 |", "|---|---|---:|---:|---:|---:|"]
     for r in summary["rows"]:
         lines.append(f"| {r['row']} | {r['model']} | {r['epochs']} | "
                      + " | ".join(_num(r[k]) for k in METRICS) + " |")
