@@ -1,18 +1,19 @@
-# Two quickstart commands: `make demo` and `make test`. Both create .venv and install mlkd.
+# Two quickstart commands: `make demo` and `make test`. Both create .venv and install mlkd with
+# every extra (dev = all runtime extras + the test, lint and type-check tools; docs = mkdocs).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.mlkd-installed
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: venv test test-quick demo demo-mosaic bench fashion-mnist noto-emoji clean
+.PHONY: venv test test-quick lint format-check typecheck docs demo demo-mosaic bench fashion-mnist noto-emoji clean
 
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade --quiet pip
-	$(BIN)/python -m pip install --quiet -e ".[dev,pretrained]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,docs]"
 	# its 20 labelled ImageNet photos are the pretrained-weights test set (files only, never imported)
 	$(BIN)/python -m pip install --quiet --no-deps foolbox==3.3.4
 	touch $(STAMP)
@@ -23,6 +24,22 @@ test: $(STAMP)
 # Without the tests that launch subprocesses or torchrun (marked slow).
 test-quick: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" tests
+
+# Lint (ruff check). `make format-check` (ruff format --check) is not part of CI yet: the tree
+# has not been formatted.
+lint: $(STAMP)
+	$(BIN)/ruff check src tests scripts
+
+format-check: $(STAMP)
+	$(BIN)/ruff format --check src tests scripts
+
+# mypy on the losses and the models ([tool.mypy] in pyproject.toml)
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+# The documentation site (mkdocs.yml), warnings as errors.
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict
 
 # The mosaic demo prefers real Fashion-MNIST (Debian package); it falls back to scikit-learn digits.
 fashion-mnist:
@@ -53,4 +70,4 @@ bench: $(STAMP)
 	$(BIN)/mlkd bench all
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache site

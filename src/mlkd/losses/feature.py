@@ -152,8 +152,8 @@ class ABF(nn.Module):
             nn.BatchNorm2d(out_channels))
         self.att_conv = (nn.Sequential(nn.Conv2d(2 * mid_channels, 2, 1), nn.Sigmoid())
                          if fuse else None)
-        nn.init.kaiming_uniform_(self.conv1[0].weight, a=1)
-        nn.init.kaiming_uniform_(self.conv2[0].weight, a=1)
+        nn.init.kaiming_uniform_(self.conv1[0].weight, a=1)  # type: ignore[arg-type]  # Sequential items are Modules
+        nn.init.kaiming_uniform_(self.conv2[0].weight, a=1)  # type: ignore[arg-type]
 
     def forward(self, x: Tensor, residual: Tensor | None = None) -> tuple[Tensor, Tensor]:
         x = self.conv1(x)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Any, Hashable, Mapping, Optional, Sequence, Union
+from typing import Any, Hashable, Mapping, Optional, Sequence, Union, cast
 
 from torch import Tensor, nn
 
@@ -36,7 +36,7 @@ class Objective(nn.Module):
     def __init__(self, method: str, terms: Mapping[str, LossTerm], weights: Mapping[str, float]):
         super().__init__()
         self.method = method
-        self.terms = nn.ModuleDict(dict(terms))
+        self.terms = cast(Mapping[str, LossTerm], nn.ModuleDict(dict(terms)))  # typed by its items
         self.weights = {name: float(weights[name]) for name in terms}
         groups: dict[Hashable, list[str]] = {}
         for name, term in self.terms.items():
@@ -81,7 +81,7 @@ class Objective(nn.Module):
         (a float or a 0-d tensor, e.g. ``WeightBalancer.step_weights()``) in force instead of
         the configured ones for the terms it names."""
         weights = {**self.weights, **(weights or {})}
-        return sum(weights[name] * values[name] for name in self.terms)
+        return cast(Tensor, sum(weights[name] * values[name] for name in self.terms))
 
     def extra_repr(self) -> str:
         return f"method={self.method!r}, weights={self.weights}"

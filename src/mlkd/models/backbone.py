@@ -55,6 +55,8 @@ class Backbone(nn.Module):
                           MobileNetV2, whose final 1x1 conv follows its last stage).
     """
 
+    model: Any  # a timm model: pretrained_cfg, feature_info, forward_intermediates beyond nn.Module's typing
+
     def __init__(
         self,
         timm_name: str,

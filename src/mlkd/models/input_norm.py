@@ -24,11 +24,15 @@ NormSpec = Optional[tuple[tuple[float, ...], tuple[float, ...]]]
 class InputNorm(nn.Module):
     """x [B,3,H,W] in [0, 1] -> (x - mean) / std per channel."""
 
+    mean: torch.Tensor  # buffers [1, 3, 1, 1]
+    std: torch.Tensor
+
     def __init__(self, mean: Sequence[float], std: Sequence[float]):
         super().__init__()
         self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
-        self.spec: NormSpec = (tuple(float(m) for m in mean), tuple(float(s) for s in std))
+        self.spec: tuple[tuple[float, ...], tuple[float, ...]] = (tuple(float(m) for m in mean),
+                                                                  tuple(float(s) for s in std))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional, Union
+from typing import Any, Optional, Union, cast
 
 import torch
 from torch import nn
@@ -111,5 +111,5 @@ def build_model(
         backbone.pooled_dim, num_classes, embed_dim=embed_dim, num_heads=num_heads,
         ffn_dim=ffn_dim, dropout=dropout, learnable_queries=learnable_queries,
     )
-    norm = default_input_norm(name, pretrained) if input_norm == "auto" else input_norm
+    norm = default_input_norm(name, pretrained) if input_norm == "auto" else cast(NormSpec, input_norm)
     return MultiLabelNet(backbone, head_module, num_classes, name, input_norm=norm)

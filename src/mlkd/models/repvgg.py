@@ -8,7 +8,11 @@ training form in eval mode only, and it cannot be trained further the same way.
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from torch import nn
+
+M = TypeVar("M", bound=nn.Module)
 
 
 def can_reparameterize(model: nn.Module) -> bool:
@@ -19,7 +23,7 @@ def can_reparameterize(model: nn.Module) -> bool:
     )
 
 
-def deploy(model: nn.Module, inplace: bool = True) -> nn.Module:
+def deploy(model: M, inplace: bool = True) -> M:
     """The deploy form of ``model`` (eval mode); a no-op for networks without RepVGG-style blocks.
 
     For an mlkd ``MultiLabelNet`` only the backbone is fused (the head has nothing to fuse).

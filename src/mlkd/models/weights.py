@@ -48,7 +48,7 @@ def create_with_hub_weights(timm_name: str, **kwargs: Any) -> nn.Module:
 
     source = packaged_source(timm_name)
     if source is not None:
-        overlay = {"state_dict": packaged_state_dict(source)}
+        overlay: dict[str, Any] = {"state_dict": packaged_state_dict(source)}
     else:
         cached = hub_cached_file(timm_name)
         if cached is None:
