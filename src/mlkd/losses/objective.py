@@ -118,7 +118,7 @@ def _check_names(what: str, names: Sequence[str]) -> None:
                           f"{', '.join(LOSS_TERMS.names())}")
 
 
-def _build_term(name: str, kwargs: Mapping[str, Any]) -> LossTerm:
+def build_term(name: str, kwargs: Mapping[str, Any]) -> LossTerm:
     cls = LOSS_TERMS.get(name)
     try:
         return cls(**kwargs)
@@ -169,7 +169,7 @@ def build_objective(method: str, weights: Optional[Mapping[str, float]] = None,
     teacher_shapes = _shapes(teacher_shapes, teacher_channels, teacher_pooled_dim)
     terms = {}
     for name in chosen:  # each term is set up as it is built: parameters in the order of the terms
-        terms[name] = term = _build_term(name, options.get(name, {}))
+        terms[name] = term = build_term(name, options.get(name, {}))
         term.method = method
         term.setup(student_shapes, teacher_shapes)
     log.debug("objective %s: %s", method, chosen)

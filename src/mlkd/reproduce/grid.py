@@ -44,13 +44,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from mlkd.config import Config, apply_overrides, config_from_dict, read_yaml
+from mlkd.config import GRID_KEYS, Config, apply_overrides, config_from_dict, read_yaml
 from mlkd.errors import ConfigError
 from mlkd.plugins import load_plugins
 
 CONFIG_SECTIONS = ("data", "model", "optim", "distill", "train")
-GRID_KEYS = ("include", "name", "description", "dataset", "paper", "out", "required", "pairs",
-             "models", "methods", "vary", "seeds", "teachers", "teacher_config", "plugins")
 
 
 @dataclass(frozen=True)
