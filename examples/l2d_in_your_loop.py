@@ -51,7 +51,7 @@ def main(steps: int = 5, seed: int = 0) -> list[dict[str, float]]:
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        record = {"loss": loss.item(), **{name: value.item() for name, value in parts.items()}}
+        record = {"loss": loss.item(), **{name: parts[name].item() for name in criterion.weights}}
         history.append(record)
         print(f"step {step}: " + "  ".join(f"{k} {v:.4f}" for k, v in record.items()))
     return history

@@ -62,11 +62,15 @@ def test_model_output_needs_only_logits_and_l2d_reads_logits_and_embeddings():
     s, t = student.label_embeddings, teacher.label_embeddings
     expected = {"bce": bce_oracle(student.logits, TARGETS), "mld": mld_oracle(student.logits, teacher.logits),
                 "cd": cd_loss_loop(s, t, TARGETS), "id": id_loss_loop(s, t, TARGETS)}
-    assert list(parts) == ["bce", "mld", "cd", "id"]
+    assert sorted(parts) == ["bce", "cd", "id", "mld"] and list(criterion_weights("l2d")) == ["bce", "mld", "cd", "id"]
     for name, value in expected.items():
         torch.testing.assert_close(parts[name], value, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(loss, expected["bce"] + 10 * expected["mld"] + 100 * expected["cd"]
                                + 1000 * expected["id"], rtol=1e-5, atol=1e-5)
+
+
+def criterion_weights(method: str) -> dict:
+    return mlkd.build_objective(method).weights
 
 
 def test_the_pair_plan_from_host_labels_gives_the_same_loss():

@@ -213,3 +213,9 @@ def test_sweep_dry_run_with_scoped_overrides(capsys):
     assert [(r[2], " ".join(r[3:-5])) for r in rows[:3]] == [("teacher", "Teacher"), ("student", "Student"),
                                                              ("distill", "L2D (cd=1, id=10)")]
     assert rows[2][-2].startswith("/nonexistent/runs/") and rows[2][-2].endswith("/l2d-cd1-id10/seed0")
+
+
+def test_a_grid_checks_each_run_before_any_folder(tmp_path, capsys):
+    code, _, err = run(["sweep", ROOT / "configs" / "scenes_validation.yaml", "data.name=cocoo", "-o", tmp_path / "o"],
+                       capsys)
+    assert code == 2 and "data.name: unknown dataset 'cocoo'" in err and not (tmp_path / "o").exists()

@@ -67,8 +67,7 @@ class Objective(nn.Module):
 
     def term_values(self, student: ModelOutput, teacher: Optional[ModelOutput], targets: Tensor,
                     host_targets: Optional[Tensor] = None) -> dict[str, Tensor]:
-        """{term name: unweighted scalar value} in the method's term order (l2d: bce, mld, cd,
-        id), still attached to the autograd graph."""
+        """{term name: unweighted scalar value}, still attached to the autograd graph."""
         _check_inputs(student, teacher, targets, host_targets)
         values: dict[str, Tensor] = {}
         for names in self._groups:
@@ -80,7 +79,7 @@ class Objective(nn.Module):
             if name not in values:
                 prepared = None if host_targets is None else term.prepare(host_targets)
                 values[name] = term(student, teacher, targets, prepared)
-        return {name: values[name] for name in self.terms}  # in the method's term order
+        return values
 
     def weighted_sum(self, values: Mapping[str, Tensor],
                      weights: Optional[Mapping[str, Union[float, Tensor]]] = None) -> Tensor:

@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from mlkd.config import GRID_KEYS, Config, apply_overrides, config_from_dict, parse_override, read_yaml
+from mlkd.engine.checks import check_config
 from mlkd.errors import ConfigError
 from mlkd.plugins import load_plugins
 
@@ -402,7 +403,12 @@ def _run_config(base: dict, models: dict, model: str, method: MethodSpec, seed: 
         "weights": method.weights, "options": method.options})
     cfg["train"] = deep_merge(cfg.get("train") or {}, {"seed": seed})
     cfg["run_dir"] = str(run_dir)
-    return config_from_dict(cfg, f"{source} [{run_dir}]")
+    config = config_from_dict(cfg, f"{source} [{run_dir}]")
+    try:  # named choices (dataset, head, method, terms) before any run folder is made
+        check_config(config)
+    except ConfigError as err:
+        raise ConfigError(f"{source} [{run_dir}]: {err}") from None
+    return config
 
 
 def _expand(grid: Grid, base: dict, models: dict, teacher_config: dict, source: str) -> None:
