@@ -76,7 +76,7 @@ def test_rkd_weights_per_variant_and_overrides():
     assert distance_only < full and full == pytest.approx(loop, rel=1e-12)
     from mlkd.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="distill.options.rkd.variant"):
+    with pytest.raises(ConfigError, match="loss term 'rkd': option 'variant' must be one of"):
         build_objective("rkd", options={"rkd": {"variant": "park"}})
 
 

@@ -50,8 +50,8 @@ def test_a_user_term_reads_two_fields(registry):
     total.backward()
     assert student.pooled.grad is not None and student.logits.grad is not None
     no_pooled = ModelOutput(logits=student.logits, label_embeddings=None, pooled=None)
-    with pytest.raises(ConfigError, match="method 'vanilla', loss term 'logits_pooled' needs pooled "
-                                          "features .* from the teacher model"):
+    with pytest.raises(ConfigError, match=r"the 'logits_pooled' term \(method 'vanilla'\) needs "
+                                          r"ModelOutput.pooled \[B, F\] from the teacher, which has none"):
         build_objective("vanilla", weights={"logits_pooled": 1.0})(student, no_pooled, TARGETS)
 
 
@@ -61,7 +61,7 @@ def test_requires_is_checked_against_model_output(registry):
         def requires(self):
             return ("logit",)
 
-    with pytest.raises(ConfigError, match="loss term 'bad_field' requires \\['logit'\\].*logits"):
+    with pytest.raises(ConfigError, match="the 'bad_field' term \\(method 'vanilla'\\) requires \\['logit'\\].*logits"):
         build_objective("vanilla", weights={"bad_field": 1.0})
 
 

@@ -121,9 +121,11 @@ def test_options_reach_the_terms():
 
 
 def test_unknown_names_are_config_errors():
-    with pytest.raises(ConfigError, match="known: .*l2d"):
+    with pytest.raises(ConfigError, match="^unknown method 'l3d'.*; choose one of: vanilla, .*, l2d$"):
         build_objective("l3d")
-    with pytest.raises(ConfigError, match=r"unknown loss term.*known: bce, cd"):
+    with pytest.raises(ValueError, match=r"^unknown method 'L2D' \(did you mean 'l2d'\?\); choose one of"):
+        build_objective("L2D")
+    with pytest.raises(ConfigError, match=r"unknown loss term.*choose from: bce, cd"):
         build_objective("l2d", weights={"kd": 1.0})
     with pytest.raises(ConfigError, match="unknown loss term"):
         build_objective("l2d", options={"kd": {}})
@@ -143,9 +145,11 @@ def test_unknown_names_are_config_errors():
 
 def test_missing_outputs_say_which_method_needs_what():
     objective = build_objective("mld+cd")
-    with pytest.raises(ConfigError, match="method 'mld\\+cd', loss term 'cd'.*label_embeddings"):
+    with pytest.raises(ConfigError, match=r"the 'cd' term \(method 'mld\+cd'\) needs ModelOutput.label_embeddings "
+                                          r"\[B, q, D\] from the student, which has none; a linear head has none "
+                                          r"— use mlkd.models.LabelWiseHead"):
         objective(output(0, with_embeddings=False), output(1), TARGETS)
-    with pytest.raises(ConfigError, match="needs a teacher"):
+    with pytest.raises(ConfigError, match=r"^the 'mld' term \(method 'mld\+cd'\) needs the teacher's ModelOutput, but teacher is None"):
         objective(output(0), None, TARGETS)
     total, _ = build_objective("vanilla")(output(0), None, TARGETS)  # BCE needs no teacher
     assert torch.isfinite(total)

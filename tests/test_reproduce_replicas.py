@@ -56,7 +56,7 @@ def test_paper_grid_trains_on_a_replica_and_tabulates_beside_the_paper(tmp_path,
         cfg = load_config(run / "config.yaml")
         assert (cfg.model.name, cfg.data.recipe, cfg.data.options["root"]) == ("tiny", "official",
                                                                             overrides[0].split("=", 1)[1])
-    assert cli_main(["table", str(CONFIGS / grid), "--paper", paper, "--out", str(out),
+    assert cli_main(["table", str(CONFIGS / grid), "--paper", paper, "--runs", str(out),
                      *[arg for item in overrides for arg in ("--set", item)]]) == 0
     text = capsys.readouterr().out
     l2d = next(run for run in runs if run.parts[-3:-1] == (f"{teacher}_to_{student}", "l2d"))

@@ -21,12 +21,18 @@ OVERRIDES_HELP = "config overrides as key.sub=value (e.g. optim.lr=3e-4 data.bat
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", "-c", help="experiment YAML file (defaults when omitted)")
     parser.add_argument("--resume", action="store_true", help="continue run_dir from its last good checkpoint")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the resolved config (file + overrides + defaults) as YAML and exit")
+    parser.add_argument("--dry-run", "-n", action="store_true",
+                        help="validate and resolve the config, say what would run; build and write nothing")
     parser.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
 
 
-def _cmd_train(args) -> int:
+def _run_config(args):
+    """The validated config of ``mlkd train`` / ``mlkd distill`` (file, overrides, --method, --teacher),
+    its named choices checked (no data, model or folder is made)."""
     from mlkd.config import load_config
-    from mlkd.engine.trainer import fit
+    from mlkd.engine.checks import check_config
 
     overrides = list(args.overrides)
     if args.method:
@@ -34,6 +40,39 @@ def _cmd_train(args) -> int:
     if getattr(args, "teacher", None):
         overrides.append(f"distill.teacher={args.teacher}")
     cfg = load_config(args.config, overrides)
+    check_config(cfg)
+    return cfg
+
+
+def _plan_text(cfg, command: str, resume: bool) -> str:
+    from mlkd.losses.methods import method_weights
+
+    d = cfg.distill
+    weights = ", ".join(f"{name} {weight:g}" for name, weight in method_weights(d.method, d.weights).items())
+    lines = [f"mlkd {command} (dry run): nothing was built or written",
+             f"  run folder: {cfg.run_dir}" + (" (resumed from its last checkpoint)" if resume else ""),
+             f"  data:       {cfg.data.name} {cfg.data.options or ''}".rstrip(),
+             f"  model:      {cfg.model.name} (head {cfg.model.head})",
+             f"  method:     {d.method}: {weights}"]
+    if d.teacher:
+        lines.append(f"  teacher:    {d.teacher}")
+    lines.append(f"  schedule:   {cfg.optim.final_epoch} epoch(s), {cfg.optim.name} lr {cfg.optim.lr:g}, "
+                 f"batch {cfg.data.batch_size}, seed {cfg.train.seed}")
+    return "\n".join(lines)
+
+
+def _cmd_train(args) -> int:
+    cfg = _run_config(args)
+    if args.print_config:
+        import yaml
+
+        print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
+        return 0
+    if args.dry_run:
+        print(_plan_text(cfg, args.command, args.resume))
+        return 0
+    from mlkd.engine.trainer import fit
+
     if args.command == "distill" and cfg.distill.method == "vanilla":
         log.warning("distill with method=vanilla trains the student on labels only (the Student row)")
     record = fit(cfg, resume=args.resume)
@@ -61,8 +100,8 @@ def _cmd_eval(args) -> int:
     from mlkd.engine.logs import json_safe
 
     text = json.dumps(json_safe(result), indent=None if args.compact else 2, allow_nan=False, default=float)
-    if args.json:
-        with open(args.json, "w") as handle:
+    if args.out:
+        with open(args.out, "w") as handle:
             handle.write(text + "\n")
     print(text)
     return 0
@@ -95,19 +134,22 @@ def _cmd_sweep(args) -> int:
 def _cmd_table(args) -> int:
     from mlkd.reproduce.report import table_text
 
-    text = table_text(args.paths, args.protocol, args.format, args.paper, args.set or (), args.out, args.title,
+    if args.out and Path(args.out).is_dir():
+        raise ConfigError(f"mlkd table: --out {args.out} is a folder; --out names the file the table is "
+                          "written to (the runs folder of grid files is --runs)")
+    text = table_text(args.paths, args.protocol, args.format, args.paper, args.set or (), args.runs, args.title,
                       args.paired)
     if args.diagnostics:
         from mlkd.analysis.diagnostics import diagnostics_table
         from mlkd.reproduce.grid import load_grid
         from mlkd.reproduce.report import is_grid_file
 
-        grids = [load_grid(p, list(args.set or ()), args.out) for p in args.paths if is_grid_file(p)]
+        grids = [load_grid(p, list(args.set or ()), args.runs) for p in args.paths if is_grid_file(p)]
         if not grids:
             raise ConfigError("mlkd table --diagnostics: give grid files (configs/...yaml)")
         text += "".join("\n" + diagnostics_table(grid) for grid in grids)
-    if args.output:
-        with open(args.output, "w") as handle:
+    if args.out:
+        with open(args.out, "w") as handle:
             handle.write(text)
     print(text, end="")
     return 0
@@ -118,7 +160,7 @@ def _add_reproduce_parsers(sub) -> None:
     sweep.add_argument("grid", help="grid YAML (configs/coco_table1.yaml, configs/demo_table1.yaml, ...)")
     sweep.add_argument("overrides", nargs="*", help="key.sub=value for config sections (data.options.root=/data/coco) "
                        "or grid keys (seeds=[0,1,2], models.resnet34.pretrained=/w/r34.safetensors)")
-    sweep.add_argument("--out", help="runs folder (default: the grid's 'out')")
+    sweep.add_argument("--out", "-o", metavar="DIR", help="runs folder (default: the grid's 'out')")
     sweep.add_argument("--dry-run", "-n", action="store_true", help="list the experiments and runs, train nothing")
     sweep.add_argument("--keep-going", action="store_true", help="go on after a failed run (its students are skipped)")
     sweep.add_argument("--max-runs", type=int, help="train at most N runs now (a rerun continues)")
@@ -132,13 +174,15 @@ def _add_reproduce_parsers(sub) -> None:
                             "oracle-k, oracle-k-strict, thr@T, topk@K (one the runs logged: train.protocols)")
     table.add_argument("--format", "-f", default="md", choices=["md", "csv", "latex"])
     table.add_argument("--paper", help="also show the published table1 ... table8 (SPEC numbering)")
-    table.add_argument("--out", help="runs folder of the grid files given (default: each grid's 'out')")
+    table.add_argument("--runs", metavar="DIR", help="runs folder of the grid files given, as swept with "
+                       "mlkd sweep --out DIR (default: each grid's 'out')")
     table.add_argument("--set", action="append", metavar="KEY=VALUE", help="override for the grid files (repeatable)")
     table.add_argument("--title", help="table title")
     table.add_argument("--paired", metavar="ROW", help="also show each row minus ROW seed by seed (e.g. Student)")
     table.add_argument("--diagnostics", action="store_true",
                        help="also show the grid's term diagnostics (gradient ratios to BCE, embedding geometry)")
-    table.add_argument("--output", "-o", help="also write the table to this file")
+    table.add_argument("--out", "-o", "--output", dest="out", metavar="FILE",
+                       help="also write the table to this file (--output: the same)")
     table.set_defaults(func=_cmd_table)
 
 
@@ -202,7 +246,7 @@ def _add_analyze_parser(sub) -> None:
     kinds = analyze.add_subparsers(dest="analysis", required=True)
     combine = kinds.add_parser("combine", help="mean ± std of several analysis folders (one per seed)")
     combine.add_argument("folders", nargs="+", help="folders written by mlkd analyze --out (same model names)")
-    combine.add_argument("--out", "-o", help="also write combined.md and combined.json here")
+    combine.add_argument("--out", "-o", metavar="DIR", help="also write combined.md and combined.json here")
     combine.set_defaults(func=_cmd_analyze_combine)
     helps = {"per-class": "per-class AP table (Table 3) and the per-label KD gain chart",
              "correlation": "student minus teacher correlation of predicted probabilities (heat-maps, MAD)",
@@ -212,7 +256,7 @@ def _add_analyze_parser(sub) -> None:
     for name, text in helps.items():
         p = kinds.add_parser(name, help=text)
         p.add_argument("checkpoints", nargs="+", help="[NAME=]PATH: checkpoint files or run folders (teacher first)")
-        p.add_argument("--out", "-o", default="runs/analysis", help="output folder (default runs/analysis)")
+        p.add_argument("--out", "-o", metavar="DIR", default="runs/analysis", help="output folder (default runs/analysis)")
         p.add_argument("--teacher", help="name of the teacher (default: the one the others name, else the first)")
         p.add_argument("--baseline", help="name of the vanilla student (default: the first other vanilla run)")
         p.add_argument("--config", "-c", help="use this config's data section instead of the first checkpoint's")
@@ -234,34 +278,63 @@ def _add_analyze_parser(sub) -> None:
                        score_images=64, cam="layercam", layer=None)
 
 
-def _method_names() -> str:
-    from mlkd.losses import METHODS, get_method
+class _MethodNames:
+    """The registered methods in table order, read when a help text is printed (``%(methods)s``
+    in the ``--method`` help): listing them imports torch, so ``mlkd --help`` stays fast."""
 
-    return ", ".join(sorted(METHODS, key=lambda key: get_method(key).order))
+    def __str__(self) -> str:
+        from mlkd.losses.methods import method_names
+
+        return ", ".join(method_names())
 
 
-def _add_plugin_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+METHOD_HELP = "objective name: %(methods)s (default from the config: vanilla)"
+
+
+def _add_plugin_arg(parser: argparse.ArgumentParser, default=None) -> None:
+    parser.add_argument("--plugin", action="append", default=[] if default is None else default, metavar="MODULE",
                         help="import this module first: its loss terms, methods, heads or datasets "
                              "register themselves (repeatable; see README, 'Plugins')")
 
 
+def _global_args(parser: argparse.ArgumentParser, default=None) -> None:
+    """--debug, --quiet, --plugin: on the main parser (defaults) and on every subcommand (given
+    after it; ``default=SUPPRESS`` there, so they do not reset what was given before it)."""
+    flag = {} if default is None else {"default": default}
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks", **flag)
+    parser.add_argument("--quiet", "-q", action="store_true", help="only warnings and errors", **flag)
+    _add_plugin_arg(parser, default)
+
+
+class _SubCommands(argparse._SubParsersAction):
+    """Subcommands that also take the global flags (given after the subcommand name)."""
+
+    def add_parser(self, name: str, **kwargs) -> argparse.ArgumentParser:
+        common = argparse.ArgumentParser(add_help=False)
+        _global_args(common, argparse.SUPPRESS)
+        parser = super().add_parser(name, parents=[common, *kwargs.pop("parents", [])], **kwargs)
+        parser.register("action", "parsers", _SubCommands)  # nested subcommands too
+        return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from mlkd import __version__
+
     parser = argparse.ArgumentParser(prog="mlkd", description="Multi-label knowledge distillation (L2D and baselines).")
-    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
-    parser.add_argument("--quiet", "-q", action="store_true", help="only warnings and errors")
-    _add_plugin_arg(parser)
+    parser.add_argument("--version", action="version", version=f"mlkd {__version__}")
+    _global_args(parser)
+    parser.register("action", "parsers", _SubCommands)
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="train a teacher or a vanilla model with BCE")
     _add_config_args(train)
-    train.add_argument("--method", help="objective name (default from the config: vanilla)")
+    train.add_argument("--method", help=METHOD_HELP).methods = _MethodNames()
     train.set_defaults(func=_cmd_train)
 
     distill = sub.add_parser("distill", help="distil a student from a teacher checkpoint")
     _add_config_args(distill)
     distill.add_argument("--teacher", help="teacher checkpoint (sets distill.teacher)")
-    distill.add_argument("--method", help=_method_names())
+    distill.add_argument("--method", help=METHOD_HELP).methods = _MethodNames()
     distill.set_defaults(func=_cmd_train)
 
     evaluate = sub.add_parser("eval", help="evaluate a checkpoint on its test split")
@@ -270,14 +343,15 @@ def build_parser() -> argparse.ArgumentParser:
                           help="thr@0.5, thr@T, topk@K or oracle-k (repeatable; default: the run's)")
     evaluate.add_argument("--config", "-c", help="evaluate on this config's data instead of the checkpoint's")
     evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    evaluate.add_argument("--json", help="also write the metrics to this JSON file")
+    evaluate.add_argument("--out", "-o", "--json", dest="out", metavar="FILE",
+                          help="also write the metrics to this JSON file (--json: the same)")
     evaluate.add_argument("--compact", action="store_true", help="one-line JSON")
     evaluate.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
     evaluate.set_defaults(func=_cmd_eval)
 
     demo = sub.add_parser("demo", help="a teacher + students with a report: pretrained EfficientNet-Lite on "
                                        "COCO-shaped scenes (default) or from-scratch nets on mosaics")
-    demo.add_argument("--out", default="runs/demo", help="output folder (a second run reuses its teacher)")
+    demo.add_argument("--out", "-o", metavar="DIR", default="runs/demo", help="output folder (a second run reuses its teacher)")
     demo.add_argument("--data", default="scenes", choices=["scenes", "mosaic"],
                       help="scenes: Lite2 -> Lite0 on coco_scenes; mosaic: ResNet-18 -> MobileNetV2 on mosaics")
     demo.add_argument("--source", default="auto", choices=["auto", "fashion-mnist", "digits"],
@@ -320,14 +394,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _plugins_given(argv: Optional[list[str]]) -> list[str]:
+    """Every ``--plugin MODULE`` of the command line, wherever it stands."""
+    early = argparse.ArgumentParser(add_help=False)
+    _add_plugin_arg(early)
+    known, _ = early.parse_known_args(sys.argv[1:] if argv is None else argv)
+    return known.plugin
+
+
 def _import_plugins(argv: Optional[list[str]]) -> None:
     """Import the ``--plugin`` modules before the parser is built (its help lists their methods)."""
     from mlkd.plugins import load_plugins
 
-    early = argparse.ArgumentParser(add_help=False)
-    _add_plugin_arg(early)
-    known, _ = early.parse_known_args(sys.argv[1:] if argv is None else argv)
-    load_plugins(known.plugin, "command line", "--plugin")
+    load_plugins(_plugins_given(argv), "command line", "--plugin")
 
 
 def parse_command_line(argv: Optional[list[str]] = None) -> argparse.Namespace:
@@ -335,6 +414,7 @@ def parse_command_line(argv: Optional[list[str]] = None) -> argparse.Namespace:
     _import_plugins(argv)
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
+    args.plugin = _plugins_given(argv)  # before and after the subcommand
     if isinstance(getattr(args, "overrides", None), list):
         args.overrides += [item for item in extra if "=" in item and not item.startswith("-")]
         extra = [item for item in extra if item not in args.overrides]

@@ -380,11 +380,23 @@ def config_from_dict(data: dict[str, Any], source: str = "config") -> Config:
         raise ConfigError(_format_validation_error(err, source)) from None
 
 
+#: The keys of an experiment grid (``mlkd sweep``; mlkd.reproduce.grid) besides config sections.
+GRID_KEYS = ("include", "name", "description", "dataset", "paper", "out", "required", "pairs",
+             "models", "methods", "vary", "seeds", "teachers", "teacher_config", "plugins")
+_GRID_ONLY_KEYS = tuple(key for key in GRID_KEYS if key not in Config.model_fields)
+
+
 def load_config(path: Optional[Union[str, Path]] = None, overrides: Optional[list[str]] = None) -> Config:
-    """Load ``path`` (or the defaults), apply ``overrides``, import its ``plugins`` and validate."""
+    """Load ``path`` (or the defaults), apply ``overrides``, import its ``plugins`` and validate.
+    A grid file (``include:``, ``methods:``, ...) is refused with the command that runs it."""
     from mlkd.plugins import load_plugins
 
     data = read_yaml(path) if path else {}
+    grid_keys = [key for key in _GRID_ONLY_KEYS if key in data]
+    if grid_keys:
+        raise ConfigError(f"{path} is an experiment grid (it has {', '.join(grid_keys)}), not the config of "
+                          f"one run: run it with `mlkd sweep {path}` (`mlkd sweep {path} --dry-run` lists "
+                          "its runs), or start one run from configs/examples/")
     apply_overrides(data, list(overrides or []))
     source = str(path) if path else "defaults"
     if overrides:

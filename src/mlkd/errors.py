@@ -57,6 +57,16 @@ class ConfigError(MLKDError, ValueError):
     """A config file, key or value is invalid."""
 
 
+class OptionError(ConfigError):
+    """A bad option value passed from Python (``build_objective(options=...)``), worded for a
+    Python caller; ``path`` (e.g. ``("mld", "temperature")``) lets a config reader name its key
+    (``distill.options.mld.temperature``) when it re-raises it."""
+
+    def __init__(self, message: str, path: tuple = ()):
+        super().__init__(message)
+        self.path = tuple(path)
+
+
 class DataError(MLKDError, ValueError):
     """A dataset file is missing, malformed or inconsistent."""
 

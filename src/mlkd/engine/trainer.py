@@ -28,6 +28,7 @@ from mlkd.config import RESUMABLE_KEYS, Config, config_differences, read_yaml, s
 from mlkd.data.loaders import build_datasets
 from mlkd.engine import checkpoint as ckpt
 from mlkd.engine.assembly import Run, assemble
+from mlkd.engine.checks import check_config
 from mlkd.engine.builders import check_normalisation, load_teacher, model_from_config
 from mlkd.engine.diagnostics import TermDiagnostics
 from mlkd.engine.distributed import barrier, broadcast_buffers, cleanup, init_distributed, local_rank_from_env
@@ -284,10 +285,12 @@ def fit(cfg: Config, resume: bool = False) -> dict:
     """Train (a teacher with ``vanilla``, or a student with a teacher) and return the last record.
 
     The record is also the last line of ``run_dir/metrics.jsonl``. Runs under torchrun as is.
-    ``run_dir`` is checked first (``prepare_run_dir``), then data, teacher and models are built.
+    The config's named choices are checked first (``check_config``), then ``run_dir``
+    (``prepare_run_dir``), then data, teacher and models are built.
     ``train.threads`` sets torch's CPU threads for the run (restored afterwards). Rank 0 holds
     the run folder's lock (``mlkd.engine.runlock``): a second process on it gets RunBusyError.
     """
+    check_config(cfg)  # named choices first: a refused config leaves no run folder
     threads = torch.get_num_threads()
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)

@@ -11,8 +11,9 @@ help) reads this registry, so a method registered by a plugin module is first-cl
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
-from typing import Mapping, Optional, Union
+from typing import Mapping, Optional, Sequence, Union
 
 from mlkd.errors import ConfigError
 from mlkd.registries import LOSS_TERMS, METHODS
@@ -66,15 +67,31 @@ for _order, (_key, _label, _terms) in enumerate((
     register_method(_key, _label, _terms, float(_order + 1))
 
 
-def get_method(key: str, where: str = "distill.method") -> Method:
-    """The registered Method ``key``; a ConfigError names ``where`` and the known methods."""
-    return METHODS.get(key, where)
+def unknown_name(kind: str, name: object, known: Sequence[str]) -> str:
+    """"unknown <kind> 'x'; choose one of: a, b, c" (+ "did you mean 'l2d'?" for a near miss)."""
+    near = [k for k in known if isinstance(name, str) and k.lower() == name.lower()]
+    near = near or difflib.get_close_matches(str(name), list(known), n=1)
+    hint = f" (did you mean {near[0]!r}?)" if near else ""
+    return f"unknown {kind} {name!r}{hint}; choose one of: {', '.join(known)}"
+
+
+def method_names() -> list[str]:
+    """The registered method keys in table order."""
+    return [m.key for m in sorted(METHODS.values(), key=lambda m: (m.order, m.key))]
+
+
+def get_method(key: str) -> Method:
+    """The registered Method ``key``; a ConfigError (a ValueError) lists the known methods
+    (a config reader adds the key it read the name from, e.g. ``distill.method``)."""
+    if not isinstance(key, str) or key not in METHODS:
+        raise ConfigError(unknown_name("method", key, method_names()))
+    return METHODS.get(key)
 
 
 def _check_terms(what: str, names) -> None:
     unknown = [n for n in names if n not in LOSS_TERMS]
     if unknown:
-        raise ConfigError(f"unknown loss term(s) {unknown} in {what}; known: "
+        raise ConfigError(f"unknown loss term(s) {unknown} in {what}; choose from: "
                           f"{', '.join(LOSS_TERMS.names())}")
 
 

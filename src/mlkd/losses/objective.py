@@ -12,7 +12,7 @@ from typing import Any, Hashable, Mapping, Optional, Sequence, Union, cast
 
 from torch import Tensor, nn
 
-from mlkd.errors import ConfigError
+from mlkd.errors import ConfigError, OptionError
 from mlkd.losses.methods import method_weights
 from mlkd.losses.terms import _FIELDS, LOSS_TERMS, LossTerm
 from mlkd.models.output import ModelOutput, OutputShapes
@@ -21,8 +21,13 @@ log = logging.getLogger(__name__)
 
 
 class Objective(nn.Module):
-    """Weighted sum of named loss terms.
+    """Weighted sum of named loss terms: the criterion to call from a training loop::
 
+        criterion = mlkd.build_objective("l2d")     # BCE + 10 MLD + 100 CD + 1000 ID
+        loss, parts = criterion(student_out, teacher_out, targets)
+
+    ``student`` / ``teacher``: :class:`~mlkd.ModelOutput` (teacher None for methods without a
+    teacher term); targets [B, q] in {0, 1}.
     ``forward(student, teacher, targets) -> (total, values)``: ``total`` is the scalar to
     back-propagate, ``values`` maps each term name to its unweighted value (detached tensor;
     no host sync, call ``.item()`` when logging). Terms that form a group (``LossTerm.group_key``,
@@ -63,6 +68,7 @@ class Objective(nn.Module):
     def term_values(self, student: ModelOutput, teacher: Optional[ModelOutput], targets: Tensor,
                     host_targets: Optional[Tensor] = None) -> dict[str, Tensor]:
         """{term name: unweighted scalar value}, still attached to the autograd graph."""
+        _check_inputs(student, teacher, targets, host_targets)
         values: dict[str, Tensor] = {}
         for names in self._groups:
             members = {name: self.terms[name] for name in names}
@@ -87,20 +93,37 @@ class Objective(nn.Module):
         return f"method={self.method!r}, weights={self.weights}"
 
 
+_EXPECTED = ("mlkd.ModelOutput (e.g. ModelOutput(logits=z, label_embeddings=E) with z [B, q], "
+             "E [B, q, D])")
+
+
+def _check_inputs(student: Any, teacher: Any, targets: Any, host_targets: Any) -> None:
+    """A TypeError naming the expected form when an input is not what ``Objective`` takes."""
+    for role, value in (("student", student), ("teacher", teacher)):
+        if not isinstance(value, ModelOutput) and not (role == "teacher" and value is None):
+            none = " or None (methods without a teacher term)" if role == "teacher" else ""
+            raise TypeError(f"Objective: {role} must be a {_EXPECTED}{none}, got "
+                            f"{type(value).__name__}; wrap the model's outputs in a ModelOutput")
+    for role, value in (("targets", targets), ("host_targets", host_targets)):
+        if not isinstance(value, Tensor) and not (role == "host_targets" and value is None):
+            raise TypeError(f"Objective: {role} must be a tensor [B, q] of 0/1 labels, got "
+                            f"{type(value).__name__}")
+
+
 def _check_names(what: str, names: Sequence[str]) -> None:
     unknown = [n for n in names if n not in LOSS_TERMS]
     if unknown:
-        raise ConfigError(f"unknown loss term(s) {unknown} in {what}; known: "
+        raise ConfigError(f"unknown loss term(s) {unknown} in {what}; choose from: "
                           f"{', '.join(LOSS_TERMS.names())}")
 
 
-def _build_term(name: str, kwargs: Mapping[str, Any]) -> LossTerm:
+def build_term(name: str, kwargs: Mapping[str, Any]) -> LossTerm:
     cls = LOSS_TERMS.get(name)
     try:
         return cls(**kwargs)
     except TypeError as err:
-        raise ConfigError(f"bad options for loss term {name!r}: {dict(kwargs)} ({err}); "
-                          f"see {cls.__name__}.__init__ for the accepted options") from None
+        raise OptionError(f"bad options for loss term {name!r}: {dict(kwargs)} ({err}); "
+                          f"see {cls.__name__}.__init__ for the accepted options", (name,)) from None
 
 
 def _shapes(shapes: Optional[OutputShapes], channels: Optional[Sequence[int]],
@@ -145,7 +168,7 @@ def build_objective(method: str, weights: Optional[Mapping[str, float]] = None,
     teacher_shapes = _shapes(teacher_shapes, teacher_channels, teacher_pooled_dim)
     terms = {}
     for name in chosen:  # each term is set up as it is built: parameters in the order of the terms
-        terms[name] = term = _build_term(name, options.get(name, {}))
+        terms[name] = term = build_term(name, options.get(name, {}))
         term.method = method
         term.setup(student_shapes, teacher_shapes)
     log.debug("objective %s: %s", method, chosen)

@@ -12,20 +12,22 @@ from typing import Any, Hashable, Mapping, Optional, Sequence
 
 from torch import Tensor, nn
 
-from mlkd.errors import ConfigError
+from mlkd.errors import ConfigError, OptionError
 from mlkd.losses.embedding import cd_id_losses, cd_loss, id_loss, pair_plan
 from mlkd.losses.feature import RKD_VARIANTS, ReviewKD, pkt_loss, pooled_as_map, rkd_loss
 from mlkd.losses.logits import bce_loss, logits_mse_loss, mld_loss, ps_loss
 from mlkd.models.output import ModelOutput, OutputShapes
 from mlkd.registries import LOSS_TERMS
 
+#: field -> (its shape, how a model provides it), for the errors of a term missing a field.
 _NEEDS = {
-    "logits": "logits [B, q]",
-    "label_embeddings": "label_embeddings [B, q, D] (the label-wise embedding head; a model "
-                        "with a plain linear head has none)",
-    "pooled": "pooled features [B, F]",
-    "features": "stage feature maps (ModelOutput.features, NCHW)",
-    "attention": "head attention weights [B, q, T] (ModelOutput.attention)",
+    "logits": ("[B, q]", "every model gives logits"),
+    "label_embeddings": ("[B, q, D]", "a linear head has none — use mlkd.models.LabelWiseHead "
+                         "(model.head: label_wise in a config)"),
+    "pooled": ("[B, F]", "give the globally pooled backbone features (MultiLabelNet does)"),
+    "features": ("(a list of NCHW stage maps)", "give the backbone's stage feature maps "
+                 "(MultiLabelNet does)"),
+    "attention": ("[B, q, T]", "request the head's attention weights (LabelWiseHead.keep_attention)"),
 }
 _FIELDS = tuple(f.name for f in dataclasses.fields(ModelOutput))
 
@@ -35,19 +37,19 @@ def check_option(term: str, key: str, value: Any, choices: Sequence[str] = (),
     """Validate one loss-term option when the objective is built (not at the first step).
 
     ``choices``: the allowed strings; otherwise the value must be a real number (not a bool),
-    at least ``minimum`` and, with ``positive``, above 0. A ConfigError names the option as it
-    is written in a config (``distill.options.<term>.<key>``).
+    at least ``minimum`` and, with ``positive``, above 0. An OptionError names the term and the
+    option (a config reader re-raises it under ``distill.options.<term>.<key>``).
     """
-    where = f"distill.options.{term}.{key}"
+    where, path = f"loss term {term!r}: option {key!r}", (term, key)
     if choices:
         if value not in choices:
-            raise ConfigError(f"{where} must be one of {', '.join(choices)}, got {value!r}")
+            raise OptionError(f"{where} must be one of {', '.join(choices)}, got {value!r}", path)
         return value
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
-        raise ConfigError(f"{where} must be a number, got {value!r}")
+        raise OptionError(f"{where} must be a number, got {value!r}", path)
     if (positive and value <= 0) or (minimum is not None and value < minimum):
         bound = "> 0" if positive else f">= {minimum}"
-        raise ConfigError(f"{where} must be {bound}, got {value!r}")
+        raise OptionError(f"{where} must be {bound}, got {value!r}", path)
     return value
 
 
@@ -105,22 +107,22 @@ class LossTerm(nn.Module):
         raise NotImplementedError(f"{cls.__name__} declares a group_key but no compute_group")
 
     def where(self) -> str:
-        """"method 'm', loss term 't'" (for error messages)."""
-        return f"method {self.method!r}, loss term {self.name!r}" if self.method \
-            else f"loss term {self.name!r}"
+        """"the 't' term (method 'm')" (for error messages)."""
+        return f"the {self.name!r} term" + (f" (method {self.method!r})" if self.method else "")
 
     def inputs(self, output: Optional[ModelOutput], role: str) -> Any:
         """The ``requires()`` fields of ``output`` (one: its value; several: {field: value});
-        a ConfigError says which method/term needs what from which model when one is missing."""
+        a ConfigError (a ValueError) names the term, the field and the model that lacks it."""
         if output is None:
-            raise ConfigError(f"{self.where()} needs a teacher, but no teacher output was given; "
-                              "configure a teacher or choose a method without this term")
+            raise ConfigError(f"{self.where()} needs the teacher's ModelOutput, but teacher is None; "
+                              "pass the frozen teacher's outputs or choose a method without this term")
         values = {}
         for name in self.requires():
             value = getattr(output, name)
             if value is None or (isinstance(value, (list, tuple)) and not value):
-                raise ConfigError(f"{self.where()} needs {_NEEDS.get(name, name)} from the {role} model, "
-                                  f"which has none; build the {role} so that it provides them")
+                shape, fix = _NEEDS.get(name, ("", "give that field"))
+                raise ConfigError(f"{self.where()} needs ModelOutput.{name} {shape} from the {role}, "
+                                  f"which has none; {fix}")
             values[name] = value
         return next(iter(values.values())) if len(values) == 1 else values
 
@@ -190,8 +192,8 @@ class LabelEmbeddingTerm(LossTerm):
     def __init__(self, variant: str = "official"):
         super().__init__()
         if variant not in ("official", "paper"):
-            raise ConfigError(f"loss term {self.name!r}: variant must be 'official' or 'paper', "
-                              f"got {variant!r}")
+            raise OptionError(f"loss term {self.name!r}: option 'variant' must be 'official' or "
+                              f"'paper', got {variant!r}", (self.name, "variant"))
         self.variant = variant
 
     def requires(self) -> tuple[str, ...]:

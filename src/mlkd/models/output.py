@@ -12,17 +12,21 @@ import torch
 class ModelOutput:
     """The outputs of a multi-label network for a batch of B images and q classes.
 
+    Only ``logits`` is required: give the fields the chosen loss terms read (L2D: logits and
+    label_embeddings; RKD / PKT: pooled; ReviewKD: features); a term whose field is missing
+    raises a ValueError naming the term and the field.
+
     logits:           [B, q] per-class logits z_k.
     label_embeddings: [B, q, D] label-wise embeddings E (None for a plain linear head).
-    pooled:           [B, F] global-average-pooled last backbone feature map.
-    features:         list of stage feature maps, each [B, C_s, H_s, W_s] (NCHW).
+    pooled:           [B, F] global-average-pooled last backbone feature map (None: not given).
+    features:         list of stage feature maps, each [B, C_s, H_s, W_s] (NCHW; empty: not given).
     attention:        [B, q, T] head cross-attention weights over the T feature tokens
                       (averaged over heads), or None when not requested / not available.
     """
 
     logits: torch.Tensor
-    label_embeddings: Optional[torch.Tensor]
-    pooled: torch.Tensor
+    label_embeddings: Optional[torch.Tensor] = None
+    pooled: Optional[torch.Tensor] = None
     features: list[torch.Tensor] = field(default_factory=list)
     attention: Optional[torch.Tensor] = None
 

@@ -24,7 +24,12 @@ base config of every run) and grid keys::
 Includes are deep-merged in order (mappings merge, lists and values are replaced), then the
 file itself; included files may include others. ``key.sub=value`` overrides apply last, to
 config sections (``data.options.root=/data/coco``) and grid keys (``seeds=[0]``,
-``models.resnet34.pretrained=/w/r34.safetensors``) alike.
+``models.resnet34.pretrained=/w/r34.safetensors``) alike, except ``distill.*`` overrides:
+they reach the distillation rows only, never the Teacher's or the vanilla Student's runs;
+``distill.weights.cd=1`` / ``distill.options.cd.variant=paper`` reach the rows whose method has
+that term (their labels and folders then name the weight: ``L2D (cd=1)``, ``l2d-cd1``), and an
+override that reaches no row, or a term a row sets itself, is an error (see
+``scope_distill_overrides``).
 
 Runs (one folder each, names deterministic; ``<out>/<dataset>/...``):
 ``teacher-<t>/seed<s>`` trains each teacher once per (dataset, model, seed) and serves every
@@ -44,13 +49,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from mlkd.config import Config, apply_overrides, config_from_dict, read_yaml
+from mlkd.config import GRID_KEYS, Config, apply_overrides, config_from_dict, parse_override, read_yaml
+from mlkd.engine.checks import check_config
 from mlkd.errors import ConfigError
 from mlkd.plugins import load_plugins
 
 CONFIG_SECTIONS = ("data", "model", "optim", "distill", "train")
-GRID_KEYS = ("include", "name", "description", "dataset", "paper", "out", "required", "pairs",
-             "models", "methods", "vary", "seeds", "teachers", "teacher_config", "plugins")
 
 
 @dataclass(frozen=True)
@@ -243,6 +247,71 @@ def vary_specs(vary: Any, source: str) -> list[MethodSpec]:
     return specs
 
 
+def _with(spec: MethodSpec, weights: dict, options: dict, config: dict, source: str) -> MethodSpec:
+    """``spec`` with more weights / options / config (its label and slug follow its weights,
+    unless the grid named them)."""
+    entry = {"method": spec.method, "weights": weights, "options": options, "config": config}
+    derived = method_spec({"method": spec.method, "weights": spec.weights, "options": spec.options}, source)
+    if spec.label != derived.label:
+        entry["name"] = spec.label
+    if spec.slug != derived.slug:
+        entry["slug"] = spec.slug
+    return method_spec(entry, source)
+
+
+def scope_distill_overrides(methods: list[MethodSpec], overrides: list[str], source: str) -> list[MethodSpec]:
+    """The rows after the command line's ``distill.*`` overrides, scoped as meant: they reach
+    the distillation rows only (methods reading a teacher), never the Teacher's or the vanilla
+    Student's runs. ``distill.weights.<term>`` / ``distill.options.<term>.*`` reach the rows
+    whose method has that term (their labels and folders then name the weight); other keys
+    (``distill.cache=off``) every distillation row. A ConfigError names the override when it
+    would reach no row, sets what the grid sets per run (method, teacher), or contradicts a
+    row that sets the same term itself."""
+    from mlkd.losses.methods import method_needs_teacher, method_weights
+
+    if not overrides:
+        return methods
+    per_row = "set it per row in the grid: methods=[..., {method: l2d, weights: {cd: 1}, options: {...}}]"
+    rows = [m for m in methods if m.method != "teacher" and method_needs_teacher(m.method, m.weights)]
+    for text in overrides:
+        path, _ = parse_override(text)
+        if len(path) == 1 or path[1] in ("method", "teacher"):
+            raise ConfigError(f"{source}: override {text!r}: the grid sets distill.method and distill.teacher "
+                              f"of each run (choose rows with methods=[...]); {per_row}")
+        if path[1] in ("weights", "options") and len(path) < 3:
+            raise ConfigError(f"{source}: override {text!r}: name one term (distill.{path[1]}.cd=...); {per_row}")
+        if not rows:
+            labels = ", ".join(m.label for m in methods)
+            raise ConfigError(f"{source}: override {text!r} reaches no run: no row of this grid distils "
+                              f"from a teacher (rows: {labels}); distill.* overrides apply to distillation "
+                              f"rows only, never the Teacher or the Student")
+    extra = apply_overrides({}, overrides)["distill"]
+    weights, options = extra.pop("weights", {}), extra.pop("options", {})
+    for term, value in [*weights.items(), *options.items()]:
+        having = [m for m in rows if term in method_weights(m.method, m.weights)]
+        if not having:
+            labels = ", ".join(f"{m.label} ({', '.join(method_weights(m.method, m.weights))})" for m in rows)
+            kind = "weights" if term in weights else "options"
+            raise ConfigError(f"{source}: override 'distill.{kind}.{term}' reaches no run: no distillation "
+                              f"row of this grid has a {term!r} term (rows: {labels}); {per_row}")
+    out = []
+    for spec in methods:
+        if spec not in rows:
+            out.append(spec)
+            continue
+        terms = method_weights(spec.method, spec.weights)
+        clash = sorted(t for t in (*weights, *options) if t in terms and t in (spec.weights if t in weights
+                                                                                 else spec.options))
+        if clash:
+            raise ConfigError(f"{source}: override distill.*.{clash[0]} contradicts the row {spec.label!r}, "
+                              f"which sets {clash[0]!r} itself; change that row in the grid instead")
+        row_weights = {**spec.weights, **{t: float(w) for t, w in weights.items() if t in terms}}
+        row_options = {**spec.options, **{t: o for t, o in options.items() if t in terms}}
+        config = deep_merge(spec.config, {"distill": extra}) if extra else spec.config
+        out.append(_with(spec, row_weights, row_options, config, source))
+    return out
+
+
 def _pairs(value: Any, source: str) -> list[Pair]:
     if not isinstance(value, list) or not value:
         raise ConfigError(f"{source}: 'pairs' must be a non-empty list of {{teacher: ..., student: ...}}")
@@ -274,7 +343,9 @@ def load_grid(path: Union[str, Path], overrides: Optional[list[str]] = None,
     """Read, merge, override and expand a grid file; every run config is validated."""
     path = Path(path)
     data = read_grid_file(path)
-    apply_overrides(data, list(overrides or []))
+    overrides = list(overrides or [])
+    scoped = [text for text in overrides if parse_override(text)[0][0] == "distill"]
+    apply_overrides(data, [text for text in overrides if text not in scoped])
     source = str(path) + (" + overrides" if overrides else "")
     unknown = sorted(set(data) - set(CONFIG_SECTIONS) - set(GRID_KEYS))
     if "run_dir" in unknown:
@@ -294,6 +365,7 @@ def load_grid(path: Union[str, Path], overrides: Optional[list[str]] = None,
     methods = [method_spec(entry, source) for entry in raw_methods]
     if data.get("vary") is not None:
         methods += vary_specs(data["vary"], source)
+    methods = scope_distill_overrides(methods, scoped, source)
     labels = [m.label for m in methods]
     slugs = [m.slug for m in methods]
     for what, values in (("row label", labels), ("folder slug", slugs)):
@@ -332,7 +404,12 @@ def _run_config(base: dict, models: dict, model: str, method: MethodSpec, seed: 
         "weights": method.weights, "options": method.options})
     cfg["train"] = deep_merge(cfg.get("train") or {}, {"seed": seed})
     cfg["run_dir"] = str(run_dir)
-    return config_from_dict(cfg, f"{source} [{run_dir}]")
+    config = config_from_dict(cfg, f"{source} [{run_dir}]")
+    try:  # named choices (dataset, head, method, terms) before any run folder is made
+        check_config(config)
+    except ConfigError as err:
+        raise ConfigError(f"{source} [{run_dir}]: {err}") from None
+    return config
 
 
 def _expand(grid: Grid, base: dict, models: dict, teacher_config: dict, source: str) -> None:
