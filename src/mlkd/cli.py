@@ -232,6 +232,61 @@ def _add_analyze_parser(sub) -> None:
                        score_images=64, cam="layercam", layer=None)
 
 
+def _cmd_export(args) -> int:
+    from mlkd.export.api import export
+
+    report = export(args.model, args.format, args.output, args.tolerance, args.check_map, args.map_limit)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def _cmd_calibrate(args) -> int:
+    from mlkd.engine.calibrate import calibrate_run
+
+    result = calibrate_run(args.run, args.holdout, args.min_positives, args.device)
+    summary = {key: result[key] for key in ("path", "validation", "evaluated_split")}
+    summary["labels_by_f1"] = result["rules"].count("f1")
+    summary["calibrated"] = {key: result["eval"]["calibrated"][key] for key in ("mAP", "OF1", "CF1")}
+    summary["thresholds"] = dict(zip(result["classes"], (round(t, 4) for t in result["thresholds"])))
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _cmd_predict(args) -> int:
+    from mlkd.export.predict import format_rows, load_predictor, predict_files, read_list
+
+    files = list(args.images) + (read_list(args.list) if args.list else [])
+    if not files:
+        raise ConfigError("mlkd predict: give image files or --list FILE")
+    print(format_rows(predict_files(load_predictor(args.model), files, args.batch_size), args.format), end="")
+    return 0
+
+
+def _add_export_parsers(sub) -> None:
+    export = sub.add_parser("export", help="export a run's model to ONNX or safetensors (parity checked)")
+    export.add_argument("model", help="a run folder or checkpoint file")
+    export.add_argument("--format", "-f", default="onnx", choices=["onnx", "safetensors"])
+    export.add_argument("--output", "-o", help="file (.onnx) or folder (safetensors); default RUN/export/")
+    export.add_argument("--tolerance", type=float, help="largest max |logit diff| accepted (onnx 1e-3)")
+    export.add_argument("--check-map", action="store_true", help="also compare mAP on the run's test split")
+    export.add_argument("--map-limit", type=int, help="with --check-map: only the first N test images")
+    export.set_defaults(func=_cmd_export)
+    calibrate = sub.add_parser("calibrate", help="per-label F1 thresholds on a validation split (data.holdout)")
+    calibrate.add_argument("run", help="a run folder or checkpoint file")
+    calibrate.add_argument("--holdout", type=float, help="validation fraction of the training images "
+                           "(default: the run's data.holdout)")
+    calibrate.add_argument("--min-positives", type=int, default=5, help="fewer positives: keep 0.5 (default 5)")
+    calibrate.add_argument("--device", default="auto")
+    calibrate.set_defaults(func=_cmd_calibrate)
+    predict = sub.add_parser("predict", help="labels above their thresholds, with scores, per image")
+    predict.add_argument("model", help="an .onnx export, a safetensors export folder, a run folder or checkpoint")
+    predict.add_argument("images", nargs="*", help="image files")
+    predict.add_argument("--list", help="a file of image paths, one a line")
+    predict.add_argument("--format", default="jsonl", choices=["jsonl", "table"])
+    predict.add_argument("--batch-size", type=int, default=16)
+    predict.set_defaults(func=_cmd_predict)
+
+
 def _method_names() -> str:
     from mlkd.losses import METHODS, get_method
 
@@ -315,6 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.set_defaults(func=_cmd_bench)
 
     _add_analyze_parser(sub)
+    _add_export_parsers(sub)
     return parser
 
 
