@@ -49,6 +49,7 @@ def _quiet():
     """Silence the exporter's progress prints and warnings (an export reports its own summary)."""
     stack = contextlib.ExitStack()
     stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
+    stack.enter_context(contextlib.redirect_stderr(io.StringIO()))
     stack.enter_context(warnings.catch_warnings())
     warnings.simplefilter("ignore")
     return stack

@@ -79,6 +79,19 @@ def load_student(path: str | Path) -> Student:
                    checkpoint=checkpoint_file(path), epoch=int(state["epoch"]))
 
 
+def student_from_model(model: torch.nn.Module, classes: list[str], config, thresholds=None) -> Student:
+    """A Student of an in-memory mlkd network built with ``config`` (a Config: its model section
+    rebuilds it, ``data.img_size`` is the input side); fused in place, eval mode."""
+    weights = copy.deepcopy(model.state_dict())
+    model.eval().reparameterize()
+    q = len(classes)
+    return Student(net=InferenceNet(model, data_normalisation(config)), weights=weights, classes=list(classes),
+                   config=config, img_size=int(config.data.img_size), data_norm=data_normalisation(config),
+                   thresholds=list(thresholds) if thresholds is not None else [DEFAULT_THRESHOLD] * q,
+                   threshold_source="given" if thresholds is not None else f"default {DEFAULT_THRESHOLD}",
+                   weights_sha256="-", checkpoint=Path("memory"), epoch=0)
+
+
 def fixed_batch(batch: int, img_size: int, seed: int = 0) -> torch.Tensor:
     """A reproducible batch [batch, 3, S, S] of uniform [0, 1] images (the parity check's input)."""
     return torch.rand(batch, 3, img_size, img_size, generator=torch.Generator().manual_seed(seed))
