@@ -117,7 +117,7 @@ def evaluate_checkpoint(path: str, protocols: list[str] | None = None, data_cfg=
     if any(parse_protocol(p).kind == "calibrated" for p in protocols or ()):
         from mlkd.engine.calibrate import stored_thresholds
 
-        thresholds = stored_thresholds(path, state)
+        thresholds = stored_thresholds(path, state)["thresholds"]
     saved = saved_config(state, path)
     data_cfg = data_cfg or saved.data
     _, test_set = build_datasets(data_cfg)
