@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from oracles import bce_oracle, cd_loss_loop, id_loss_loop, mld_oracle
 
 import mlkd
 from mlkd.errors import ConfigError
 from mlkd.models import LinearHead
+from oracles import bce_oracle, cd_loss_loop, id_loss_loop, mld_oracle
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "l2d_in_your_loop.py"

@@ -256,7 +256,8 @@ def _add_analyze_parser(sub) -> None:
     for name, text in helps.items():
         p = kinds.add_parser(name, help=text)
         p.add_argument("checkpoints", nargs="+", help="[NAME=]PATH: checkpoint files or run folders (teacher first)")
-        p.add_argument("--out", "-o", metavar="DIR", default="runs/analysis", help="output folder (default runs/analysis)")
+        p.add_argument("--out", "-o", metavar="DIR", default="runs/analysis",
+                       help="output folder (default runs/analysis)")
         p.add_argument("--teacher", help="name of the teacher (default: the one the others name, else the first)")
         p.add_argument("--baseline", help="name of the vanilla student (default: the first other vanilla run)")
         p.add_argument("--config", "-c", help="use this config's data section instead of the first checkpoint's")
@@ -276,6 +277,62 @@ def _add_analyze_parser(sub) -> None:
             p.add_argument("--layer", help="module for the CAM (default: the penultimate backbone stage)")
         p.set_defaults(func=_cmd_analyze, k=None, queries=None, images=None, classes=None,
                        score_images=64, cam="layercam", layer=None)
+
+
+def _cmd_export(args) -> int:
+    from mlkd.export.api import export
+
+    report = export(args.model, args.format, args.output, args.tolerance, args.check_map, args.map_limit)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def _cmd_calibrate(args) -> int:
+    from mlkd.engine.calibrate import calibrate_run
+
+    result = calibrate_run(args.run, args.holdout, args.min_positives, args.device)
+    summary = {key: result[key] for key in ("path", "validation", "evaluated_split")}
+    summary["labels_by_f1"] = result["rules"].count("f1")
+    summary["calibrated"] = {key: result["eval"]["calibrated"][key] for key in ("mAP", "OF1", "CF1")}
+    summary["thresholds"] = dict(zip(result["classes"], (round(t, 4) for t in result["thresholds"])))
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _cmd_predict(args) -> int:
+    from mlkd.export.predict import format_rows, load_predictor, predict_files, read_list
+
+    files = list(args.images) + (read_list(args.list) if args.list else [])
+    if not files:
+        raise ConfigError("mlkd predict: give image files or --list FILE")
+    print(format_rows(predict_files(load_predictor(args.model), files, args.batch_size), args.format), end="")
+    return 0
+
+
+def _add_export_parsers(sub) -> None:
+    export = sub.add_parser("export", help="export a run's model to ONNX or safetensors (parity checked)")
+    export.add_argument("model", help="a run folder or checkpoint file")
+    export.add_argument("--format", "-f", default="onnx", choices=["onnx", "safetensors"])
+    export.add_argument("--out", "-o", "--output", dest="output",
+                        help="file (.onnx) or folder (safetensors); default RUN/export/")
+    export.add_argument("--tolerance", type=float, help="largest max |logit diff| accepted (onnx 1e-3)")
+    export.add_argument("--check-map", action="store_true", help="also compare mAP on the run's test split")
+    export.add_argument("--map-limit", type=int, help="with --check-map: only the first N test images")
+    export.set_defaults(func=_cmd_export)
+    calibrate = sub.add_parser("calibrate", help="per-label F1 thresholds on a validation split (data.holdout)")
+    calibrate.add_argument("run", help="a run folder or checkpoint file")
+    calibrate.add_argument("--holdout", type=float, help="validation fraction of the training images "
+                           "(default: the run's data.holdout)")
+    calibrate.add_argument("--min-positives", type=int, default=5, help="fewer positives: keep 0.5 (default 5)")
+    calibrate.add_argument("--device", default="auto")
+    calibrate.set_defaults(func=_cmd_calibrate)
+    predict = sub.add_parser("predict", help="labels above their thresholds, with scores, per image")
+    predict.add_argument("model", help="an .onnx export, a safetensors export folder, a run folder or checkpoint")
+    predict.add_argument("images", nargs="*", help="image files")
+    predict.add_argument("--list", help="a file of image paths, one a line")
+    predict.add_argument("--format", default="jsonl", choices=["jsonl", "table"])
+    predict.add_argument("--batch-size", type=int, default=16)
+    predict.set_defaults(func=_cmd_predict)
 
 
 class _MethodNames:
@@ -340,7 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser("eval", help="evaluate a checkpoint on its test split")
     evaluate.add_argument("checkpoint", help="a checkpoint file, or a run folder (its checkpoints/last.pt)")
     evaluate.add_argument("--protocol", "-p", action="append",
-                          help="thr@0.5, thr@T, topk@K or oracle-k (repeatable; default: the run's)")
+                          help="thr@0.5, thr@T, topk@K, oracle-k or calibrated (repeatable; default: the run's)")
     evaluate.add_argument("--config", "-c", help="evaluate on this config's data instead of the checkpoint's")
     evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     evaluate.add_argument("--out", "-o", "--json", dest="out", metavar="FILE",
@@ -351,7 +408,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="a teacher + students with a report: pretrained EfficientNet-Lite on "
                                        "COCO-shaped scenes (default) or from-scratch nets on mosaics")
-    demo.add_argument("--out", "-o", metavar="DIR", default="runs/demo", help="output folder (a second run reuses its teacher)")
+    demo.add_argument("--out", "-o", metavar="DIR", default="runs/demo",
+                      help="output folder (a second run reuses its teacher)")
     demo.add_argument("--data", default="scenes", choices=["scenes", "mosaic"],
                       help="scenes: Lite2 -> Lite0 on coco_scenes; mosaic: ResNet-18 -> MobileNetV2 on mosaics")
     demo.add_argument("--source", default="auto", choices=["auto", "fashion-mnist", "digits"],
@@ -391,6 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.set_defaults(func=_cmd_bench)
 
     _add_analyze_parser(sub)
+    _add_export_parsers(sub)
     return parser
 
 

@@ -206,7 +206,9 @@ class TrainConfig(_Section):
         from mlkd.metrics import parse_protocol  # raises a ConfigError (a ValueError) naming the form
 
         for protocol in value:
-            parse_protocol(protocol)
+            if parse_protocol(protocol).kind == "calibrated":
+                raise ConfigError("train.protocols: 'calibrated' needs thresholds chosen after training; "
+                                  "run `mlkd calibrate RUN`, then `mlkd eval RUN -p calibrated`")
         return value
 
 

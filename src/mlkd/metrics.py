@@ -13,6 +13,9 @@ mAP is threshold-free. F1 needs a binarisation rule, so every F1 carries its pro
 - ``thr@<t>``: predict class c when ``score >= t`` (greater *or equal*). Thresholds apply to
   the values given: the engine passes probabilities, so ``thr@0.5``; on logits use ``thr@0``.
 - ``topk@<k>``: each image predicts its top-k classes (k >= 1; k > q predicts every class).
+- ``calibrated``: predict class c when ``score >= t_c``, with per-class thresholds ``t [q]``
+  chosen on a validation split (``mlkd calibrate``, :mod:`mlkd.calibration`) and passed as
+  ``thresholds``; without them the protocol is an error.
 
 Ties in the top-k rules are broken deterministically: among equal scores the lower class
 index ranks first, so an image always predicts exactly k classes. (The official L2D code
@@ -49,6 +52,7 @@ import torch
 from mlkd.errors import ConfigError, quote
 
 __all__ = [
+    "CALIBRATED",
     "DEFAULT_PROTOCOLS",
     "HEADLINE_METRICS",
     "SCALAR_METRICS",
@@ -65,15 +69,18 @@ DEFAULT_PROTOCOLS: tuple[str, ...] = ("thr@0.5", "oracle-k")
 HEADLINE_METRICS: tuple[str, ...] = ("mAP", "OF1", "CF1")
 #: Every scalar metric ``multilabel_metrics`` returns under a protocol (what the logs show).
 SCALAR_METRICS: tuple[str, ...] = (*HEADLINE_METRICS, "CP", "CR", "OP", "OR")
+#: The protocol of per-class thresholds chosen on a validation split (``mlkd calibrate``).
+CALIBRATED = "calibrated"
 _VALID_FORMS = (
-    "'oracle-k', 'oracle-k-strict', 'thr@<t>' (t a finite number, e.g. 'thr@0.5'), "
+    "'oracle-k', 'oracle-k-strict', 'calibrated' (per-class thresholds of mlkd calibrate), "
+    "'thr@<t>' (t a finite number, e.g. 'thr@0.5'), "
     "'topk@<k>' (k a positive integer, e.g. 'topk@3')"
 )
 
 
 @dataclass(frozen=True)
 class Protocol:
-    """A parsed binarisation rule. ``kind`` is 'oracle-k', 'oracle-k-strict', 'thr' or 'topk'."""
+    """A parsed binarisation rule. ``kind`` is 'oracle-k', 'oracle-k-strict', 'calibrated', 'thr' or 'topk'."""
 
     kind: str
     value: float | int | None = None
@@ -81,7 +88,7 @@ class Protocol:
     @property
     def name(self) -> str:
         """Canonical tag, e.g. 'thr@0.5', 'topk@3', 'oracle-k'."""
-        if self.kind.startswith("oracle-k"):
+        if self.kind.startswith("oracle-k") or self.kind == CALIBRATED:
             return self.kind
         if self.kind == "thr":
             t = float(self.value)  # type: ignore[arg-type]
@@ -91,14 +98,15 @@ class Protocol:
 
 
 def parse_protocol(protocol: str | Protocol) -> Protocol:
-    """Parse 'oracle-k' | 'oracle-k-strict' | 'thr@<t>' | 'topk@<k>'; else a ConfigError (a ValueError)."""
+    """Parse 'oracle-k' | 'oracle-k-strict' | 'calibrated' | 'thr@<t>' | 'topk@<k>'; else a ConfigError
+    (a ValueError)."""
     if isinstance(protocol, Protocol):
         return protocol
     if not isinstance(protocol, str):
         raise ConfigError(f"metrics protocol must be a string, got {quote(protocol)}; "
                           f"valid forms: {_VALID_FORMS}")
     text = protocol.strip()
-    if text in ("oracle-k", "oracle-k-strict"):
+    if text in ("oracle-k", "oracle-k-strict", CALIBRATED):
         return Protocol(text)
     kind, sep, arg = text.partition("@")
     if sep and kind == "thr":
@@ -160,12 +168,16 @@ def _above_kplus1(s: np.ndarray, k: np.ndarray) -> np.ndarray:
     return s > np.take_along_axis(ranked, k.astype(np.int64), axis=1)
 
 
-def binarize(scores: Any, protocol: str | Protocol, targets: Any = None) -> np.ndarray:
+def binarize(scores: Any, protocol: str | Protocol, targets: Any = None, thresholds: Any = None) -> np.ndarray:
     """Predicted label sets [N, q] (bool) from ``scores [N, q]`` under ``protocol``.
 
-    ``targets [N, q]`` (0/1) is needed only by the oracle-k rules (k_i = labels of image i).
+    ``targets [N, q]`` (0/1) is needed only by the oracle-k rules (k_i = labels of image i),
+    ``thresholds [q]`` only by ``calibrated``.
     """
     p = parse_protocol(protocol)
+    if p.kind == CALIBRATED:
+        s = _prepare_scores(scores)
+        return _predictions(p, s, None, thresholds=_thresholds(thresholds, s.shape[1]))
     if p.kind.startswith("oracle-k"):
         if targets is None:
             raise ValueError(f"protocol {p.name!r} needs targets [N, q] (k = labels per image)")
@@ -174,12 +186,26 @@ def binarize(scores: Any, protocol: str | Protocol, targets: Any = None) -> np.n
     return _predictions(p, _prepare_scores(scores), None)
 
 
+def _thresholds(thresholds: Any, q: int) -> np.ndarray:
+    """Per-class thresholds as float64 [q]; a ConfigError when absent or of another length."""
+    if thresholds is None:
+        raise ConfigError("protocol 'calibrated' needs per-class thresholds: run `mlkd calibrate RUN` "
+                          "first (it writes RUN/thresholds.json)")
+    th = np.asarray(thresholds, dtype=np.float64).reshape(-1)
+    if th.shape != (q,) or np.isnan(th).any():
+        raise ConfigError(f"protocol 'calibrated': {th.shape[0]} thresholds for {q} classes; "
+                          "recalibrate (mlkd calibrate RUN)")
+    return th
+
+
 def _predictions(p: Protocol, s: np.ndarray, t: Optional[np.ndarray],
-                 ranks: Optional[np.ndarray] = None) -> np.ndarray:
+                 ranks: Optional[np.ndarray] = None, thresholds: Optional[np.ndarray] = None) -> np.ndarray:
     """[N, q] bool under ``p``; ``t`` (bool targets) for the oracle-k rules, ``ranks`` = _ranks(s)
-    when already computed."""
+    when already computed, ``thresholds [q]`` for ``calibrated``."""
     if p.kind == "thr":
         return s >= p.value
+    if p.kind == CALIBRATED:
+        return s >= thresholds[None, :]
     if p.kind == "oracle-k-strict":
         return _above_kplus1(s, t.sum(axis=1, keepdims=True))
     ranks = _ranks(s) if ranks is None else ranks
@@ -253,30 +279,31 @@ def _report(ap: np.ndarray, pred: np.ndarray, t: np.ndarray, name: str) -> dict[
     return out
 
 
-def multilabel_metrics(scores: Any, targets: Any,
-                       protocol: str | Protocol = "thr@0.5") -> dict[str, Any]:
+def multilabel_metrics(scores: Any, targets: Any, protocol: str | Protocol = "thr@0.5",
+                       thresholds: Any = None) -> dict[str, Any]:
     """All metrics for ``scores [N, q]`` and ``targets [N, q]`` (0/1) under one protocol.
 
     Returns a dict: ``mAP, OF1, CF1, CP, CR, OP, OR`` (python floats in [0, 1]; mAP is NaN
     when no class has a positive), ``AP`` (list of q floats, NaN for a class with no
     positive), ``protocol`` (canonical tag), ``num_classes_excluded`` (classes without a
-    positive, left out of mAP), ``num_images`` (N).
+    positive, left out of mAP), ``num_images`` (N). ``thresholds [q]``: for ``calibrated``.
     """
-    return evaluate_protocols(scores, targets, (protocol,))[parse_protocol(protocol).name]
+    return evaluate_protocols(scores, targets, (protocol,), thresholds)[parse_protocol(protocol).name]
 
 
 def evaluate_protocols(scores: Any, targets: Any,
                        protocols: Iterable[str | Protocol] | str = DEFAULT_PROTOCOLS,
-                       ) -> dict[str, dict[str, Any]]:
+                       thresholds: Any = None) -> dict[str, dict[str, Any]]:
     """``{canonical protocol tag: multilabel_metrics(...)}`` for each protocol, AP computed once.
 
-    ``scores [N, q]``, ``targets [N, q]`` (0/1). Keys keep the order given; the default logs
-    'thr@0.5' and 'oracle-k'.
+    ``scores [N, q]``, ``targets [N, q]`` (0/1), ``thresholds [q]`` (read by ``calibrated``
+    only). Keys keep the order given; the default logs 'thr@0.5' and 'oracle-k'.
     """
     if isinstance(protocols, (str, Protocol)):
         protocols = (protocols,)
     parsed = [parse_protocol(p) for p in protocols]  # fail on a bad tag before any work
     s, t = _prepare(scores, targets)
+    th = _thresholds(thresholds, s.shape[1]) if any(p.kind == CALIBRATED for p in parsed) else None
     ap = _average_precision(s, t)
     results: dict[str, dict[str, Any]] = {}
     ranks = None
@@ -285,5 +312,5 @@ def evaluate_protocols(scores: Any, targets: Any,
             continue
         if p.kind in ("oracle-k", "topk") and ranks is None:
             ranks = _ranks(s)  # once for every top-k rule
-        results[p.name] = _report(ap, _predictions(p, s, t, ranks), t, p.name)
+        results[p.name] = _report(ap, _predictions(p, s, t, ranks, th), t, p.name)
     return results

@@ -151,7 +151,7 @@ def load_run(run_dir: Path) -> RunResult:
     config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
     last = RunRecord.last(run_dir)
     finished = last is not None and last.finished(final_epoch(config))
-    record = last.fields if last is not None else None
+    record = _with_calibrated(run_dir, last.fields) if last is not None else None
     distill = config.get("distill", {})
     teacher_ckpt = distill.get("teacher")
     meta_path = run_dir / EXPERIMENT_FILE
@@ -169,6 +169,27 @@ def load_run(run_dir: Path) -> RunResult:
     teacher_model = _teacher_model(teacher_ckpt)
     return RunResult(run_dir, "distill", dataset, model, method, row_label(method, distill.get("weights") or {}),
                      seed, teacher_model, model, finished, record, teacher_ckpt)
+
+
+def _with_calibrated(run_dir: Path, record: dict) -> dict:
+    """``record`` plus the ``calibrated`` metrics ``mlkd calibrate`` stored in the run's
+    thresholds.json, when they were measured on the checkpoint of the record's epoch."""
+    from mlkd.calibration import THRESHOLDS_FILE
+
+    path = run_dir / THRESHOLDS_FILE
+    if not path.is_file() or not isinstance(record.get("eval"), dict):
+        return record
+    try:
+        stored = json.loads(path.read_text())
+        epoch, metrics = stored["checkpoint"]["epoch"], stored["eval"]["calibrated"]
+    except (OSError, ValueError, KeyError, TypeError):
+        log.warning("%s is unreadable; its calibrated metrics are left out", path)
+        return record
+    if epoch != record.get("epoch"):
+        log.warning("%s was calibrated at epoch %s, the run's record is epoch %s; rerun mlkd calibrate",
+                    path, epoch, record.get("epoch"))
+        return record
+    return {**record, "eval": {**record["eval"], "calibrated": metrics}}
 
 
 def _teacher_model(ckpt: Optional[str]) -> Optional[str]:

@@ -14,4 +14,5 @@ BENCHES = {
     "memory": "mlkd.bench.memory",
     "hostsync": "mlkd.bench.hostsync",
     "finetune": "mlkd.bench.finetune",
+    "export": "mlkd.bench.export",
 }

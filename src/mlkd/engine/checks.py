@@ -58,7 +58,7 @@ def check_config(cfg: Config) -> None:
         raise ConfigError(f"distill.options: options given for loss term(s) {stray} that method "
                           f"{d.method!r} does not use (its terms: {list(chosen)}); add them with a "
                           f"weight (distill.weights.{stray[0]}=1)")
-    terms = {name: at_key("distill.options", lambda: build_term(name, d.options.get(name, {})))
+    terms = {name: at_key("distill.options", lambda name=name: build_term(name, d.options.get(name, {})))
              for name in chosen}
     if method_needs_teacher(d.method, d.weights) and not d.teacher:
         raise ConfigError(f"distill.teacher: method {d.method!r} distils from a teacher; give its "

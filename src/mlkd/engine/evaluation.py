@@ -59,8 +59,10 @@ def predict(model: nn.Module, loader, device: torch.device, precision: Precision
 
 
 def evaluate(model: nn.Module, loader, device: torch.device, precision: Precision,
-             protocols: list[str], info: DistInfo = DistInfo(), channels_last: bool = False) -> dict:
+             protocols: list[str], info: DistInfo = DistInfo(), channels_last: bool = False,
+             thresholds=None) -> dict:
     """Metrics of ``model`` on ``loader`` for every protocol: {protocol: metrics dict, ...}.
+    ``thresholds [q]``: the per-class thresholds of the ``calibrated`` protocol.
 
     A model whose scores are NaN (it diverged) has no meaningful ranking: NonFiniteLossError
     says on how many test images, instead of metrics computed on part of the test set.
@@ -70,7 +72,7 @@ def evaluate(model: nn.Module, loader, device: torch.device, precision: Precisio
     if bad:
         raise NonFiniteLossError(f"evaluation: {bad} of {len(predictions['index'])} test images have NaN "
                                  "scores (the model diverged; e.g. lower optim.lr)")
-    result = evaluate_protocols(predictions["scores"], predictions["targets"], protocols)
+    result = evaluate_protocols(predictions["scores"], predictions["targets"], protocols, thresholds)
     result["num_images"] = int(len(predictions["index"]))
     result["skipped"] = predictions["skipped"]
     if result["skipped"] and info.is_main:
@@ -98,7 +100,8 @@ def evaluate_checkpoint(path: str, protocols: list[str] | None = None, data_cfg=
     """Evaluate a saved model on the test split of its own data config (or ``data_cfg``).
 
     Uses the checkpoint's precision and eval batch size unless told otherwise, so the numbers
-    equal those its run logged.
+    equal those its run logged. ``calibrated`` reads the thresholds ``mlkd calibrate`` stored
+    beside the checkpoint (they must have been chosen for these weights).
     """
     from mlkd.data.loaders import build_datasets, eval_loader
     from mlkd.engine.builders import model_from_checkpoint
@@ -110,10 +113,16 @@ def evaluate_checkpoint(path: str, protocols: list[str] | None = None, data_cfg=
         parse_protocol(protocol)
     torch_device = resolve_device(device)
     model, state = model_from_checkpoint(path, torch_device)
+    thresholds = None
+    if any(parse_protocol(p).kind == "calibrated" for p in protocols or ()):
+        from mlkd.engine.calibrate import stored_thresholds
+
+        thresholds = stored_thresholds(path, state)["thresholds"]
     saved = saved_config(state, path)
     data_cfg = data_cfg or saved.data
     _, test_set = build_datasets(data_cfg)
     check_classes(state["classes"], list(test_set.classes), f"checkpoint {path}")
     precision = resolve_precision(amp or saved.train.amp, torch_device)
     loader = eval_loader(test_set, data_cfg, DistInfo(), torch_device.type == "cuda")
-    return evaluate(model, loader, torch_device, precision, protocols or saved.train.protocols)
+    return evaluate(model, loader, torch_device, precision, protocols or saved.train.protocols,
+                    thresholds=thresholds)

@@ -28,8 +28,8 @@ from mlkd.config import RESUMABLE_KEYS, Config, config_differences, read_yaml, s
 from mlkd.data.loaders import build_datasets
 from mlkd.engine import checkpoint as ckpt
 from mlkd.engine.assembly import Run, assemble
-from mlkd.engine.checks import check_config
 from mlkd.engine.builders import check_normalisation, load_teacher, model_from_config
+from mlkd.engine.checks import check_config
 from mlkd.engine.diagnostics import TermDiagnostics
 from mlkd.engine.distributed import barrier, broadcast_buffers, cleanup, init_distributed, local_rank_from_env
 from mlkd.engine.evaluation import evaluate

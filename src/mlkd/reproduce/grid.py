@@ -287,7 +287,7 @@ def scope_distill_overrides(methods: list[MethodSpec], overrides: list[str], sou
                               f"rows only, never the Teacher or the Student")
     extra = apply_overrides({}, overrides)["distill"]
     weights, options = extra.pop("weights", {}), extra.pop("options", {})
-    for term, value in [*weights.items(), *options.items()]:
+    for term in [*weights, *options]:
         having = [m for m in rows if term in method_weights(m.method, m.weights)]
         if not having:
             labels = ", ".join(f"{m.label} ({', '.join(method_weights(m.method, m.weights))})" for m in rows)
