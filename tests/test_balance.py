@@ -308,8 +308,21 @@ def test_bounded_with_the_teacher_cache_and_bf16_autocast(teacher):
     assert math.isfinite(records[-1]["eval"]["thr@0.5"]["mAP"])
 
 
+def test_l2d_bounded_is_l2d_with_its_weights_bounded(tmp_path):
+    """Method l2d-bounded: L2D's terms and weights, bounded whatever distill.balance says, at
+    distill.balance_ratio (default 0.3, the ratio chosen on the scenes' validation split)."""
+    from mlkd.losses.methods import get_method, row_label
+
+    cfg = tiny_config(tmp_path / "r", tmp_path / "c", distill={"method": "l2d-bounded"})
+    assert cfg.distill.balance == "none" and cfg.distill.balance_ratio == 0.3
+    assert get_method("l2d-bounded").weights == get_method("l2d").weights == {"bce": 1, "mld": 10, "cd": 100, "id": 1000}
+    balancer = build_balancer(cfg, build_objective("l2d-bounded"), "cpu")
+    assert isinstance(balancer, WeightBalancer) and balancer.ratio == 0.3
+    assert row_label("l2d-bounded") == "L2D bounded"
+
+
 def test_a_grid_row_carries_the_balance_setting(tmp_path):
-    """No method of its own: a grid row names the setting in its config overrides."""
+    """Any method, bounded: a grid row names the setting in its config overrides."""
     from mlkd.reproduce.grid import load_grid
     from test_reproduce_sweep import write_grid
 

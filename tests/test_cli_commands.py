@@ -48,7 +48,7 @@ def test_the_method_help_lists_the_registered_methods(capsys):
     with pytest.raises(SystemExit):
         main(["distill", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "objective name: vanilla, rkd, pkt, reviewkd, mse, ps, mld, mld+cd, mld+id, l2d (default" in text
+    assert "objective name: vanilla, rkd, pkt, reviewkd, mse, ps, mld, mld+cd, mld+id, l2d, l2d-bounded (default" in text
 
 
 def test_global_flags_after_the_subcommand(tmp_path, capsys):
@@ -88,10 +88,10 @@ def test_print_config_is_the_resolved_config(tmp_path, capsys):
 ])
 @pytest.mark.parametrize("mode", ["run", "--dry-run"])
 def test_refused_before_any_data_or_folder(tmp_path, capsys, monkeypatch, argv, needle, mode):
-    from mlkd.data import registry
+    from mlkd.data import loaders
 
     built = []
-    monkeypatch.setattr(registry, "build_dataset", lambda *a, **k: built.append(a))
+    monkeypatch.setattr(loaders, "build_dataset", lambda *a, **k: built.append(a))
     monkeypatch.chdir(tmp_path)
     code, out, err = run([*argv, "run_dir=runs/x", *([mode] if mode != "run" else [])], capsys)
     assert code == 2 and err.startswith("mlkd: error: ") and needle in err, err

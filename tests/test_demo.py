@@ -35,6 +35,17 @@ def assert_rerun_trains_nothing(monkeypatch, argv, out):
     assert calls == [] and (out / "report.md").read_text() == report
 
 
+def assert_bounded_run_reported(report: str, run_dir):
+    """The bounded run really ran bounded (its records hold the effective weights), and the
+    report quotes its last epoch's effective weights."""
+    record = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
+    assert load_config(run_dir / "config.yaml").distill.method == "l2d-bounded"
+    terms = record["balance"]["terms"]
+    assert set(terms) == {"mld", "cd", "id"} and all(t["effective"] <= t["weight"] for t in terms.values())
+    line = next(line for line in report.splitlines() if line.startswith("L2D bounded: effective weights"))
+    assert f"cd 100 -> {terms['cd']['effective']:.3g}" in line
+
+
 @pytest.fixture
 def toy_mosaic(monkeypatch, tmp_path):
     monkeypatch.setitem(demo.MOSAIC_SOURCES, "digits", {"img_size": 32, "num_train": 96, "num_test": 40, "epochs": 1})
@@ -50,7 +61,7 @@ def test_mosaic_demo_trains_reports_and_reuses_its_runs(toy_mosaic, monkeypatch)
     assert cli_main(argv) == 0
     assert (toy_mosaic / "chart.png").stat().st_size > 0
     rows = report_rows((toy_mosaic / "report.md").read_text())
-    assert list(rows) == ["Teacher", "Student", "MLD", "L2D (paper λ)", "L2D (validated λ)"]
+    assert list(rows) == ["Teacher", "Student", "MLD", "L2D (paper λ)", "L2D (validated λ)", "L2D bounded"]
     assert_cells_match_runs(rows, {"Teacher": "digits-teacher", "Student": "digits-vanilla",
                                    "L2D (validated λ)": "digits-l2d-validated"}, toy_mosaic)
     assert load_config(toy_mosaic / "digits-l2d-validated" / "config.yaml").distill.weights == {"cd": 1.0, "id": 10.0}
@@ -74,9 +85,12 @@ def test_scenes_demo_uses_pretrained_pairs_the_cache_and_reuses_its_runs(toy_sce
     assert cli_main(argv) == 0
     report = (toy_scenes / "report.md").read_text()
     rows = report_rows(report)
-    assert list(rows) == ["Teacher", "Student", "MLD", "L2D (paper λ)"]
+    assert list(rows) == ["Teacher", "Student", "MLD", "L2D (paper λ)", "L2D bounded"]
     assert_cells_match_runs(rows, {"Teacher": "scenes-teacher", "Student": "scenes-vanilla", "MLD": "scenes-mld",
-                                   "L2D (paper λ)": "scenes-l2d"}, toy_scenes)
+                                   "L2D (paper λ)": "scenes-l2d", "L2D bounded": "scenes-l2d-bounded"}, toy_scenes)
+    assert_bounded_run_reported(report, toy_scenes / "scenes-l2d-bounded")
+    assert (toy_scenes / "gradient_shares.png").stat().st_size > 0 and "gradient_shares.png" in report
+    assert report.rstrip().splitlines()[-1] == demo.NEXT_STEP
     assert (toy_scenes / "scenes.png").stat().st_size > 0 and "scenes.png" in report
     teacher = load_config(toy_scenes / "scenes-teacher" / "config.yaml")
     l2d = load_config(toy_scenes / "scenes-l2d" / "config.yaml")

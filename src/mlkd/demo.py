@@ -51,6 +51,7 @@ class Setting:
     optim: dict = field(default_factory=lambda: {"name": "adam", "lr": 1e-3})
     teacher_optim: dict = field(default_factory=dict)  # overrides of ``optim`` for the teacher
     distill: dict = field(default_factory=dict)
+    train: dict = field(default_factory=dict)  # extra train keys (the term diagnostics' interval)
 
     @property
     def methods(self) -> dict[str, tuple[str, ...]]:
@@ -66,10 +67,10 @@ SCENES = Setting(
     data={"name": "coco_scenes", "recipe": "official_torchvision", "normalize": False, "img_size": 64,
           "batch_size": 64, "num_workers": 0, "options": {"num_train": 2000, "num_test": 1000}},
     teacher={"name": "efficientnet_lite2", **SCENE_HEAD}, student={"name": "efficientnet_lite0", **SCENE_HEAD},
-    epochs=8, teacher_epochs=12, core=("vanilla", "mld", "l2d"),
+    epochs=8, teacher_epochs=12, core=("vanilla", "mld", "l2d", "l2d-bounded"),
     optim={"name": "adam", "lr": 1e-3, "weight_decay": 1e-4, "pct_start": 0.2, "head_lr_scale": 10.0},
     teacher_optim={"head_lr_scale": 1.0},
-    distill={"cache": "auto", "cache_view": "train"})
+    distill={"cache": "auto", "cache_view": "train"}, train={"diagnostics_every": 5})
 
 # Mosaics: mosaic size and the teacher / student networks per source (fixed a priori).
 MOSAIC_SOURCES: dict[str, dict[str, Any]] = {
@@ -87,7 +88,7 @@ def mosaic_setting(source: str) -> Setting:
         data={"name": "mosaic", "recipe": "none", "img_size": size["img_size"], "batch_size": 64, "num_workers": 0,
               "options": {"source": source, "num_train": size["num_train"], "num_test": size["num_test"]}},
         teacher=MOSAIC_TEACHER, student=MOSAIC_STUDENT, epochs=size["epochs"], teacher_epochs=size["epochs"],
-        core=("vanilla", "mld", "l2d", "l2d-validated"))
+        core=("vanilla", "mld", "l2d", "l2d-validated", "l2d-bounded"), train={"diagnostics_every": 5})
 
 
 def pick_source(source: str) -> str:
@@ -126,7 +127,7 @@ def demo_config(setting: Setting, run_dir: Path, model: dict, method: str, teach
     optim = {**setting.optim, **(optim or {}), "epochs": epochs}
     return {"run_dir": str(run_dir), "data": data, "model": copy.deepcopy(model),
             "optim": optim, "distill": distill,
-            "train": {"seed": seed, "device": device, "eval_every": 0, "log_interval": 20}}
+            "train": {"seed": seed, "device": device, "eval_every": 0, "log_interval": 20, **setting.train}}
 
 
 def row_name(method: str) -> str:
@@ -165,6 +166,29 @@ def _figure(setting: Setting, out_dir: Path, seed: int) -> str:
     return "\n\nTest scenes with their labels:\n\n![test scenes](scenes.png)\n"
 
 
+def _gradient_shares(runs: dict[str, Path], out_dir: Path) -> str:
+    """The chart of the distilled students' per-term gradient shares and the bounded runs'
+    effective weights (last epoch); the report's markdown."""
+    from mlkd.analysis.gradient_shares import effective_weights, gradient_share_chart, run_records
+
+    records = {label: run_records(run_dir) for label, run_dir in runs.items()}
+    if not gradient_share_chart(records, out_dir / "gradient_shares.png", "each term's share of the gradient"):
+        return ""
+    text = ("\n\nEach term's share of the gradient on the student outputs it reads, over training "
+            "(train.diagnostics_every):\n\n![gradient shares](gradient_shares.png)\n")
+    for label, recs in records.items():
+        weights = effective_weights(recs[-1]) if recs else {}
+        if weights:
+            cells = ", ".join(f"{t} {w:g} -> {e:.3g}" for t, (w, e) in weights.items())
+            text += f"\n{label}: effective weights in the last epoch (configured -> mean applied): {cells}\n"
+    return text
+
+
+#: The report's last line: what a user runs next, on their own data.
+NEXT_STEP = ("next, your own images: describe them as a `list` dataset (docs/datasets.md), train a teacher with "
+             "`mlkd train -c your.yaml`, then `mlkd distill -c your.yaml --method l2d-bounded --teacher RUN`")
+
+
 def run_demo(out: str = "runs/demo", data: str = "scenes", source: str = "auto", methods: str = "core",
              epochs: int | None = None, seed: int = 0, device: str = "auto") -> str:
     """Train (or reuse) the teacher and each student; write report.md + chart; return the table."""
@@ -176,15 +200,20 @@ def run_demo(out: str = "runs/demo", data: str = "scenes", source: str = "auto",
                               epochs or setting.teacher_epochs, seed, device, setting.teacher_optim)
     records = {"Teacher": fit(config_from_dict(teacher_cfg, "demo"), resume=True)}
     teacher_ckpt = str(teacher_dir / "checkpoints" / "last.pt")
+    distilled: dict[str, Path] = {}
     for method in students:
         teacher = None if method == "vanilla" else teacher_ckpt
-        cfg = demo_config(setting, out_dir / f"{prefix}-{method}", setting.student, method, teacher,
-                          epochs or setting.epochs, seed, device)
+        run_dir = out_dir / f"{prefix}-{method}"
+        cfg = demo_config(setting, run_dir, setting.student, method, teacher, epochs or setting.epochs, seed, device)
         records[row_name(method)] = fit(config_from_dict(cfg, "demo"), resume=True)
+        if teacher:
+            distilled[row_name(method)] = run_dir
     rows = {name: metrics_row(record, PROTOCOL) for name, record in records.items()}
     table = markdown_table(rows, PROTOCOL)
     bar_chart(rows, out_dir / "chart.png", setting.title)
     report = f"# mlkd demo: {setting.title}\n\n{table}\n\n![mAP per method](chart.png)\n"
+    report += _gradient_shares(distilled, out_dir)
     report += _figure(setting, out_dir, seed)
+    report += f"\n{NEXT_STEP}\n"
     (out_dir / "report.md").write_text(report)
-    return f"{setting.title}\n\n{table}\n\nreport: {out_dir / 'report.md'}"
+    return f"{setting.title}\n\n{table}\n\nreport: {out_dir / 'report.md'}\n{NEXT_STEP}"

@@ -184,11 +184,19 @@ class WeightBalancer:
         self.updates, self._steps = int(state["updates"]), int(state["epoch_steps"])
 
 
+def is_bounded(distill) -> bool:
+    """Whether a run's term weights are bounded: ``distill.balance: bounded``, or a method that
+    is always bounded (``l2d-bounded``)."""
+    from mlkd.losses.methods import get_method
+
+    return distill.balance == "bounded" or get_method(distill.method).bounded
+
+
 def build_balancer(cfg, objective, device: Any, info: Optional[DistInfo] = None) -> Optional[WeightBalancer]:
-    """The WeightBalancer of ``cfg.distill`` for ``objective``; None under ``balance: none``
-    and for an objective with no distillation term (nothing to balance)."""
+    """The WeightBalancer of ``cfg.distill`` for ``objective``; None unless the run is bounded
+    (:func:`is_bounded`), and for an objective with no distillation term (nothing to balance)."""
     d = cfg.distill
-    if d.balance == "none":
+    if not is_bounded(d):
         return None
     weights = objective.weights
     if REFERENCE in weights and len(weights) == 1:

@@ -41,11 +41,10 @@ def check_config(cfg: Config) -> None:
     """Every named choice of ``cfg`` is registered and the method's weights and options are
     valid; a ConfigError names the key. Cheap: nothing is built but the loss terms."""
     from mlkd import registries
-    from mlkd.data.registry import dataset_names
+    from mlkd.data import dataset_names
     from mlkd.losses.methods import get_method, method_needs_teacher, method_weights
     from mlkd.losses.objective import build_term
 
-    registries.ensure_builtins()
     at_key("data.name", lambda: _choose("dataset", cfg.data.name, dataset_names()))
     at_key("data.recipe", lambda: _choose("transform recipe", cfg.data.recipe, registries.RECIPES.names()))
     at_key("model.head", lambda: _choose("model head", cfg.model.head, registries.HEADS.names()))

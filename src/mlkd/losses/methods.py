@@ -24,12 +24,14 @@ TEACHER_LABEL = "Teacher"
 
 @dataclass(frozen=True)
 class Method:
-    """A named objective: ``terms`` maps each loss term to its default weight."""
+    """A named objective: ``terms`` maps each loss term to its default weight; ``bounded``:
+    its distillation terms' weights are always bounded (``distill.balance: bounded``)."""
 
     key: str
     label: str
     terms: tuple[tuple[str, float], ...]
     order: float  # rows of a table are sorted by it (the paper's order for the built-ins)
+    bounded: bool = False
 
     @property
     def weights(self) -> dict[str, float]:
@@ -37,15 +39,16 @@ class Method:
 
 
 def register_method(key: str, label: str, terms: Union[Mapping[str, float], tuple],
-                    order: Optional[float] = None) -> Method:
+                    order: Optional[float] = None, bounded: bool = False) -> Method:
     """Register method ``key`` with table row ``label`` and {term: default weight};
-    ``order`` (default: after every method registered so far) places its row in tables."""
+    ``order`` (default: after every method registered so far) places its row in tables;
+    ``bounded``: the method runs under ``distill.balance: bounded`` whatever the config says."""
     terms = tuple((str(name), float(weight)) for name, weight in dict(terms).items())
     if not terms:
         raise ConfigError(f"method {key!r} has no loss terms")
     if order is None:
         order = max((m.order for m in METHODS.values()), default=0.0) + 1.0
-    return METHODS.add(key, Method(key, label, terms, float(order)))
+    return METHODS.add(key, Method(key, label, terms, float(order), bounded))
 
 
 # Baseline weights follow the original papers where they state one (RKD's 25/50 live inside
@@ -65,6 +68,9 @@ for _order, (_key, _label, _terms) in enumerate((
         ("mld+id", "MLD+ID", {"bce": 1.0, "mld": 10.0, "id": 1000.0}),
         ("l2d", "L2D", {"bce": 1.0, "mld": 10.0, "cd": 100.0, "id": 1000.0}))):
     register_method(_key, _label, _terms, float(_order + 1))
+# L2D (the paper's weights) under bounded term weights: no term's gradient on the student outputs
+# it reads runs above distill.balance_ratio x BCE's (mlkd.engine.balance).
+register_method("l2d-bounded", "L2D bounded", METHODS.get("l2d").weights, 10.5, bounded=True)
 
 
 def unknown_name(kind: str, name: object, known: Sequence[str]) -> str:
