@@ -351,7 +351,7 @@ METHOD_HELP = "objective name: %(methods)s (default from the config: vanilla)"
 def _add_plugin_arg(parser: argparse.ArgumentParser, default=None) -> None:
     parser.add_argument("--plugin", action="append", default=[] if default is None else default, metavar="MODULE",
                         help="import this module first: its loss terms, methods, heads or datasets "
-                             "register themselves (repeatable; see README, 'Plugins')")
+                             "register themselves (repeatable; see docs/extending.md)")
 
 
 def _global_args(parser: argparse.ArgumentParser, default=None) -> None:

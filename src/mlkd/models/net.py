@@ -91,8 +91,12 @@ def build_model(
             timm state dict.
         img_size: input size for models with a fixed one (Swin: 224 unless given; it must make
             every stage's map at least 1 px, e.g. 64, 96 or 224). Ignored by CNNs.
-        embed_dim, num_heads, ffn_dim, dropout, learnable_queries: label-wise head settings.
+        embed_dim: label-wise head: embedding width D.
         head: ``label_wise`` (paper) or ``linear`` (pool + fc, no label embeddings).
+        learnable_queries: label-wise head: train the class queries (default frozen).
+        num_heads: label-wise head: attention heads.
+        ffn_dim: label-wise head: feed-forward width.
+        dropout: label-wise head: dropout rate.
         feature_stages: how many of the backbone's last stages ``ModelOutput.features`` holds.
         input_norm: (mean, std) applied inside the model, None for none, or ``"auto"``: the
             weights source's (``default_input_norm(name, pretrained)``; mean = std = 0.5 for the
