@@ -117,7 +117,7 @@ def test_python_errors_are_worded_for_python_callers():
     with pytest.raises(ValueError) as info:
         mlkd.build_objective("L2D")
     assert str(info.value) == ("unknown method 'L2D' (did you mean 'l2d'?); choose one of: vanilla, rkd, "
-                               "pkt, reviewkd, mse, ps, mld, mld+cd, mld+id, l2d")
+                               "pkt, reviewkd, mse, ps, mld, mld+cd, mld+id, l2d, l2d-bounded")
     with pytest.raises(ValueError, match=r"^loss term 'mld': option 'temperature' must be > 0, got -1$"):
         mlkd.build_objective("l2d", options={"mld": {"temperature": -1}})
     for call in (lambda: mlkd.build_objective("L2D"), lambda: mlkd.build_objective("l2d", weights={"kd": 1})):
@@ -198,7 +198,6 @@ def test_python_blocks_are_found():
 def test_readme_shows_the_example_verbatim():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     blocks = python_blocks(readme)
-    if not any(EXAMPLE.name in block for block in blocks):
-        pytest.skip("README.md has no ```python block holding examples/l2d_in_your_loop.py yet")
+    assert any(EXAMPLE.name in block for block in blocks), "README.md shows no examples/l2d_in_your_loop.py"
     assert EXAMPLE.read_text(encoding="utf-8") in blocks, \
         "README.md's copy of examples/l2d_in_your_loop.py differs from the file: paste the file verbatim"

@@ -158,3 +158,14 @@ def test_run_folders_stand_for_their_last_checkpoint(teacher, capsys):
     assert outputs[0] == outputs[1]
     assert cli_main(["eval", str(teacher["root"] / "nowhere")]) == 2
     assert "checkpoint not found" in capsys.readouterr().err
+
+
+def test_eval_overrides_change_the_checkpoints_own_config(teacher, capsys):
+    """`mlkd eval RUN key=value` evaluates with the checkpoint's config changed by the overrides
+    (here: a test split of 40 mosaics instead of 67), not with the defaults."""
+    ckpt = str(teacher["ckpt"])
+    capsys.readouterr()
+    assert cli_main(["eval", ckpt, "--compact", "data.options.num_test=40"]) == 0
+    assert json.loads(capsys.readouterr().out)["num_images"] == 40
+    assert cli_main(["eval", ckpt, "--compact"]) == 0
+    assert json.loads(capsys.readouterr().out)["num_images"] == 67

@@ -95,8 +95,10 @@ def _cmd_eval(args) -> int:
     from mlkd.config import load_config
     from mlkd.engine.evaluation import evaluate_checkpoint
 
-    data_cfg = load_config(args.config, args.overrides).data if (args.config or args.overrides) else None
-    result = evaluate_checkpoint(args.checkpoint, args.protocol or None, data_cfg, args.device)
+    # overrides change the --config given, else the checkpoint's own config
+    data_cfg = load_config(args.config, args.overrides).data if args.config else None
+    result = evaluate_checkpoint(args.checkpoint, args.protocol or None, data_cfg, args.device,
+                                 overrides=None if args.config else args.overrides)
     from mlkd.engine.logs import json_safe
 
     text = json.dumps(json_safe(result), indent=None if args.compact else 2, allow_nan=False, default=float)

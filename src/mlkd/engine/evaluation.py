@@ -96,8 +96,10 @@ def saved_config(state: dict, path: str) -> Config:  # noqa: F821
 
 
 def evaluate_checkpoint(path: str, protocols: list[str] | None = None, data_cfg=None,
-                        device: str = "auto", amp: str | None = None) -> dict:
-    """Evaluate a saved model on the test split of its own data config (or ``data_cfg``).
+                        device: str = "auto", amp: str | None = None, overrides: list[str] | None = None) -> dict:
+    """Evaluate a saved model on the test split of its own data config (or ``data_cfg``);
+    ``overrides`` (``key.sub=value``) change the checkpoint's own config first (e.g.
+    ``data.holdout=0``: the real test split of a run that evaluated on a validation split).
 
     Uses the checkpoint's precision and eval batch size unless told otherwise, so the numbers
     equal those its run logged. ``calibrated`` reads the thresholds ``mlkd calibrate`` stored
@@ -119,6 +121,10 @@ def evaluate_checkpoint(path: str, protocols: list[str] | None = None, data_cfg=
 
         thresholds = stored_thresholds(path, state)["thresholds"]
     saved = saved_config(state, path)
+    if overrides:
+        from mlkd.config import apply_overrides, config_from_dict
+
+        saved = config_from_dict(apply_overrides(saved.model_dump(), overrides), f"checkpoint {path} + overrides")
     data_cfg = data_cfg or saved.data
     _, test_set = build_datasets(data_cfg)
     check_classes(state["classes"], list(test_set.classes), f"checkpoint {path}")
