@@ -62,7 +62,7 @@ noto-emoji:
 demo: $(STAMP) noto-emoji
 	$(BIN)/mlkd demo
 
-# The from-scratch demo on Fashion-MNIST mosaics (the demo before the pretrained scenes).
+# The from-scratch demo: ResNet-18 -> MobileNetV2 on Fashion-MNIST mosaics.
 demo-mosaic: $(STAMP) fashion-mnist
 	$(BIN)/mlkd demo --data mosaic
 

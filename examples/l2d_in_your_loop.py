@@ -1,7 +1,4 @@
-"""L2D in your own training loop: your backbone + mlkd's label-wise head and L2D objective.
-
-Runs in seconds on a CPU (random images and labels): python examples/l2d_in_your_loop.py
-"""
+"""L2D in your own training loop (random data; runs in seconds: python examples/l2d_in_your_loop.py)."""
 
 import torch
 from torch import nn
@@ -16,10 +13,9 @@ class Net(nn.Module):
 
     def __init__(self, width: int, embed_dim: int):
         super().__init__()
-        self.backbone = nn.Sequential(  # e.g. torchvision.models.resnet18(weights=None) minus its pool/fc
+        self.backbone = nn.Sequential(  # e.g. a torchvision ResNet without its pool / fc
             nn.Conv2d(3, width, 3, stride=2, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
-            nn.Conv2d(width, width, 3, stride=2, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
-        )
+            nn.Conv2d(width, width, 3, stride=2, padding=1), nn.BatchNorm2d(width), nn.ReLU())
         self.head = mlkd.LabelWiseHead(in_dim=width, num_classes=NUM_CLASSES, embed_dim=embed_dim,
                                        num_heads=4, ffn_dim=2 * embed_dim)
 
@@ -30,30 +26,22 @@ class Net(nn.Module):
 
 def main(steps: int = 5, seed: int = 0) -> list[dict[str, float]]:
     torch.manual_seed(seed)
-    teacher = Net(width=64, embed_dim=64)  # in practice: load your trained teacher's weights
+    teacher = Net(width=64, embed_dim=64).eval().requires_grad_(False)  # your trained teacher, frozen
     student = Net(width=16, embed_dim=32)  # embedding widths may differ: CD/ID compare distances
-    teacher.eval().requires_grad_(False)  # frozen, eval mode (no dropout / batch-norm updates)
-
     criterion = mlkd.build_objective("l2d")  # BCE + 10 MLD + 100 CD + 1000 ID (the paper's weights)
     optimizer = torch.optim.Adam([*student.parameters(), *criterion.parameters()], lr=1e-3)
-
-    images = torch.randn(BATCH, 3, IMG, IMG)
-    targets = (torch.rand(BATCH, NUM_CLASSES) < 0.3).float()  # multi-hot labels [B, q]
+    images, targets = torch.randn(BATCH, 3, IMG, IMG), (torch.rand(BATCH, NUM_CLASSES) < 0.3).float()
     history = []
     for step in range(steps):
-        student.train()
         with torch.no_grad():
             teacher_out = teacher(images)
-        student_out = student(images)
-        # host_targets: the labels on the CPU (your loader's batch, before .to(device)); CD/ID
-        # then plan their pairs there, so the loss makes no host sync on a GPU.
-        loss, parts = criterion(student_out, teacher_out, targets, host_targets=targets.cpu())
+        # host_targets: the labels still on the CPU, so CD/ID plan their pairs without a host sync
+        loss, parts = criterion(student(images), teacher_out, targets, host_targets=targets.cpu())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        record = {"loss": loss.item(), **{name: parts[name].item() for name in criterion.weights}}
-        history.append(record)
-        print(f"step {step}: " + "  ".join(f"{k} {v:.4f}" for k, v in record.items()))
+        history.append({"loss": loss.item(), **{name: parts[name].item() for name in criterion.weights}})
+        print(f"step {step}: " + "  ".join(f"{k} {v:.4f}" for k, v in history[-1].items()))
     return history
 
 

@@ -42,7 +42,7 @@ def test_tag_resolves_to_the_official_release(alias):
     else:
         assert entry.match == PORT and tag == "rvgg_in1k"
     if entry.match == SAME:
-        # the official weights are not timm's default where the issue says so
+        # the official weights are not timm's default for these aliases
         default = timm.get_pretrained_cfg(architecture).tag
         if alias in ("resnet18", "resnet34", "resnet50", "resnet101", "wrn50", "swin_s"):
             assert default != tag

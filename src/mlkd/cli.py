@@ -417,7 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--source", default="auto", choices=["auto", "fashion-mnist", "digits"],
                       help="mosaic source (--data mosaic): auto = fashion-mnist when installed, else digits")
     demo.add_argument("--methods", default="core",
-                      help="core (scenes: vanilla, mld, l2d; mosaic: + l2d-validated), all (every baseline "
+                      help="core (scenes: vanilla, mld, l2d, l2d-bounded; mosaic: + l2d-validated), all (every baseline "
                            "too) or a comma list")
     demo.add_argument("--epochs", type=int, default=None, help="student/teacher epochs (default: the demo's)")
     demo.add_argument("--seed", type=int, default=0)

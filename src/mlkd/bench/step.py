@@ -134,7 +134,7 @@ def _ratio(rows: Sequence[dict], a: str, b: str, key: str = "wall_s") -> Optiona
 
 
 def format_table(rows: Sequence[dict]) -> str:
-    """Markdown table of ``bench_step`` rows, then the two ratios the issue asks for (medians
+    """Markdown table of ``bench_step`` rows, then the two headline ratios (medians
     of per-round ratios)."""
     lines = ["| method | teacher | step ms (median) | x BCE-only | CPU ms | x BCE-only (CPU) | min ms |",
              "|---|---|---:|---:|---:|---:|---:|"]
