@@ -25,13 +25,12 @@ test: $(STAMP)
 test-quick: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" tests
 
-# Lint (ruff check). `make format-check` (ruff format --check) is not part of CI yet: the tree
-# has not been formatted.
+# Lint (ruff check) and formatting (ruff format --check; `ruff format src tests scripts examples` fixes it).
 lint: $(STAMP)
-	$(BIN)/ruff check src tests scripts
+	$(BIN)/ruff check src tests scripts examples
 
 format-check: $(STAMP)
-	$(BIN)/ruff format --check src tests scripts
+	$(BIN)/ruff format --check src tests scripts examples
 
 # mypy on the losses and the models ([tool.mypy] in pyproject.toml)
 typecheck: $(STAMP)

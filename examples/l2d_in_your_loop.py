@@ -13,11 +13,13 @@ class Net(nn.Module):
 
     def __init__(self, width: int, embed_dim: int):
         super().__init__()
-        self.backbone = nn.Sequential(  # e.g. a torchvision ResNet without its pool / fc
-            nn.Conv2d(3, width, 3, stride=2, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
-            nn.Conv2d(width, width, 3, stride=2, padding=1), nn.BatchNorm2d(width), nn.ReLU())
-        self.head = mlkd.LabelWiseHead(in_dim=width, num_classes=NUM_CLASSES, embed_dim=embed_dim,
-                                       num_heads=4, ffn_dim=2 * embed_dim)
+        # e.g. a torchvision ResNet without its pool / fc
+        self.backbone = nn.Sequential(
+            nn.Conv2d(3, width, 3, 2, 1), nn.ReLU(), nn.Conv2d(width, width, 3, 2, 1), nn.ReLU()
+        )
+        self.head = mlkd.LabelWiseHead(
+            in_dim=width, num_classes=NUM_CLASSES, embed_dim=embed_dim, num_heads=4, ffn_dim=2 * embed_dim
+        )
 
     def forward(self, images: torch.Tensor) -> mlkd.ModelOutput:
         logits, label_embeddings, _ = self.head(self.backbone(images))  # [B, q], [B, q, D]

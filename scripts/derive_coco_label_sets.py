@@ -24,8 +24,7 @@ def main() -> None:
     args = parser.parse_args()
     arrays = derive_from_official_json(args.source)
     np.savez_compressed(args.output, **arrays)
-    print(f"{args.output}: {len(arrays['counts'])} label sets, "
-          f"{arrays['counts'].mean():.4f} labels per image")
+    print(f"{args.output}: {len(arrays['counts'])} label sets, {arrays['counts'].mean():.4f} labels per image")
 
 
 if __name__ == "__main__":

@@ -74,27 +74,33 @@ def main() -> None:
     teacher_path = args.teacher
     if not students:  # a demo folder: <root>/<prefix>-teacher, -vanilla, -mld, -l2d, ...
         root = Path(args.teacher)
-        prefix = next(p.name[:-len("-teacher")] for p in sorted(root.glob("*-teacher")))
+        prefix = next(p.name[: -len("-teacher")] for p in sorted(root.glob("*-teacher")))
         teacher_path = str(root / f"{prefix}-teacher")
-        students = {p.name[len(prefix) + 1:]: str(p) for p in sorted(root.glob(f"{prefix}-*"))
-                    if p.name != f"{prefix}-teacher" and (p / "checkpoints" / "last.pt").exists()}
+        students = {
+            p.name[len(prefix) + 1 :]: str(p)
+            for p in sorted(root.glob(f"{prefix}-*"))
+            if p.name != f"{prefix}-teacher" and (p / "checkpoints" / "last.pt").exists()
+        }
     device = torch.device("cpu")
     teacher, state = model_from_checkpoint(_checkpoint(teacher_path), device)
     teacher.eval()
     train, _ = build_datasets(Config.model_validate(state["config"]).data)
-    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:args.images].tolist()
-    batches = [collate([train[i] for i in order[j:j + 64]]) for j in range(0, len(order), 64)]
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[: args.images].tolist()
+    batches = [collate([train[i] for i in order[j : j + 64]]) for j in range(0, len(order), 64)]
     results = {}
-    print("| model | BCE | MLD | CD | ID | 10 MLD | 100 CD | 1000 ID | grad BCE | grad 10 MLD | grad 100 CD "
-          "| grad 1000 ID | CD groups >= 3 | ID groups |")
+    print(
+        "| model | BCE | MLD | CD | ID | 10 MLD | 100 CD | 1000 ID | grad BCE | grad 10 MLD | grad 100 CD "
+        "| grad 1000 ID | CD groups >= 3 | ID groups |"
+    )
     print("|---|" + "---:|" * 13)
     for name, path in students.items():
         student, _ = model_from_checkpoint(_checkpoint(path), device)
         student.eval()
         r = results[name] = probe(student, teacher, batches)
         cells = [r[t] for t in TERMS] + [r[f"{t}_weighted"] for t in TERMS[1:]] + [r[f"{t}_grad"] for t in TERMS]
-        print(f"| {name} | " + " | ".join(f"{v:.4g}" for v in cells)
-              + f" | {r['cd_groups']:.1f} | {r['id_groups']:.1f} |")
+        print(
+            f"| {name} | " + " | ".join(f"{v:.4g}" for v in cells) + f" | {r['cd_groups']:.1f} | {r['id_groups']:.1f} |"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
 

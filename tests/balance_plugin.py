@@ -16,9 +16,10 @@ def train_one_epoch(run):
     means = _train_one_epoch(run)
     folder = Path(os.environ["MLKD_BALANCE_DUMP"])
     folder.mkdir(parents=True, exist_ok=True)
-    torch.save({"state": run.balancer.state_dict(), "balance": means.get("balance"),
-                "diagnostics": means.get("diagnostics")},
-               folder / f"rank{run.info.rank}-epoch{run.epoch + 1}.pt")
+    torch.save(
+        {"state": run.balancer.state_dict(), "balance": means.get("balance"), "diagnostics": means.get("diagnostics")},
+        folder / f"rank{run.info.rank}-epoch{run.epoch + 1}.pt",
+    )
     return means
 
 

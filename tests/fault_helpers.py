@@ -74,8 +74,9 @@ class SignalTerm(LossTerm):
 
     name, needs_teacher = SIGNAL, False
 
-    def __init__(self, steps: Sequence[int] = (), rank: int | None = None, signal: str = "SIGTERM",
-                 once: str | None = None):
+    def __init__(
+        self, steps: Sequence[int] = (), rank: int | None = None, signal: str = "SIGTERM", once: str | None = None
+    ):
         super().__init__()
         self.steps, self.rank, self.signal, self.once, self.calls = set(steps), rank, signal, once, 0
 
@@ -103,7 +104,6 @@ def nonfinite_term() -> Iterator[None]:
     with LOSS_TERMS.scoped():
         register_nonfinite_term()
         yield
-
 
 
 def write_config(cfg, path: Path) -> Path:
@@ -157,7 +157,10 @@ def assert_resume_matches_uninterrupted(run, tmp_path: Path, marker: str) -> Non
     a = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
     b = load_checkpoint(tmp_path / "full" / "checkpoints" / "last.pt")
     assert_same_tensors(a["model"], b["model"])
-    assert read_jsonl(tmp_path / "run" / "metrics.jsonl")[-1]["eval"] == read_jsonl(tmp_path / "full" / "metrics.jsonl")[-1]["eval"]
+    assert (
+        read_jsonl(tmp_path / "run" / "metrics.jsonl")[-1]["eval"]
+        == read_jsonl(tmp_path / "full" / "metrics.jsonl")[-1]["eval"]
+    )
 
 
 def all_finite(state: dict) -> bool:

@@ -83,12 +83,18 @@ def _cosine_at(x: Tensor, j: int, i: int, k: int) -> Tensor:
     return (u * v).sum() / (nu * nv)
 
 
-def rkd_oracle(s: Tensor, t: Tensor, distance_weight: float = 25.0,
-               angle_weight: float = 50.0) -> Tensor:
+def rkd_oracle(s: Tensor, t: Tensor, distance_weight: float = 25.0, angle_weight: float = 50.0) -> Tensor:
     t = t.detach()
     n = len(s)
-    angle = sum(_smooth_l1(_cosine_at(s, j, i, k) - _cosine_at(t, j, i, k))
-                for j in range(n) for i in range(n) for k in range(n)) / n**3
+    angle = (
+        sum(
+            _smooth_l1(_cosine_at(s, j, i, k) - _cosine_at(t, j, i, k))
+            for j in range(n)
+            for i in range(n)
+            for k in range(n)
+        )
+        / n**3
+    )
     return distance_weight * _rkd_distance_oracle(s, t) + angle_weight * angle
 
 
@@ -100,8 +106,7 @@ def pkt_oracle(s: Tensor, t: Tensor, eps: float = 1e-7, reduction: str = "mean")
 
     ps, pt = probabilities(s), probabilities(t.detach())
     n = len(s)
-    total = sum(pt[i][j] * torch.log((pt[i][j] + eps) / (ps[i][j] + eps))
-                for i in range(n) for j in range(n))
+    total = sum(pt[i][j] * torch.log((pt[i][j] + eps) / (ps[i][j] + eps)) for i in range(n) for j in range(n))
     return total / n**2 if reduction == "mean" else total
 
 
@@ -131,4 +136,3 @@ def hcl_oracle(student_feats: list[Tensor], teacher_feats: list[Tensor]) -> Tens
                 terms.append((weight, (diff**2).mean()))
         total = total + sum(w * v for w, v in terms) / sum(w for w, _ in terms)
     return total
-

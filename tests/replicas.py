@@ -70,22 +70,24 @@ def voc_xml(image_id: str, objects: Sequence[tuple[str, int]], size=(40, 30)) ->
         f"\t\t<truncated>0</truncated>\n\t\t<difficult>{difficult}</difficult>\n"
         f"\t\t<bndbox>\n\t\t\t<xmin>{1 + k}</xmin>\n\t\t\t<ymin>2</ymin>\n"
         f"\t\t\t<xmax>{20 + k}</xmax>\n\t\t\t<ymax>25</ymax>\n\t\t</bndbox>\n\t</object>\n"
-        for k, (name, difficult) in enumerate(objects))
-    return (f"<annotation>\n\t<folder>VOC2007</folder>\n\t<filename>{image_id}.jpg</filename>\n"
-            "\t<source>\n\t\t<database>The VOC2007 Database</database>\n"
-            "\t\t<annotation>PASCAL VOC2007</annotation>\n\t\t<image>flickr</image>\n"
-            "\t</source>\n"
-            f"\t<size>\n\t\t<width>{size[0]}</width>\n\t\t<height>{size[1]}</height>\n"
-            "\t\t<depth>3</depth>\n\t</size>\n\t<segmented>0</segmented>\n"
-            f"{objs}</annotation>\n")
+        for k, (name, difficult) in enumerate(objects)
+    )
+    return (
+        f"<annotation>\n\t<folder>VOC2007</folder>\n\t<filename>{image_id}.jpg</filename>\n"
+        "\t<source>\n\t\t<database>The VOC2007 Database</database>\n"
+        "\t\t<annotation>PASCAL VOC2007</annotation>\n\t\t<image>flickr</image>\n"
+        "\t</source>\n"
+        f"\t<size>\n\t\t<width>{size[0]}</width>\n\t\t<height>{size[1]}</height>\n"
+        "\t\t<depth>3</depth>\n\t</size>\n\t<segmented>0</segmented>\n"
+        f"{objs}</annotation>\n"
+    )
 
 
 def write_voc2007(folder: Path, image_set: str, images: Mapping[str, Sequence]) -> Path:
     """Write one image set into a VOC2007 folder; returns the folder."""
     (folder / "ImageSets" / "Main").mkdir(parents=True, exist_ok=True)
     (folder / "Annotations").mkdir(parents=True, exist_ok=True)
-    (folder / "ImageSets" / "Main" / f"{image_set}.txt").write_text(
-        "".join(f"{image_id}\n" for image_id in images))
+    (folder / "ImageSets" / "Main" / f"{image_set}.txt").write_text("".join(f"{image_id}\n" for image_id in images))
     for k, (image_id, objects) in enumerate(images.items()):
         (folder / "Annotations" / f"{image_id}.xml").write_text(voc_xml(image_id, objects))
         write_jpeg(folder / "JPEGImages" / f"{image_id}.jpg", seed=k)
@@ -109,8 +111,7 @@ def write_voc(root: str | Path, sample=VOC_SAMPLE, layout: str = "devkit") -> di
         write_voc2007(root / "test" / "VOCdevkit" / "VOC2007", "test", sample["test"])
         return {"root": str(root / "trainval"), "test_root": str(root / "test")}
     if layout == "l2d":
-        write_voc2007(root / "VOCtrainval2007" / "VOCdevkit" / "VOC2007", "trainval",
-                      sample["trainval"])
+        write_voc2007(root / "VOCtrainval2007" / "VOCdevkit" / "VOC2007", "trainval", sample["trainval"])
         write_voc2007(root / "VOCtest2007" / "VOCdevkit" / "VOC2007", "test", sample["test"])
         return {"root": str(root)}
     raise ValueError(layout)
@@ -144,22 +145,41 @@ def coco_instances(subset: str, images: Mapping[int, Sequence[str]], size=(40, 3
     doc = {
         "info": {"description": "mlkd replica", "version": "1.0", "year": 2014},
         "licenses": [{"id": 1, "name": "replica", "url": ""}],
-        "images": [], "annotations": [],
-        "categories": [{"supercategory": "thing", "id": cid, "name": name}
-                       for cid, name in reversed(COCO_CATEGORIES)],  # file order is irrelevant
+        "images": [],
+        "annotations": [],
+        "categories": [
+            {"supercategory": "thing", "id": cid, "name": name} for cid, name in reversed(COCO_CATEGORIES)
+        ],  # file order is irrelevant
     }
     ann_id = 1
     for image_id, names in images.items():
-        doc["images"].append({"license": 1, "file_name": coco_file_name(subset, image_id),
-                              "coco_url": "", "height": size[1], "width": size[0],
-                              "date_captured": "2013-11-14 16:28:13", "flickr_url": "",
-                              "id": image_id})
+        doc["images"].append(
+            {
+                "license": 1,
+                "file_name": coco_file_name(subset, image_id),
+                "coco_url": "",
+                "height": size[1],
+                "width": size[0],
+                "date_captured": "2013-11-14 16:28:13",
+                "flickr_url": "",
+                "id": image_id,
+            }
+        )
         for name in names:
             crowd = name.startswith("*")
-            ann = {"id": ann_id, "image_id": image_id, "category_id": ids[name.lstrip("*")],
-                   "bbox": [2.0, 3.0, 10.0, 12.0], "area": 120.0, "iscrowd": int(crowd),
-                   "segmentation": ({"counts": [6, 10, 1184], "size": [size[1], size[0]]}
-                                    if crowd else [[2.0, 3.0, 12.0, 3.0, 12.0, 15.0, 2.0, 15.0]])}
+            ann = {
+                "id": ann_id,
+                "image_id": image_id,
+                "category_id": ids[name.lstrip("*")],
+                "bbox": [2.0, 3.0, 10.0, 12.0],
+                "area": 120.0,
+                "iscrowd": int(crowd),
+                "segmentation": (
+                    {"counts": [6, 10, 1184], "size": [size[1], size[0]]}
+                    if crowd
+                    else [[2.0, 3.0, 12.0, 3.0, 12.0, 15.0, 2.0, 15.0]]
+                ),
+            }
             doc["annotations"].append(ann)
             ann_id += 1
     return doc
@@ -172,13 +192,13 @@ def write_coco(root: str | Path, sample=COCO_SAMPLE) -> Path:
     for subset, images in sample.items():
         for k, image_id in enumerate(images):
             write_jpeg(root / subset / coco_file_name(subset, image_id), seed=image_id + k)
-        (root / "annotations" / f"instances_{subset}.json").write_text(
-            json.dumps(coco_instances(subset, images)))
+        (root / "annotations" / f"instances_{subset}.json").write_text(json.dumps(coco_instances(subset, images)))
     return root
 
 
-def write_coco_list(path: str | Path, subset: str, images: Mapping[int, Sequence[str]],
-                    keep_empty: bool = False) -> Path:
+def write_coco_list(
+    path: str | Path, subset: str, images: Mapping[int, Sequence[str]], keep_empty: bool = False
+) -> Path:
     """An official L2D list file: indices into the 80 names SORTED ALPHABETICALLY."""
     alphabetical = sorted(name for _, name in COCO_CATEGORIES)
     entries = []
@@ -210,8 +230,9 @@ NUS_SAMPLE: dict[str, list[tuple[str, str, list[str]]]] = {
 }
 
 
-def write_nuswide(root: str | Path, concepts=NUS_CONCEPTS, sample=NUS_SAMPLE,
-                  missing: Iterable[str] = (), sep: str = "\\") -> Path:
+def write_nuswide(
+    root: str | Path, concepts=NUS_CONCEPTS, sample=NUS_SAMPLE, missing: Iterable[str] = (), sep: str = "\\"
+) -> Path:
     """Official NUS-WIDE layout; files named in ``missing`` are listed but not written."""
     root = Path(root)
     missing = set(missing)
@@ -220,10 +241,12 @@ def write_nuswide(root: str | Path, concepts=NUS_CONCEPTS, sample=NUS_SAMPLE,
     (root / "Concepts81.txt").write_text("".join(f"{c}\r\n" for c in concepts), newline="")
     for part, rows in sample.items():
         (root / "ImageList" / f"{part}Imagelist.txt").write_text(
-            "".join(f"{folder}{sep}{name}\r\n" for folder, name, _ in rows), newline="")
+            "".join(f"{folder}{sep}{name}\r\n" for folder, name, _ in rows), newline=""
+        )
         for concept in concepts:
             (root / "TrainTestLabels" / f"Labels_{concept}_{part}.txt").write_text(
-                "".join(f"{int(concept in labels)} \r\n" for _, _, labels in rows), newline="")
+                "".join(f"{int(concept in labels)} \r\n" for _, _, labels in rows), newline=""
+            )
         for k, (folder, name, _) in enumerate(rows):
             if name not in missing:
                 write_jpeg(root / "Flickr" / folder / name, seed=k)
@@ -233,14 +256,22 @@ def write_nuswide(root: str | Path, concepts=NUS_CONCEPTS, sample=NUS_SAMPLE,
 # ---------------------------------------------------------------- generic list files
 
 LIST_SAMPLE: dict[str, list[tuple[str, list[str]]]] = {
-    "train": [("img/a.jpg", ["dog", "person"]), ("img/b.jpg", ["cat"]),
-              ("img/sub/c.jpg", []), ("img/d.jpg", ["person"])],
+    "train": [
+        ("img/a.jpg", ["dog", "person"]),
+        ("img/b.jpg", ["cat"]),
+        ("img/sub/c.jpg", []),
+        ("img/d.jpg", ["person"]),
+    ],
     "test": [("img/e.jpg", ["cat", "dog"]), ("img/f.jpg", ["zebra"])],
 }
 
 
-def write_list(path: str | Path, rows: Sequence[tuple[str, Sequence[str]]],
-               image_root: str | Path | None = None, images: bool = True) -> Path:
+def write_list(
+    path: str | Path,
+    rows: Sequence[tuple[str, Sequence[str]]],
+    image_root: str | Path | None = None,
+    images: bool = True,
+) -> Path:
     """A list file (.csv: header path,labels with '|'-separated names; .json: list of
     {"path", "labels"}), plus its JPEGs under image_root (default: the list file's folder)."""
     path = Path(path)

@@ -23,32 +23,86 @@ from replicas import write_jpeg
 
 # (id, name, supercategory) as in instances_val2017.json's "categories".
 COCO2017_CATEGORIES = [
-    (1, "person", "person"), (2, "bicycle", "vehicle"), (3, "car", "vehicle"),
-    (4, "motorcycle", "vehicle"), (5, "airplane", "vehicle"), (6, "bus", "vehicle"),
-    (7, "train", "vehicle"), (8, "truck", "vehicle"), (9, "boat", "vehicle"),
-    (10, "traffic light", "outdoor"), (11, "fire hydrant", "outdoor"), (13, "stop sign", "outdoor"),
-    (14, "parking meter", "outdoor"), (15, "bench", "outdoor"), (16, "bird", "animal"),
-    (17, "cat", "animal"), (18, "dog", "animal"), (19, "horse", "animal"), (20, "sheep", "animal"),
-    (21, "cow", "animal"), (22, "elephant", "animal"), (23, "bear", "animal"),
-    (24, "zebra", "animal"), (25, "giraffe", "animal"), (27, "backpack", "accessory"),
-    (28, "umbrella", "accessory"), (31, "handbag", "accessory"), (32, "tie", "accessory"),
-    (33, "suitcase", "accessory"), (34, "frisbee", "sports"), (35, "skis", "sports"),
-    (36, "snowboard", "sports"), (37, "sports ball", "sports"), (38, "kite", "sports"),
-    (39, "baseball bat", "sports"), (40, "baseball glove", "sports"), (41, "skateboard", "sports"),
-    (42, "surfboard", "sports"), (43, "tennis racket", "sports"), (44, "bottle", "kitchen"),
-    (46, "wine glass", "kitchen"), (47, "cup", "kitchen"), (48, "fork", "kitchen"),
-    (49, "knife", "kitchen"), (50, "spoon", "kitchen"), (51, "bowl", "kitchen"),
-    (52, "banana", "food"), (53, "apple", "food"), (54, "sandwich", "food"), (55, "orange", "food"),
-    (56, "broccoli", "food"), (57, "carrot", "food"), (58, "hot dog", "food"), (59, "pizza", "food"),
-    (60, "donut", "food"), (61, "cake", "food"), (62, "chair", "furniture"),
-    (63, "couch", "furniture"), (64, "potted plant", "furniture"), (65, "bed", "furniture"),
-    (67, "dining table", "furniture"), (70, "toilet", "furniture"), (72, "tv", "electronic"),
-    (73, "laptop", "electronic"), (74, "mouse", "electronic"), (75, "remote", "electronic"),
-    (76, "keyboard", "electronic"), (77, "cell phone", "electronic"),
-    (78, "microwave", "appliance"), (79, "oven", "appliance"), (80, "toaster", "appliance"),
-    (81, "sink", "appliance"), (82, "refrigerator", "appliance"), (84, "book", "indoor"),
-    (85, "clock", "indoor"), (86, "vase", "indoor"), (87, "scissors", "indoor"),
-    (88, "teddy bear", "indoor"), (89, "hair drier", "indoor"), (90, "toothbrush", "indoor"),
+    (1, "person", "person"),
+    (2, "bicycle", "vehicle"),
+    (3, "car", "vehicle"),
+    (4, "motorcycle", "vehicle"),
+    (5, "airplane", "vehicle"),
+    (6, "bus", "vehicle"),
+    (7, "train", "vehicle"),
+    (8, "truck", "vehicle"),
+    (9, "boat", "vehicle"),
+    (10, "traffic light", "outdoor"),
+    (11, "fire hydrant", "outdoor"),
+    (13, "stop sign", "outdoor"),
+    (14, "parking meter", "outdoor"),
+    (15, "bench", "outdoor"),
+    (16, "bird", "animal"),
+    (17, "cat", "animal"),
+    (18, "dog", "animal"),
+    (19, "horse", "animal"),
+    (20, "sheep", "animal"),
+    (21, "cow", "animal"),
+    (22, "elephant", "animal"),
+    (23, "bear", "animal"),
+    (24, "zebra", "animal"),
+    (25, "giraffe", "animal"),
+    (27, "backpack", "accessory"),
+    (28, "umbrella", "accessory"),
+    (31, "handbag", "accessory"),
+    (32, "tie", "accessory"),
+    (33, "suitcase", "accessory"),
+    (34, "frisbee", "sports"),
+    (35, "skis", "sports"),
+    (36, "snowboard", "sports"),
+    (37, "sports ball", "sports"),
+    (38, "kite", "sports"),
+    (39, "baseball bat", "sports"),
+    (40, "baseball glove", "sports"),
+    (41, "skateboard", "sports"),
+    (42, "surfboard", "sports"),
+    (43, "tennis racket", "sports"),
+    (44, "bottle", "kitchen"),
+    (46, "wine glass", "kitchen"),
+    (47, "cup", "kitchen"),
+    (48, "fork", "kitchen"),
+    (49, "knife", "kitchen"),
+    (50, "spoon", "kitchen"),
+    (51, "bowl", "kitchen"),
+    (52, "banana", "food"),
+    (53, "apple", "food"),
+    (54, "sandwich", "food"),
+    (55, "orange", "food"),
+    (56, "broccoli", "food"),
+    (57, "carrot", "food"),
+    (58, "hot dog", "food"),
+    (59, "pizza", "food"),
+    (60, "donut", "food"),
+    (61, "cake", "food"),
+    (62, "chair", "furniture"),
+    (63, "couch", "furniture"),
+    (64, "potted plant", "furniture"),
+    (65, "bed", "furniture"),
+    (67, "dining table", "furniture"),
+    (70, "toilet", "furniture"),
+    (72, "tv", "electronic"),
+    (73, "laptop", "electronic"),
+    (74, "mouse", "electronic"),
+    (75, "remote", "electronic"),
+    (76, "keyboard", "electronic"),
+    (77, "cell phone", "electronic"),
+    (78, "microwave", "appliance"),
+    (79, "oven", "appliance"),
+    (80, "toaster", "appliance"),
+    (81, "sink", "appliance"),
+    (82, "refrigerator", "appliance"),
+    (84, "book", "indoor"),
+    (85, "clock", "indoor"),
+    (86, "vase", "indoor"),
+    (87, "scissors", "indoor"),
+    (88, "teddy bear", "indoor"),
+    (89, "hair drier", "indoor"),
+    (90, "toothbrush", "indoor"),
 ]
 
 # subset -> {image id: [category names, one per annotation]}; "*" marks a crowd annotation.
@@ -77,32 +131,56 @@ def coco2017_instances(images: Mapping[int, Sequence[str]], size=(40, 30)) -> di
     """An instances_<subset>2017.json document as the 2017 release writes it."""
     ids = {name: cid for cid, name, _ in COCO2017_CATEGORIES}
     doc = {
-        "info": {"description": "COCO 2017 Dataset", "url": "http://cocodataset.org",
-                 "version": "1.0", "year": 2017, "contributor": "COCO Consortium",
-                 "date_created": "2017/09/01"},
-        "licenses": [{"url": "http://creativecommons.org/licenses/by-nc-sa/2.0/", "id": 1,
-                      "name": "Attribution-NonCommercial-ShareAlike License"}],
-        "images": [], "annotations": [],
-        "categories": [{"supercategory": sup, "id": cid, "name": name}
-                       for cid, name, sup in COCO2017_CATEGORIES],
+        "info": {
+            "description": "COCO 2017 Dataset",
+            "url": "http://cocodataset.org",
+            "version": "1.0",
+            "year": 2017,
+            "contributor": "COCO Consortium",
+            "date_created": "2017/09/01",
+        },
+        "licenses": [
+            {
+                "url": "http://creativecommons.org/licenses/by-nc-sa/2.0/",
+                "id": 1,
+                "name": "Attribution-NonCommercial-ShareAlike License",
+            }
+        ],
+        "images": [],
+        "annotations": [],
+        "categories": [{"supercategory": sup, "id": cid, "name": name} for cid, name, sup in COCO2017_CATEGORIES],
     }
     ann_id = 100
     for image_id, names in images.items():
-        doc["images"].append({"license": 1, "file_name": coco2017_file_name(image_id),
-                              "coco_url": f"http://images.cocodataset.org/val2017/"
-                                          f"{coco2017_file_name(image_id)}",
-                              "height": size[1], "width": size[0],
-                              "date_captured": "2013-11-14 17:02:52",
-                              "flickr_url": "http://farm7.staticflickr.com/x.jpg",
-                              "id": image_id})
+        doc["images"].append(
+            {
+                "license": 1,
+                "file_name": coco2017_file_name(image_id),
+                "coco_url": f"http://images.cocodataset.org/val2017/{coco2017_file_name(image_id)}",
+                "height": size[1],
+                "width": size[0],
+                "date_captured": "2013-11-14 17:02:52",
+                "flickr_url": "http://farm7.staticflickr.com/x.jpg",
+                "id": image_id,
+            }
+        )
         for name in names:
             crowd = name.startswith("*")
-            doc["annotations"].append({
-                "segmentation": ({"counts": [6, 10, 1184], "size": [size[1], size[0]]} if crowd
-                                 else [[2.0, 3.0, 12.0, 3.0, 12.0, 15.0, 2.0, 15.0]]),
-                "area": 120.0, "iscrowd": int(crowd), "image_id": image_id,
-                "bbox": [2.0, 3.0, 10.0, 12.0], "category_id": ids[name.lstrip("*")],
-                "id": ann_id})
+            doc["annotations"].append(
+                {
+                    "segmentation": (
+                        {"counts": [6, 10, 1184], "size": [size[1], size[0]]}
+                        if crowd
+                        else [[2.0, 3.0, 12.0, 3.0, 12.0, 15.0, 2.0, 15.0]]
+                    ),
+                    "area": 120.0,
+                    "iscrowd": int(crowd),
+                    "image_id": image_id,
+                    "bbox": [2.0, 3.0, 10.0, 12.0],
+                    "category_id": ids[name.lstrip("*")],
+                    "id": ann_id,
+                }
+            )
             ann_id += 7
     return doc
 
@@ -115,16 +193,17 @@ def write_coco2017(root: str | Path, sample=COCO2017_SAMPLE, images_folder: str 
     for subset, images in sample.items():
         for k, image_id in enumerate(images):
             write_jpeg(root / images_folder / subset / coco2017_file_name(image_id), seed=image_id + k)
-        (root / "annotations" / f"instances_{subset}.json").write_text(
-            json.dumps(coco2017_instances(images)))
+        (root / "annotations" / f"instances_{subset}.json").write_text(json.dumps(coco2017_instances(images)))
     return root
 
 
 # ---------------------------------------------------------------- Pascal VOC 2012
 
 # The 20 classes in the devkit's order (VOCinit.m's VOCopts.classes).
-VOC_DEVKIT_CLASSES = ("aeroplane bicycle bird boat bottle bus car cat chair cow diningtable dog "
-                      "horse motorbike person pottedplant sheep sofa train tvmonitor").split()
+VOC_DEVKIT_CLASSES = (
+    "aeroplane bicycle bird boat bottle bus car cat chair cow diningtable dog "
+    "horse motorbike person pottedplant sheep sofa train tvmonitor"
+).split()
 
 # image set -> {image id: [(class, difficult or None when the tag is absent, person parts)]}
 VOC2012_SAMPLE: dict[str, dict[str, list[tuple[str, int | None, tuple[str, ...]]]]] = {
@@ -145,27 +224,32 @@ VOC2012_SAMPLE: dict[str, dict[str, list[tuple[str, int | None, tuple[str, ...]]
 def voc2012_xml(image_id: str, objects, size=(40, 30)) -> str:
     """One annotation file as VOC2012's Annotations/ writes it (tags in alphabetical order,
     person parts with their own <name>, <occluded>, sometimes no <difficult>)."""
+
     def box(k):
-        return (f"<bndbox><xmax>{20 + k}</xmax><xmin>{1 + k}</xmin><ymax>25</ymax>"
-                f"<ymin>2</ymin></bndbox>")
+        return f"<bndbox><xmax>{20 + k}</xmax><xmin>{1 + k}</xmin><ymax>25</ymax><ymin>2</ymin></bndbox>"
+
     objs = []
     for k, (name, difficult, parts) in enumerate(objects):
         tag = "" if difficult is None else f"<difficult>{difficult}</difficult>"
         part = "".join(f"<part>{box(j)}<name>{p}</name></part>" for j, p in enumerate(parts))
-        objs.append(f"\t<object>\n\t\t<name>{name}</name>\n\t\t{box(k)}\n\t\t{tag}\n"
-                    f"\t\t<occluded>0</occluded>{part}\n\t\t<pose>Unspecified</pose>\n"
-                    "\t\t<truncated>1</truncated>\n\t</object>\n")
-    return (f"<annotation>\n\t<filename>{image_id}.jpg</filename>\n\t<folder>VOC2012</folder>\n"
-            + "".join(objs) + "\t<segmented>0</segmented>\n"
-            f"\t<size>\n\t\t<depth>3</depth>\n\t\t<height>{size[1]}</height>\n"
-            f"\t\t<width>{size[0]}</width>\n\t</size>\n\t<source>\n"
-            "\t\t<annotation>PASCAL VOC2008</annotation>\n"
-            "\t\t<database>The VOC2008 Database</database>\n\t\t<image>flickr</image>\n"
-            "\t</source>\n</annotation>\n")
+        objs.append(
+            f"\t<object>\n\t\t<name>{name}</name>\n\t\t{box(k)}\n\t\t{tag}\n"
+            f"\t\t<occluded>0</occluded>{part}\n\t\t<pose>Unspecified</pose>\n"
+            "\t\t<truncated>1</truncated>\n\t</object>\n"
+        )
+    return (
+        f"<annotation>\n\t<filename>{image_id}.jpg</filename>\n\t<folder>VOC2012</folder>\n"
+        + "".join(objs)
+        + "\t<segmented>0</segmented>\n"
+        f"\t<size>\n\t\t<depth>3</depth>\n\t\t<height>{size[1]}</height>\n"
+        f"\t\t<width>{size[0]}</width>\n\t</size>\n\t<source>\n"
+        "\t\t<annotation>PASCAL VOC2008</annotation>\n"
+        "\t\t<database>The VOC2008 Database</database>\n\t\t<image>flickr</image>\n"
+        "\t</source>\n</annotation>\n"
+    )
 
 
-def write_class_set_files(folder: Path, image_set: str, images: Mapping[str, Sequence],
-                          classes: Sequence[str]) -> None:
+def write_class_set_files(folder: Path, image_set: str, images: Mapping[str, Sequence], classes: Sequence[str]) -> None:
     """ImageSets/Main/<class>_<set>.txt: "<id> 1" present, "<id> 0" only difficult, "-1" absent."""
     for cls in classes:
         lines = []
@@ -186,8 +270,7 @@ def read_class_set_files(folder: Path, image_set: str, classes: Sequence[str]) -
     return table
 
 
-def write_voc2012(folder: str | Path, sample=VOC2012_SAMPLE,
-                  classes: Sequence[str] = VOC_DEVKIT_CLASSES) -> Path:
+def write_voc2012(folder: str | Path, sample=VOC2012_SAMPLE, classes: Sequence[str] = VOC_DEVKIT_CLASSES) -> Path:
     """A VOC2012 folder (train, val and trainval = train + val, as the devkit ships them)."""
     folder = Path(folder)
     (folder / "ImageSets" / "Main").mkdir(parents=True, exist_ok=True)
@@ -195,7 +278,8 @@ def write_voc2012(folder: str | Path, sample=VOC2012_SAMPLE,
     sets = {**sample, "trainval": {**sample["train"], **sample["val"]}}
     for image_set, images in sets.items():
         (folder / "ImageSets" / "Main" / f"{image_set}.txt").write_text(
-            "".join(f"{image_id}\n" for image_id in sorted(images)))
+            "".join(f"{image_id}\n" for image_id in sorted(images))
+        )
         write_class_set_files(folder, image_set, {i: images[i] for i in sorted(images)}, classes)
     for k, (image_id, objects) in enumerate(sets["trainval"].items()):
         (folder / "Annotations" / f"{image_id}.xml").write_text(voc2012_xml(image_id, objects))
@@ -222,14 +306,18 @@ def _csv_text(rows: Sequence[Sequence[str]]) -> str:
     return out.getvalue()
 
 
-def write_csv_list(path: str | Path, rows=LAYOUT_ROWS, header=("filepath", "label", "split_name"),
-                   style: str = "python", images: bool = True) -> Path:
+def write_csv_list(
+    path: str | Path,
+    rows=LAYOUT_ROWS,
+    header=("filepath", "label", "split_name"),
+    style: str = "python",
+    images: bool = True,
+) -> Path:
     """A ``filename,labels,split`` CSV whose labels cell is a Python list (``['a', 'b']``, as
     pandas writes ``str(list)``: the layout of ASL's nus_wid_data.csv) or a JSON list."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    cells = [[p, str(names) if style == "python" else json.dumps(names), split]
-             for p, names, split in rows]
+    cells = [[p, str(names) if style == "python" else json.dumps(names), split] for p, names, split in rows]
     path.write_text(_csv_text([list(header), *cells]))
     if images:
         for k, (rel, _, _) in enumerate(rows):
@@ -248,14 +336,22 @@ def write_txt_list(path: str | Path, rows, images: bool = True) -> Path:
     return path
 
 
-def write_onehot(path: str | Path, rows, classes: Sequence[str], path_header: str = "image",
-                 split: Sequence[str] | None = None, images: bool = True) -> Path:
+def write_onehot(
+    path: str | Path,
+    rows,
+    classes: Sequence[str],
+    path_header: str = "image",
+    split: Sequence[str] | None = None,
+    images: bool = True,
+) -> Path:
     """A CSV with the path column and one 0/1 column per class (header order = class order)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     header = [path_header, *classes] + (["split"] if split else [])
-    body = [[p, *[str(int(c in names)) for c in classes]] + ([split[k]] if split else [])
-            for k, (p, names) in enumerate(rows)]
+    body = [
+        [p, *[str(int(c in names)) for c in classes]] + ([split[k]] if split else [])
+        for k, (p, names) in enumerate(rows)
+    ]
     path.write_text(_csv_text([header, *body]))
     if images:
         for k, (rel, _) in enumerate(rows):
@@ -272,7 +368,8 @@ NUS_CONCEPTS81 = (
     "glacier grass harbor horses house lake leaf map military moon mountain nighttime ocean person "
     "plane plants police protest railroad rainbow reflection road rocks running sand sign sky snow "
     "soccer sports statue street sun sunset surf swimmers tattoo temple tiger tower town toy train "
-    "tree valley vehicle water waterfall wedding whales window zebra").split()
+    "tree valley vehicle water waterfall wedding whales window zebra"
+).split()
 
 
 def _crlf(lines) -> str:
@@ -287,8 +384,9 @@ def nus_image_path(root: Path, layout: str, folder: str, name: str) -> Path:
     return root / "images" / (name if layout == "flat" else name.split("_", 1)[1])
 
 
-def write_nuswide_distributed(root: str | Path, concepts: Sequence[str], sample: Mapping,
-                              layout: str = "concept", missing: Sequence[str] = ()) -> Path:
+def write_nuswide_distributed(
+    root: str | Path, concepts: Sequence[str], sample: Mapping, layout: str = "concept", missing: Sequence[str] = ()
+) -> Path:
     """NUS-WIDE.zip (ConceptsList/, Groundtruth/{TrainTestLabels,AllLabels}/) and ImageList.zip
     (ImageList/{Imagelist,TrainImagelist,TestImagelist}.txt, Windows paths, CRLF) extracted in
     root, plus the images in ``layout``. ``sample``: part -> [(concept folder, file, concepts)]."""
@@ -298,29 +396,33 @@ def write_nuswide_distributed(root: str | Path, concepts: Sequence[str], sample:
     (root / "ConceptsList" / "Concepts81.txt").write_text(_crlf(concepts), newline="")
     every = [row for part in ("Train", "Test") for row in sample[part]]
     (root / "ImageList" / "Imagelist.txt").write_text(
-        _crlf(f"C:\\ImageData\\Flickr\\{f}\\{n}" for f, n, _ in every), newline="")
+        _crlf(f"C:\\ImageData\\Flickr\\{f}\\{n}" for f, n, _ in every), newline=""
+    )
     for concept in concepts:
         (root / "Groundtruth" / "AllLabels" / f"Labels_{concept}.txt").write_text(
-            _crlf(int(concept in c) for _, _, c in every), newline="")
+            _crlf(int(concept in c) for _, _, c in every), newline=""
+        )
     for part, rows in sample.items():
-        (root / "ImageList" / f"{part}Imagelist.txt").write_text(
-            _crlf(f"{f}\\{n}" for f, n, _ in rows), newline="")
+        (root / "ImageList" / f"{part}Imagelist.txt").write_text(_crlf(f"{f}\\{n}" for f, n, _ in rows), newline="")
         for concept in concepts:
             (root / "Groundtruth" / "TrainTestLabels" / f"Labels_{concept}_{part}.txt").write_text(
-                _crlf(int(concept in c) for _, _, c in rows), newline="")
+                _crlf(int(concept in c) for _, _, c in rows), newline=""
+            )
     for k, (folder, name, _) in enumerate(every):
         if name not in missing:
             write_jpeg(nus_image_path(root, layout, folder, name), seed=k)
     return root
 
 
-def write_nus_asl(root: str | Path, sample: Mapping, prefix: str = "images/",
-                  layout: str = "flat") -> Path:
+def write_nus_asl(root: str | Path, sample: Mapping, prefix: str = "images/", layout: str = "flat") -> Path:
     """An ASL / ML-Decoder copy: root/nus_wid_data.csv (filepath,label,split_name; the labels a
     Python list as pandas writes ``str(list)``; Train -> train, Test -> val) and the images."""
     root = Path(root)
-    rows = [(f"{prefix}{name}", list(concepts), "train" if part == "Train" else "val")
-            for part in ("Train", "Test") for _, name, concepts in sample[part]]
+    rows = [
+        (f"{prefix}{name}", list(concepts), "train" if part == "Train" else "val")
+        for part in ("Train", "Test")
+        for _, name, concepts in sample[part]
+    ]
     write_csv_list(root / "nus_wid_data.csv", rows, images=False)
     every = [row for part in ("Train", "Test") for row in sample[part]]
     for k, (folder, name, _) in enumerate(every):

@@ -36,10 +36,8 @@ def _checkpoint(root, cache, name, seed, teacher=None):
             if isinstance(module, torch.nn.BatchNorm2d):
                 module.running_mean.normal_(0, 0.1)
                 module.running_var.uniform_(0.5, 2.0)
-    state = {"model": model.state_dict(), "classes": [str(d) for d in range(10)],
-             "config": cfg.to_dict(), "epoch": 0}
+    state = {"model": model.state_dict(), "classes": [str(d) for d in range(10)], "config": cfg.to_dict(), "epoch": 0}
     return str(save_rotating(state, root / name / "checkpoints"))
-
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +45,11 @@ def ckpts(tmp_path_factory):
     root = tmp_path_factory.mktemp("analysis")
     cache = root / "cache"
     teacher = _checkpoint(root, cache, "teacher", 0)
-    paths = {"teacher": teacher, "vanilla": _checkpoint(root, cache, "vanilla", 1),
-             "l2d": _checkpoint(root, cache, "l2d", 2, teacher=teacher)}
+    paths = {
+        "teacher": teacher,
+        "vanilla": _checkpoint(root, cache, "vanilla", 1),
+        "l2d": _checkpoint(root, cache, "l2d", 2, teacher=teacher),
+    }
     return {"root": root, "paths": paths, "specs": [f"{n}={paths[n]}" for n in NAMES]}
 
 
@@ -58,6 +59,7 @@ def analysis(ckpts):
 
 
 # ---- retrieval -------------------------------------------------------------------------
+
 
 def _brute_force_retrieval(feats, labels, ks, gallery=None, gallery_labels=None):
     """Loop oracle: cosine ranking (self excluded when the gallery is the query set)."""
@@ -124,6 +126,7 @@ def test_retrieval_hand_case_and_k_check():
 
 # ---- correlation ------------------------------------------------------------------------
 
+
 def test_correlation_matches_numpy_and_is_nan_safe():
     rng = np.random.default_rng(1)
     student, teacher = rng.random((50, 6)), rng.random((50, 6))
@@ -136,17 +139,18 @@ def test_correlation_matches_numpy_and_is_nan_safe():
     np.testing.assert_allclose(mine_t, ref_t, atol=1e-12)
     assert np.isnan(mine_s[2]).all() and np.isnan(mine_s[:, 2]).all()
     result = correlation.correlation_difference(mine_s, mine_t)
-    diffs = [abs(ref_s[i, j] - ref_t[i, j]) for i in range(6) for j in range(6)
-             if i != j and np.isfinite(ref_s[i, j])]
+    diffs = [abs(ref_s[i, j] - ref_t[i, j]) for i in range(6) for j in range(6) if i != j and np.isfinite(ref_s[i, j])]
     assert result["mad"] == pytest.approx(np.mean(diffs), abs=1e-12)
     assert result["excluded_pairs"] == 5 and result["pairs"] == 15
     everything_constant = correlation.prediction_correlation(np.ones((4, 3)))
     assert np.isnan(correlation.correlation_difference(everything_constant, mine_t[:3, :3])["mad"])
-    np.testing.assert_allclose(correlation.probabilities64(np.array([[-800.0, 0.0, 3.0]])),
-                               [[0.0, 0.5, 1 / (1 + np.exp(-3.0))]], atol=1e-15)
+    np.testing.assert_allclose(
+        correlation.probabilities64(np.array([[-800.0, 0.0, 3.0]])), [[0.0, 0.5, 1 / (1 + np.exp(-3.0))]], atol=1e-15
+    )
 
 
 # ---- per-class AP ------------------------------------------------------------------------
+
 
 def test_per_class_ap_matches_sklearn_and_mlkd_eval(analysis, ckpts, tmp_path):
     summary = per_class_run(analysis, tmp_path)
@@ -176,6 +180,7 @@ def test_roles_from_checkpoints(ckpts):
 
 
 # ---- attention ---------------------------------------------------------------------------
+
 
 def test_cam_and_cross_attention_maps(analysis):
     model = analysis.get("teacher").model
@@ -219,23 +224,39 @@ def test_mosaic_masks_and_map_scores(analysis):
 
 # ---- CLI ---------------------------------------------------------------------------------
 
+
 def _valid_png(path) -> bool:
     with Image.open(path) as image:
         image.verify()
         return image.format == "PNG"
 
 
-@pytest.mark.parametrize("kind, pngs", [
-    ("per-class", ["per_class_gain.png"]),
-    ("correlation", ["correlation.png"]),
-    ("retrieval", ["retrieval_pooled.png", "retrieval_label_embeddings.png"]),
-    ("attention", ["attention_0.png"]),
-])
+@pytest.mark.parametrize(
+    "kind, pngs",
+    [
+        ("per-class", ["per_class_gain.png"]),
+        ("correlation", ["correlation.png"]),
+        ("retrieval", ["retrieval_pooled.png", "retrieval_label_embeddings.png"]),
+        ("attention", ["attention_0.png"]),
+    ],
+)
 def test_cli_analyze_writes_png_and_numbers(ckpts, tmp_path, capsys, kind, pngs):
     extra = {"retrieval": ["--k", "3", "--queries", "0"], "attention": ["--images", "0", "--score-images", "4"]}
     capsys.readouterr()
-    code = cli_main(["analyze", kind, *ckpts["specs"], "--out", str(tmp_path), "--device", "cpu", "--limit", "24",
-                     *extra.get(kind, [])])
+    code = cli_main(
+        [
+            "analyze",
+            kind,
+            *ckpts["specs"],
+            "--out",
+            str(tmp_path),
+            "--device",
+            "cpu",
+            "--limit",
+            "24",
+            *extra.get(kind, []),
+        ]
+    )
     assert code == 0
     summary = json.loads(capsys.readouterr().out)[kind]
     for png in pngs:
@@ -256,8 +277,24 @@ def test_cli_analyze_writes_png_and_numbers(ckpts, tmp_path, capsys, kind, pngs)
 def test_cli_analyze_errors_are_one_line(ckpts, tmp_path, capsys):
     assert cli_main(["analyze", "per-class", f"x={tmp_path}/missing.pt", "--out", str(tmp_path)]) == 2
     assert "checkpoint not found" in capsys.readouterr().err
-    assert cli_main(["analyze", "attention", ckpts["specs"][0], "--classes", "cat", "--out", str(tmp_path),
-                     "--device", "cpu", "--limit", "5"]) == 2
+    assert (
+        cli_main(
+            [
+                "analyze",
+                "attention",
+                ckpts["specs"][0],
+                "--classes",
+                "cat",
+                "--out",
+                str(tmp_path),
+                "--device",
+                "cpu",
+                "--limit",
+                "5",
+            ]
+        )
+        == 2
+    )
     assert "unknown classes" in capsys.readouterr().err
 
 
@@ -268,9 +305,20 @@ def test_analyze_all_runs_one_forward_pass_per_model(ckpts, tmp_path, monkeypatc
     calls = []
     forward = common.Analysis._forward
     monkeypatch.setattr(common.Analysis, "_forward", lambda self, m, e: calls.append(m.name) or forward(self, m, e))
-    result = analyze(["all"], ckpts["specs"], tmp_path, device="cpu", limit=12,
-                     options={"retrieval": {"ks": (3,)}, "attention": {"score_images": 2, "images": [1]}})
+    result = analyze(
+        ["all"],
+        ckpts["specs"],
+        tmp_path,
+        device="cpu",
+        limit=12,
+        options={"retrieval": {"ks": (3,)}, "attention": {"score_images": 2, "images": [1]}},
+    )
     assert list(result) == ["per-class", "correlation", "retrieval", "attention"]
     assert sorted(calls) == sorted(NAMES)
     assert {p.name for p in tmp_path.glob("*.png")} == {
-        "per_class_gain.png", "correlation.png", "retrieval_pooled.png", "retrieval_label_embeddings.png", "attention_1.png"}
+        "per_class_gain.png",
+        "correlation.png",
+        "retrieval_pooled.png",
+        "retrieval_label_embeddings.png",
+        "attention_1.png",
+    }

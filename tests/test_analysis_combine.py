@@ -17,7 +17,9 @@ MAD = {"A": [0.2, 0.3, 0.4], "B": [0.5, 0.7, float("nan")]}
 def write_folder(folder, seed):
     folder.mkdir()
     (folder / "per_class.json").write_text(json.dumps({"mAP": {"T": 90.0 + seed, "A": 60.0 + 2 * seed, "B": 50.0}}))
-    (folder / "correlation.json").write_text(json.dumps({"mad": {m: v[seed] for m, v in MAD.items()}}).replace("NaN", "null"))
+    (folder / "correlation.json").write_text(
+        json.dumps({"mad": {m: v[seed] for m, v in MAD.items()}}).replace("NaN", "null")
+    )
     (folder / "retrieval.json").write_text(json.dumps({"metrics": {"A": {"pooled": {"mAP@5": 80.0 + seed}}}}))
     if seed < 2:  # the third folder has no attention analysis
         (folder / "attention.json").write_text(json.dumps({"scores": {"A": {"cam_in_class": 0.5 + 0.1 * seed}}}))

@@ -21,8 +21,15 @@ def _models():
 
 def _assemble(tmp_path, method, student, teacher, **kwargs):
     cfg = tiny_config(tmp_path / method, tmp_path / "data", method=method)
-    return assemble(cfg, student, teacher, list("abcd"), device=CPU, precision=resolve_precision("off", CPU),
-                    **{"steps_per_epoch": 5, **kwargs})
+    return assemble(
+        cfg,
+        student,
+        teacher,
+        list("abcd"),
+        device=CPU,
+        precision=resolve_precision("off", CPU),
+        **{"steps_per_epoch": 5, **kwargs},
+    )
 
 
 def test_assemble_sizes_the_objective_and_trains_its_parameters(tmp_path):
@@ -52,8 +59,11 @@ def test_assemble_teacher_and_cache_rules(tmp_path):
 def test_the_benchmarks_assemble_as_fit_does(monkeypatch):
     calls = []
     real = bench_common.assemble
-    monkeypatch.setattr(bench_common, "assemble",
-                        lambda cfg, *a, **k: calls.append((cfg.distill.method, k["cache"])) or real(cfg, *a, **k))
+    monkeypatch.setattr(
+        bench_common,
+        "assemble",
+        lambda cfg, *a, **k: calls.append((cfg.distill.method, k["cache"])) or real(cfg, *a, **k),
+    )
     cfg = bench_common.bench_config("tiny", 32, 4, "cpu", "off", False, HEAD)
     _, teacher = _models()
     cache = object()

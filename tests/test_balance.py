@@ -33,8 +33,9 @@ def _outputs(B=6, q=5, seed=0):
     g = torch.Generator().manual_seed(seed)
     logits = torch.randn(B, q, generator=g, dtype=torch.float64, requires_grad=True)
     student = ModelOutput(logits=logits, label_embeddings=None, pooled=None)
-    teacher = ModelOutput(logits=torch.randn(B, q, generator=g, dtype=torch.float64), label_embeddings=None,
-                          pooled=None)
+    teacher = ModelOutput(
+        logits=torch.randn(B, q, generator=g, dtype=torch.float64), label_embeddings=None, pooled=None
+    )
     targets = (torch.rand(B, q, generator=g) < 0.5).double()
     return student, teacher, targets
 
@@ -86,8 +87,9 @@ def test_running_ratio_step_by_step():
     assert torch.equal(balancer.factors(), torch.ones(3))  # before a measurement: as configured
     nan, expected_ema, expected_cd = float("nan"), [4.0, 6.0, 6.0, 4.0], [50.0, 100 / 3, 100 / 3, 50.0]
     for cd, ema, weight in zip((8.0, 16.0, nan, 4.0), expected_ema, expected_cd):
-        balancer.update({"bce": torch.tensor(2.0), "mld": torch.tensor(0.0), "cd": torch.tensor(cd),
-                         "id": torch.tensor(nan)})
+        balancer.update(
+            {"bce": torch.tensor(2.0), "mld": torch.tensor(0.0), "cd": torch.tensor(cd), "id": torch.tensor(nan)}
+        )
         assert balancer.ema[1].item() == ema
         weights = balancer.step_weights()
         assert weights["cd"].item() == pytest.approx(weight, rel=1e-6)
@@ -98,8 +100,13 @@ def test_running_ratio_step_by_step():
     cd = summary["terms"]["cd"]
     assert cd["effective"] == pytest.approx(sum(expected_cd) / 4, rel=1e-6)
     assert cd["min"] == pytest.approx(100 / 3, rel=1e-6) and cd["ratio"] == 4.0 and cd["capped"]
-    assert summary["terms"]["id"] == {"weight": 1000.0, "effective": 1000.0, "min": 1000.0, "ratio": None,
-                                      "capped": False}
+    assert summary["terms"]["id"] == {
+        "weight": 1000.0,
+        "effective": 1000.0,
+        "min": 1000.0,
+        "ratio": None,
+        "capped": False,
+    }
     assert not summary["terms"]["mld"]["capped"] and summary["terms"]["mld"]["ratio"] == 0.0
     assert balancer.summary() is None  # the epoch's figures were reset
 
@@ -127,8 +134,11 @@ def test_state_dict_round_trip_continues_identically():
 
 
 def test_config_keys_and_errors(tmp_path):
-    cfg = tiny_config(tmp_path / "r", tmp_path / "c", distill={"balance": "bounded", "balance_ratio": 0.3,
-                                                               "balance_momentum": 0.0, "balance_every": 5})
+    cfg = tiny_config(
+        tmp_path / "r",
+        tmp_path / "c",
+        distill={"balance": "bounded", "balance_ratio": 0.3, "balance_momentum": 0.0, "balance_every": 5},
+    )
     assert (cfg.distill.balance, cfg.distill.balance_ratio, cfg.distill.balance_every) == ("bounded", 0.3, 5)
     for key, value in (("balance", "capped"), ("balance_ratio", 0), ("balance_momentum", 1.0), ("balance_every", 0)):
         with pytest.raises(ConfigError, match=f"distill.{key}"):
@@ -148,9 +158,15 @@ def teacher(tmp_path_factory):
 
 
 def _config(root, name, epochs=2, train=None, **distill):
-    return tiny_config(root / name, root / "cache", method="l2d", epochs=epochs,
-                       teacher=str(root / "teacher" / "checkpoints" / "last.pt"),
-                       distill=distill, train={"seed": 0, "device": "cpu", "progress": "off", **(train or {})})
+    return tiny_config(
+        root / name,
+        root / "cache",
+        method="l2d",
+        epochs=epochs,
+        teacher=str(root / "teacher" / "checkpoints" / "last.pt"),
+        distill=distill,
+        train={"seed": 0, "device": "cpu", "progress": "off", **(train or {})},
+    )
 
 
 def _train(root, name, train=None, **distill):
@@ -159,8 +175,9 @@ def _train(root, name, train=None, **distill):
 
 
 def _without_timing(records):
-    return [{**r, "train": {k: v for k, v in r["train"].items() if k not in ("seconds", "images_per_s")}}
-            for r in records]
+    return [
+        {**r, "train": {k: v for k, v in r["train"].items() if k not in ("seconds", "images_per_s")}} for r in records
+    ]
 
 
 def _same_model(a, b):
@@ -182,8 +199,9 @@ def test_bounded_changes_the_run_and_an_unreached_bound_changes_nothing(teacher,
     plain, plain_ckpt = _train(teacher, "none")
     loose, loose_ckpt = _train(teacher, "loose", balance="bounded", balance_ratio=1e30)
     with caplog.at_level(logging.INFO, logger="mlkd"):
-        tight, tight_ckpt = _train(teacher, "tight", train={"diagnostics_every": 1}, balance="bounded",
-                                   balance_ratio=0.5)
+        tight, tight_ckpt = _train(
+            teacher, "tight", train={"diagnostics_every": 1}, balance="bounded", balance_ratio=0.5
+        )
     # a bound no term reaches: the same numbers as balance none, bit for bit
     assert _same_model(plain_ckpt["model"], loose_ckpt["model"])
     assert [{k: v for k, v in r.items() if k != "balance"} for r in _without_timing(loose)] == _without_timing(plain)
@@ -275,10 +293,23 @@ def test_every_ddp_rank_applies_the_same_weights(teacher, tmp_path):
     cfg = _config(teacher, "ddp", epochs=1, train={"diagnostics_every": 1}, balance="bounded", balance_ratio=0.5)
     config = write_config(cfg, tmp_path / "ddp.yaml")
     dump = tmp_path / "dump"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "mlkd.cli", "--plugin", "balance_plugin", "distill", "--config", str(config)]
-    done = subprocess.run(cmd, env={**cli_env(), "MLKD_BALANCE_DUMP": str(dump)}, capture_output=True, text=True,
-                          timeout=300)
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "mlkd.cli",
+        "--plugin",
+        "balance_plugin",
+        "distill",
+        "--config",
+        str(config),
+    ]
+    done = subprocess.run(
+        cmd, env={**cli_env(), "MLKD_BALANCE_DUMP": str(dump)}, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     ranks = [torch.load(dump / f"rank{r}-epoch1.pt", weights_only=True) for r in (0, 1)]
     # each rank measured its own batches: the rank-local gradient ratios differ ...
@@ -296,8 +327,14 @@ def test_every_ddp_rank_applies_the_same_weights(teacher, tmp_path):
 def test_bounded_with_the_teacher_cache_and_bf16_autocast(teacher):
     """The teacher's outputs from the teacher-output cache, the student under bf16 autocast:
     the norms and running ratios stay float32 and finite, and the embedding terms are capped."""
-    cfg = _config(teacher, "cache-bf16", train={"amp": "bf16", "diagnostics_every": 2}, balance="bounded",
-                  balance_ratio=0.5, cache=str(teacher / "teacher-cache"))
+    cfg = _config(
+        teacher,
+        "cache-bf16",
+        train={"amp": "bf16", "diagnostics_every": 2},
+        balance="bounded",
+        balance_ratio=0.5,
+        cache=str(teacher / "teacher-cache"),
+    )
     records = [fit(cfg)]
     state = load_checkpoint(teacher / "cache-bf16" / "checkpoints" / "last.pt")["balance"]
     assert state["ema"].dtype == torch.float32 and torch.isfinite(state["ema"]).all() and state["seen"].all()
@@ -315,7 +352,9 @@ def test_l2d_bounded_is_l2d_with_its_weights_bounded(tmp_path):
 
     cfg = tiny_config(tmp_path / "r", tmp_path / "c", distill={"method": "l2d-bounded"})
     assert cfg.distill.balance == "none" and cfg.distill.balance_ratio == 0.3
-    assert get_method("l2d-bounded").weights == get_method("l2d").weights == {"bce": 1, "mld": 10, "cd": 100, "id": 1000}
+    assert (
+        get_method("l2d-bounded").weights == get_method("l2d").weights == {"bce": 1, "mld": 10, "cd": 100, "id": 1000}
+    )
     balancer = build_balancer(cfg, build_objective("l2d-bounded"), "cpu")
     assert isinstance(balancer, WeightBalancer) and balancer.ratio == 0.3
     assert row_label("l2d-bounded") == "L2D bounded"
@@ -326,8 +365,12 @@ def test_a_grid_row_carries_the_balance_setting(tmp_path):
     from mlkd.reproduce.grid import load_grid
     from test_reproduce_sweep import write_grid
 
-    row = {"method": "l2d", "name": "L2D bounded", "slug": "l2d-bounded",
-           "config": {"distill": {"balance": "bounded", "balance_ratio": 1.0}}}
+    row = {
+        "method": "l2d",
+        "name": "L2D bounded",
+        "slug": "l2d-bounded",
+        "config": {"distill": {"balance": "bounded", "balance_ratio": 1.0}},
+    }
     grid = load_grid(write_grid(tmp_path, tmp_path / "cache", methods=["teacher", "l2d", row], seeds=[0]))
     by_label = {run.label: run.config.distill for run in grid.runs if run.role == "distill"}
     assert by_label["L2D bounded"].balance == "bounded" and by_label["L2D"].balance == "none"

@@ -46,8 +46,7 @@ def official_rkd_loop(s: torch.Tensor, t: torch.Tensor) -> float:
 
     ds, dt = distances(s), distances(t)
     distance = sum(huber(ds[i][j], dt[i][j]) for i in range(n) for j in range(n)) / n
-    angle = sum(huber(cos(s, a, b, c), cos(t, a, b, c))
-                for a, b, c in itertools.product(range(n), repeat=3)) / n ** 3
+    angle = sum(huber(cos(s, a, b, c), cos(t, a, b, c)) for a, b, c in itertools.product(range(n), repeat=3)) / n**3
     return 10 * distance + 10 * angle
 
 
@@ -112,9 +111,18 @@ def test_reviewkd_official_reviews_the_pooled_feature_as_a_fifth_level():
     fs = [torch.randn(2, c, k, k, dtype=torch.float64) for c, k in zip(s_ch, sizes)]
     ft = [torch.randn(2, c, k, k, dtype=torch.float64) for c, k in zip(t_ch, sizes)]
     ps, pt = torch.randn(2, 6, dtype=torch.float64), torch.randn(2, 8, dtype=torch.float64)
-    objective = build_objective("reviewkd", options={"reviewkd": {"variant": "official", "mid_channel": 4}},
-                                student_channels=s_ch, teacher_channels=t_ch,
-                                student_pooled_dim=6, teacher_pooled_dim=8).double().eval()
+    objective = (
+        build_objective(
+            "reviewkd",
+            options={"reviewkd": {"variant": "official", "mid_channel": 4}},
+            student_channels=s_ch,
+            teacher_channels=t_ch,
+            student_pooled_dim=6,
+            teacher_pooled_dim=8,
+        )
+        .double()
+        .eval()
+    )
     term = objective.terms["reviewkd"]
     assert len(term.review.abfs) == 5 and term.review.abfs[-1].att_conv is None
     student = ModelOutput(logits=torch.zeros(2, 3), label_embeddings=None, features=fs, pooled=ps)
@@ -122,8 +130,9 @@ def test_reviewkd_official_reviews_the_pooled_feature_as_a_fifth_level():
     got = term(student, teacher, torch.zeros(2, 3))
     want = official_reviewkd_loop(term.review, [*fs, ps[:, :, None, None]], [*ft, pt[:, :, None, None]])
     assert got.item() == pytest.approx(want.item(), rel=1e-12)
-    stages = build_objective("reviewkd", options={"reviewkd": {"mid_channel": 4}},
-                             student_channels=s_ch, teacher_channels=t_ch).terms["reviewkd"]
+    stages = build_objective(
+        "reviewkd", options={"reviewkd": {"mid_channel": 4}}, student_channels=s_ch, teacher_channels=t_ch
+    ).terms["reviewkd"]
     assert stages.variant == "stages" and len(stages.review.abfs) == 4
 
 
@@ -131,8 +140,9 @@ def test_reviewkd_official_needs_pooled_dims():
     from mlkd.errors import ConfigError
 
     with pytest.raises(ConfigError, match="pooled"):
-        build_objective("reviewkd", options={"reviewkd": {"variant": "official"}},
-                        student_channels=[4], teacher_channels=[4])
+        build_objective(
+            "reviewkd", options={"reviewkd": {"variant": "official"}}, student_channels=[4], teacher_channels=[4]
+        )
 
 
 def test_reviewkd_official_on_real_models_trains_its_fifth_abf():
@@ -140,11 +150,18 @@ def test_reviewkd_official_on_real_models_trains_its_fifth_abf():
     from mlkd.models import build_model
 
     torch.manual_seed(0)
-    student, teacher = build_model("tiny", 3, embed_dim=16, num_heads=2, ffn_dim=32), \
-        build_model("tiny_byobnet", 3, embed_dim=16, num_heads=2, ffn_dim=32).eval()
-    objective = build_objective("reviewkd", options={"reviewkd": {"variant": "official", "mid_channel": 8}},
-                                student_channels=student.feature_channels, teacher_channels=teacher.feature_channels,
-                                student_pooled_dim=student.pooled_dim, teacher_pooled_dim=teacher.pooled_dim)
+    student, teacher = (
+        build_model("tiny", 3, embed_dim=16, num_heads=2, ffn_dim=32),
+        build_model("tiny_byobnet", 3, embed_dim=16, num_heads=2, ffn_dim=32).eval(),
+    )
+    objective = build_objective(
+        "reviewkd",
+        options={"reviewkd": {"variant": "official", "mid_channel": 8}},
+        student_channels=student.feature_channels,
+        teacher_channels=teacher.feature_channels,
+        student_pooled_dim=student.pooled_dim,
+        teacher_pooled_dim=teacher.pooled_dim,
+    )
     x = torch.rand(2, 3, 64, 64)
     with torch.no_grad():
         t_out = teacher(x)

@@ -32,10 +32,17 @@ def test_statistics_equal_a_loop_over_batches():
     labels = (rng.random((97, 7)) < rng.random(7) * 0.6).astype(np.uint8)
     stats = batch_label_statistics(labels, batch_size=16, num_batches=23, seed=5)
     ref = loop_statistics(labels, shuffled_batches(97, 16, 23, seed=5))
-    got = {"ppc": stats["positives_per_class"], "present": stats["classes_present"],
-           "g2": stats["cd_groups_2"], "g3": stats["cd_groups_3plus"],
-           "share": stats["cd_share_of_positives"], "id2": stats["id_groups_2plus"],
-           "id3": stats["id_groups_3plus"], "cdp": stats["cd_pairs"], "idp": stats["id_pairs"]}
+    got = {
+        "ppc": stats["positives_per_class"],
+        "present": stats["classes_present"],
+        "g2": stats["cd_groups_2"],
+        "g3": stats["cd_groups_3plus"],
+        "share": stats["cd_share_of_positives"],
+        "id2": stats["id_groups_2plus"],
+        "id3": stats["id_groups_3plus"],
+        "cdp": stats["cd_pairs"],
+        "idp": stats["id_pairs"],
+    }
     assert got == pytest.approx(ref, rel=1e-12)
 
 
@@ -54,7 +61,7 @@ def test_batches_are_shuffled_epochs_without_repeats():
     batches = shuffled_batches(10, 3, 7, seed=0)
     assert batches.shape == (7, 3)
     for epoch in range(2):  # 3 full batches per epoch: no index twice within an epoch
-        chunk = batches[3 * epoch: 3 * epoch + 3].ravel()
+        chunk = batches[3 * epoch : 3 * epoch + 3].ravel()
         assert len(set(chunk.tolist())) == 9
     with pytest.raises(ValueError, match="batch_size"):
         shuffled_batches(5, 6, 1)

@@ -27,8 +27,9 @@ def first(mask: torch.Tensor, values: torch.Tensor) -> float:
 def test_mlkd_bce_is_exact_at_every_logit():
     for y, exact in ((0.0, F.softplus(GRID)), (1.0, F.softplus(-GRID))):
         targets = torch.full_like(GRID, y)
-        per_logit = torch.stack([bce_loss(z.view(1, 1).float(), t.view(1, 1)) for z, t in
-                                 zip(GRID[::50], targets[::50])]).double()
+        per_logit = torch.stack(
+            [bce_loss(z.view(1, 1).float(), t.view(1, 1)) for z, t in zip(GRID[::50], targets[::50])]
+        ).double()
         rel = (per_logit - exact[::50]).abs() / exact[::50]
         assert rel.max() < 1e-6
 
@@ -37,13 +38,14 @@ def test_negative_label_boundary_is_about_plus_sixteen_and_a_half():
     exact = F.softplus(GRID)
     diff = (official(GRID, torch.zeros_like(GRID)) - exact).abs()
     assert 14.0 < first(diff > 0.1, GRID) < 14.8
-    assert 16.3 < first(diff > 0.5, GRID) < 16.6      # the docstring's "about +16.4"
+    assert 16.3 < first(diff > 0.5, GRID) < 16.6  # the docstring's "about +16.4"
     saturated = first(torch.sigmoid(GRID.float()) == 1.0, GRID)
-    assert 16.6 < saturated < 16.7                     # p rounds to 1: the clamp's constant
+    assert 16.6 < saturated < 16.7  # p rounds to 1: the clamp's constant
     at = GRID > saturated
-    assert torch.allclose(official(GRID[at], torch.zeros_like(GRID[at])), torch.tensor(18.420680743952367,
-                          dtype=torch.float64), rtol=1e-6)
-    assert (diff[GRID < 5.0] < 1e-4).all()             # small logits: the two agree
+    assert torch.allclose(
+        official(GRID[at], torch.zeros_like(GRID[at])), torch.tensor(18.420680743952367, dtype=torch.float64), rtol=1e-6
+    )
+    assert (diff[GRID < 5.0] < 1e-4).all()  # small logits: the two agree
 
 
 def test_positive_label_boundary_is_the_clamp_at_minus_eighteen_point_four():
@@ -51,5 +53,5 @@ def test_positive_label_boundary_is_the_clamp_at_minus_eighteen_point_four():
     exact = F.softplus(GRID)
     rel = (official(z, torch.ones_like(z)) - exact).abs() / exact
     boundary = -first(rel > 1e-3, GRID)
-    assert -18.5 < boundary < -18.42                   # log(1e-8) = -18.42: only the clamp acts
+    assert -18.5 < boundary < -18.42  # log(1e-8) = -18.42: only the clamp acts
     assert (rel[GRID < 18.0] < 1e-5).all()

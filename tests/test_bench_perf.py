@@ -13,8 +13,14 @@ from mlkd.bench.memory import bench_memory, peak_bytes
 from mlkd.bench.step import bench_step
 from mlkd.bench.step import format_table as step_table
 
-TINY = {"teacher": "tiny", "student": "tiny", "img_size": 32, "batch_size": 8, "num_classes": 6,
-        "head": {"embed_dim": 32, "ffn_dim": 64, "num_heads": 4}}
+TINY = {
+    "teacher": "tiny",
+    "student": "tiny",
+    "img_size": 32,
+    "batch_size": 8,
+    "num_classes": 6,
+    "head": {"embed_dim": 32, "ffn_dim": 64, "num_heads": 4},
+}
 
 
 def test_step_bench_rows_ratios_and_table():
@@ -45,8 +51,7 @@ def test_memory_bench_and_peak_measure():
 
 
 def test_eval_bench_and_dispatcher(tmp_path, capsys, monkeypatch):
-    rows = bench_eval(["tiny"], img_size=32, batch_size=8, num_images=16, num_classes=6, repeats=1,
-                      head=TINY["head"])
+    rows = bench_eval(["tiny"], img_size=32, batch_size=8, num_images=16, num_classes=6, repeats=1, head=TINY["head"])
     assert [r["layout"] for r in rows] == ["NCHW", "channels_last"] and rows[0]["images_per_s"] > 0
     assert "vs NCHW" in eval_table(rows)
     assert {"losses", "step", "eval", "data", "memory"} <= set(BENCHES)
@@ -55,8 +60,27 @@ def test_eval_bench_and_dispatcher(tmp_path, capsys, monkeypatch):
     real = step_bench.bench_step
     monkeypatch.setattr(step_bench, "bench_step", lambda *a, **k: real(*a, **{**k, "head": TINY["head"]}))
     out = tmp_path / "step.json"
-    argv = ["step", "--teacher", "tiny", "--student", "tiny", "--img-size", "32", "--batch-size", "4",
-            "--classes", "5", "--methods", "mld", "--repeats", "1", "--warmup", "0", "--json", str(out)]
+    argv = [
+        "step",
+        "--teacher",
+        "tiny",
+        "--student",
+        "tiny",
+        "--img-size",
+        "32",
+        "--batch-size",
+        "4",
+        "--classes",
+        "5",
+        "--methods",
+        "mld",
+        "--repeats",
+        "1",
+        "--warmup",
+        "0",
+        "--json",
+        str(out),
+    ]
     assert bench_main(argv) == 0
     assert "x BCE-only" in capsys.readouterr().out
     assert [r["method"] for r in json.loads(out.read_text())] == ["vanilla", "mld"]

@@ -24,18 +24,17 @@ def _oracle(scores: np.ndarray, targets: np.ndarray, min_positives: int) -> list
     return out
 
 
-HAND_SCORES = np.array([[0.9, 0.2, 0.7, 0.1],
-                        [0.8, 0.6, 0.7, 0.3],
-                        [0.4, 0.6, 0.2, 0.9],
-                        [0.4, 0.1, 0.7, 0.2],
-                        [0.1, 0.5, 0.3, 0.6],
-                        [0.3, 0.9, 0.2, 0.8]])
-HAND_TARGETS = np.array([[1, 0, 1, 0],
-                         [1, 1, 0, 0],
-                         [0, 1, 1, 0],
-                         [1, 0, 1, 0],
-                         [0, 0, 0, 1],
-                         [0, 1, 0, 0]])
+HAND_SCORES = np.array(
+    [
+        [0.9, 0.2, 0.7, 0.1],
+        [0.8, 0.6, 0.7, 0.3],
+        [0.4, 0.6, 0.2, 0.9],
+        [0.4, 0.1, 0.7, 0.2],
+        [0.1, 0.5, 0.3, 0.6],
+        [0.3, 0.9, 0.2, 0.8],
+    ]
+)
+HAND_TARGETS = np.array([[1, 0, 1, 0], [1, 1, 0, 0], [0, 1, 1, 0], [1, 0, 1, 0], [0, 0, 0, 1], [0, 1, 0, 0]])
 
 
 def test_hand_data_thresholds():
@@ -67,8 +66,11 @@ def test_thresholds_reach_the_brute_force_best_f1(seed):
         if rule == "f1":  # the highest cut-off of best F1, strictly above the next lower score
             kept = scores[:, k] >= choice.thresholds[k]
             lowest = scores[kept, k].min()
-            better_higher = [t for t in np.unique(scores[:, k]) if t > lowest and
-                             f1_score(targets[:, k], scores[:, k] >= t) >= best - 1e-12]
+            better_higher = [
+                t
+                for t in np.unique(scores[:, k])
+                if t > lowest and f1_score(targets[:, k], scores[:, k] >= t) >= best - 1e-12
+            ]
             assert not better_higher
 
 

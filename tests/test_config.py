@@ -41,13 +41,16 @@ def test_unknown_section_from_override():
         load_config(None, ["trian.seed=1"])
 
 
-@pytest.mark.parametrize("override, key", [
-    ("optim.epochs=abc", "optim.epochs"),
-    ("data.batch_size=-4", "data.batch_size"),
-    ("optim.lr=0", "optim.lr"),
-    ("data.recipe=fancy", "data.recipe"),
-    ("model.name=", "model.name"),
-])
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("optim.epochs=abc", "optim.epochs"),
+        ("data.batch_size=-4", "data.batch_size"),
+        ("optim.lr=0", "optim.lr"),
+        ("data.recipe=fancy", "data.recipe"),
+        ("model.name=", "model.name"),
+    ],
+)
 def test_wrong_values_name_the_key(override, key):
     with pytest.raises(ConfigError) as err:
         load_config(None, [override])
@@ -77,7 +80,7 @@ def test_config_differences_names_changes_and_reads_missing_keys_as_defaults():
 
     new = Config().to_dict()
     old = Config().to_dict()
-    del old["train"]["threads"]               # a config saved before the key existed
+    del old["train"]["threads"]  # a config saved before the key existed
     del old["data"]["options"]
     assert config_differences(old, new) == []
     new["train"]["threads"] = 2
@@ -95,4 +98,4 @@ def test_on_off_words_are_values_not_yaml_booleans(tmp_path):
     cfg = load_config(path, ["train.progress=on", "distill.cache=auto", "train.amp=bf16"])
     assert (cfg.train.progress, cfg.distill.cache, cfg.train.amp) == ("on", "auto", "bf16")
     with pytest.raises(ConfigError, match="train.amp"):
-        load_config(path, ["train.amp=yes"])        # 'on' is not an amp mode: still refused
+        load_config(path, ["train.amp=yes"])  # 'on' is not an amp mode: still refused

@@ -12,8 +12,7 @@ SUBSETS = {"train": "train2014", "test": "val2014"}
 
 
 def expected_labels(subset: str) -> dict[str, set[str]]:
-    return {coco_file_name(subset, i): {n.lstrip("*") for n in names}
-            for i, names in COCO_SAMPLE[subset].items()}
+    return {coco_file_name(subset, i): {n.lstrip("*") for n in names} for i, names in COCO_SAMPLE[subset].items()}
 
 
 def labels_by_file(dataset) -> dict[str, set[str]]:
@@ -43,8 +42,7 @@ def test_instances_labels_image_by_image(tmp_path, split, capsys):
     for i in range(len(dataset)):
         image, target, index = dataset[i]
         assert image.shape == (3, 30, 40) and index == i
-        assert {COCO_CLASSES[k] for k in target.nonzero().flatten().tolist()} == \
-            want[Path(dataset.samples[i][0]).name]
+        assert {COCO_CLASSES[k] for k in target.nonzero().flatten().tolist()} == want[Path(dataset.samples[i][0]).name]
 
 
 def test_crowd_annotation_counts_and_keep_empty(tmp_path):
@@ -60,10 +58,8 @@ def test_crowd_annotation_counts_and_keep_empty(tmp_path):
 def test_l2d_list_file_matches_instances(tmp_path, split):
     write_coco(tmp_path)
     subset = SUBSETS[split]
-    lists = {s: write_coco_list(tmp_path / f"{s}_anno.json", SUBSETS[s], COCO_SAMPLE[SUBSETS[s]])
-             for s in SUBSETS}
-    from_lists = build_dataset("coco2014", split, root=str(tmp_path),
-                               list_file={s: str(p) for s, p in lists.items()})
+    lists = {s: write_coco_list(tmp_path / f"{s}_anno.json", SUBSETS[s], COCO_SAMPLE[SUBSETS[s]]) for s in SUBSETS}
+    from_lists = build_dataset("coco2014", split, root=str(tmp_path), list_file={s: str(p) for s, p in lists.items()})
     from_instances = build_dataset("coco2014", split, root=str(tmp_path))
     assert from_lists.classes == from_instances.classes == COCO_CLASSES
     assert sorted(from_lists.samples) == sorted(from_instances.samples)
@@ -77,8 +73,7 @@ def test_list_indices_are_alphabetical(tmp_path):
     alphabetical = sorted(COCO_CLASSES)
     entries = [{"file_name": image, "labels": [alphabetical.index("bicycle"), 0]}]
     (tmp_path / "val.json").write_text(json.dumps(entries))
-    dataset = build_dataset("coco2014", "test", root=str(tmp_path),
-                            list_file={"test": str(tmp_path / "val.json")})
+    dataset = build_dataset("coco2014", "test", root=str(tmp_path), list_file={"test": str(tmp_path / "val.json")})
     assert dataset.samples[0][1] == (COCO_CLASSES.index("bicycle"), COCO_CLASSES.index("airplane"))
     assert dataset.samples[0][1] == (1, 4)
 

@@ -17,8 +17,9 @@ ID_ORDER = [name for _, name, _ in sorted(COCO2017_CATEGORIES)]
 
 def expected(subset: str) -> dict[str, set[str]]:
     """file name -> category names, images without annotations left out (keep_empty=False)."""
-    return {coco2017_file_name(i): {n.lstrip("*") for n in names}
-            for i, names in COCO2017_SAMPLE[subset].items() if names}
+    return {
+        coco2017_file_name(i): {n.lstrip("*") for n in names} for i, names in COCO2017_SAMPLE[subset].items() if names
+    }
 
 
 def labels_by_file(dataset) -> dict[str, set[str]]:
@@ -36,8 +37,7 @@ def test_labels_image_by_image(tmp_path, split, images_folder):
         assert Path(path).parent == tmp_path / images_folder / subset
         image, target, index = dataset[i]
         assert image.shape == (3, 30, 40) and index == i
-        assert {ID_ORDER[k] for k in target.nonzero().flatten().tolist()} == \
-            expected(subset)[Path(path).name]
+        assert {ID_ORDER[k] for k in target.nonzero().flatten().tolist()} == expected(subset)[Path(path).name]
 
 
 def test_class_order_is_the_category_id_order(tmp_path):
@@ -74,8 +74,11 @@ def test_the_other_years_root_is_named(tmp_path, built, other):
 
 
 def test_a_root_without_coco_says_where_the_files_go(tmp_path):
-    with pytest.raises(DataError, match=r"instances_val2017.json; set root to the folder holding "
-                                        r"train2017/, val2017/ and annotations/"):
+    with pytest.raises(
+        DataError,
+        match=r"instances_val2017.json; set root to the folder holding "
+        r"train2017/, val2017/ and annotations/",
+    ):
         build_dataset("coco2017", "test", root=str(tmp_path))
 
 
@@ -91,26 +94,34 @@ def test_one_list_file_for_both_splits_is_refused(tmp_path, name):
 
 def test_swapped_list_files_are_named(tmp_path):
     write_coco(tmp_path)
-    lists = {s: write_coco_list(tmp_path / f"{s}_anno.json", sub, COCO_SAMPLE[sub])
-             for s, sub in (("train", "train2014"), ("test", "val2014"))}
+    lists = {
+        s: write_coco_list(tmp_path / f"{s}_anno.json", sub, COCO_SAMPLE[sub])
+        for s, sub in (("train", "train2014"), ("test", "val2014"))
+    }
     swapped = {"train": str(lists["test"]), "test": str(lists["train"])}
-    with pytest.raises(DataError, match=r"coco2014 test: list file .*train_anno.json "
-                                        r"\(list_file.test\) names train2014 images"):
+    with pytest.raises(
+        DataError,
+        match=r"coco2014 test: list file .*train_anno.json "
+        r"\(list_file.test\) names train2014 images",
+    ):
         build_dataset("coco2014", "test", root=str(tmp_path), list_file=swapped)
 
 
 def test_l2d_style_list_for_2017(tmp_path):
     write_coco2017(tmp_path)
     alphabetical = sorted(ID_ORDER)
-    entries = [{"file_name": coco2017_file_name(285), "labels": [alphabetical.index("bear")]},
-               {"file_name": coco2017_file_name(139),
-                "labels": [alphabetical.index("tv"), alphabetical.index("person")]}]
+    entries = [
+        {"file_name": coco2017_file_name(285), "labels": [alphabetical.index("bear")]},
+        {"file_name": coco2017_file_name(139), "labels": [alphabetical.index("tv"), alphabetical.index("person")]},
+    ]
     (tmp_path / "val.json").write_text(json.dumps(entries))
-    dataset = build_dataset("coco2017", "test", root=str(tmp_path),
-                            list_file={"train": str(tmp_path / "x.json"),
-                                       "test": str(tmp_path / "val.json")})
-    assert labels_by_file(dataset) == {"000000000285.jpg": {"bear"},
-                                       "000000000139.jpg": {"tv", "person"}}
+    dataset = build_dataset(
+        "coco2017",
+        "test",
+        root=str(tmp_path),
+        list_file={"train": str(tmp_path / "x.json"), "test": str(tmp_path / "val.json")},
+    )
+    assert labels_by_file(dataset) == {"000000000285.jpg": {"bear"}, "000000000139.jpg": {"tv", "person"}}
 
 
 def test_coco2014_file_names_are_unchanged(tmp_path):

@@ -58,10 +58,10 @@ def test_inferred_classes_are_the_sorted_union_of_both_splits(tmp_path):
 def test_image_root_and_keep_empty(tmp_path):
     rows = LIST_SAMPLE["train"]
     listing = write_list(tmp_path / "lists" / "train.json", rows, image_root=tmp_path / "pics")
-    dataset = build_dataset("list", "train", train_file=str(listing), keep_empty=False,
-                            image_root=str(tmp_path / "pics"))
-    assert [Path(p) for p, _ in dataset.samples] == \
-        [tmp_path / "pics" / r for r, n in rows if n]
+    dataset = build_dataset(
+        "list", "train", train_file=str(listing), keep_empty=False, image_root=str(tmp_path / "pics")
+    )
+    assert [Path(p) for p, _ in dataset.samples] == [tmp_path / "pics" / r for r, n in rows if n]
 
 
 def test_csv_quoting_and_semicolon_free_format(tmp_path):
@@ -90,11 +90,17 @@ def test_malformed_files(tmp_path):
     csv_bad = tmp_path / "bad.csv"
     csv_bad.write_text("file,tags\na.jpg,x\n")
     csv_bad.write_text("picture,classes\na.jpg,x\n")
-    with pytest.raises(DataError, match=r"bad.csv has no column one of path, .*set the option "
-                                        r"path_column"):
+    with pytest.raises(
+        DataError,
+        match=r"bad.csv has no column one of path, .*set the option "
+        r"path_column",
+    ):
         build_dataset("list", "train", train_file=str(csv_bad))
-    with pytest.raises(ConfigError, match=r"list.txt is neither .csv nor .json; set the option "
-                                          r"format \(csv, csv_list, json, txt, onehot\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"list.txt is neither .csv nor .json; set the option "
+        r"format \(csv, csv_list, json, txt, onehot\)",
+    ):
         build_dataset("list", "train", train_file=str(tmp_path / "list.txt"))
     with pytest.raises(DataError, match="not found.*nope.csv"):
         build_dataset("list", "train", train_file=str(tmp_path / "nope.csv"))
@@ -183,12 +189,15 @@ def test_summary(tmp_path):
     json.dumps(s)  # plain types only
 
 
-@pytest.mark.parametrize("name, options, word", [
-    ("list", {"trainfile": "x.csv"}, "trainfile"),
-    ("voc2007", {}, "root"),
-    ("coco2014", {"root": "x", "listfile": "y"}, "listfile"),
-    ("nuswide", {"root": "x", "missing": "skip"}, "missing"),
-])
+@pytest.mark.parametrize(
+    "name, options, word",
+    [
+        ("list", {"trainfile": "x.csv"}, "trainfile"),
+        ("voc2007", {}, "root"),
+        ("coco2014", {"root": "x", "listfile": "y"}, "listfile"),
+        ("nuswide", {"root": "x", "missing": "skip"}, "missing"),
+    ],
+)
 def test_bad_option_names_are_config_errors(name, options, word):
     with pytest.raises(ConfigError, match=rf"{name}.*{word}.*its options are: .*on_bad_image"):
         build_dataset(name, "train", **options)

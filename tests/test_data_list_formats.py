@@ -31,8 +31,7 @@ def check(dataset, base: Path, rows) -> None:
 @pytest.mark.parametrize("split", ["train", "test"])
 def test_csv_list_one_file_with_a_split_column(tmp_path, split, style):
     listing = write_csv_list(tmp_path / "nus_wid_data.csv", style=style)
-    dataset = build_dataset("list", split, file=str(listing), format="csv_list",
-                            split_values=VALUES)
+    dataset = build_dataset("list", split, file=str(listing), format="csv_list", split_values=VALUES)
     assert dataset.classes == ["beach", "clouds", "person", "sky", "water"]  # sorted, both splits
     check(dataset, tmp_path, rows_of(split))
 
@@ -42,8 +41,9 @@ def test_csv_list_per_split_files_and_classes_file(tmp_path):
     options = {"format": "csv_list", "classes_file": str(write_classes(tmp_path / "c.txt", classes))}
     for split in ("train", "test"):
         rows = [r for r in LAYOUT_ROWS if r[2] == VALUES[split]]
-        options[f"{split}_file"] = str(write_csv_list(tmp_path / f"{split}.csv", rows,
-                                                      header=("filename", "labels", "split")))
+        options[f"{split}_file"] = str(
+            write_csv_list(tmp_path / f"{split}.csv", rows, header=("filename", "labels", "split"))
+        )
     for split in ("train", "test"):
         dataset = build_dataset("list", split, **options)
         assert dataset.classes == classes  # the classes file's order
@@ -59,9 +59,14 @@ def test_txt_names_and_indices(tmp_path):
     classes = ["sky", "clouds", "person", "water", "beach"]
     by_index = [(p, [classes.index(n) for n in names]) for p, names in train]
     listing = write_txt_list(tmp_path / "idx" / "train.txt", by_index)
-    dataset = build_dataset("list", "train", train_file=str(listing), format="txt",
-                            labels_as="indices",
-                            classes_file=str(write_classes(tmp_path / "c.txt", classes)))
+    dataset = build_dataset(
+        "list",
+        "train",
+        train_file=str(listing),
+        format="txt",
+        labels_as="indices",
+        classes_file=str(write_classes(tmp_path / "c.txt", classes)),
+    )
     assert dataset.classes == classes
     check(dataset, tmp_path / "idx", train)
 
@@ -69,16 +74,19 @@ def test_txt_names_and_indices(tmp_path):
 def test_onehot_class_order_is_the_column_order(tmp_path):
     classes = ["water", "clouds", "sky", "beach", "person"]  # neither sorted nor of first use
     rows = [(p, n) for p, n, _ in LAYOUT_ROWS]
-    listing = write_onehot(tmp_path / "all.csv", rows, classes,
-                           split=[s for _, _, s in LAYOUT_ROWS])
+    listing = write_onehot(tmp_path / "all.csv", rows, classes, split=[s for _, _, s in LAYOUT_ROWS])
     for split in ("train", "test"):
-        dataset = build_dataset("list", split, file=str(listing), format="onehot",
-                                split_values=VALUES)
+        dataset = build_dataset("list", split, file=str(listing), format="onehot", split_values=VALUES)
         assert dataset.classes == classes
         check(dataset, tmp_path, rows_of(split))
     reordered = sorted(classes)
-    dataset = build_dataset("list", "train", train_file=str(listing), format="onehot",
-                            classes_file=str(write_classes(tmp_path / "c.txt", reordered)))
+    dataset = build_dataset(
+        "list",
+        "train",
+        train_file=str(listing),
+        format="onehot",
+        classes_file=str(write_classes(tmp_path / "c.txt", reordered)),
+    )
     assert dataset.classes == reordered
     check(dataset, tmp_path, rows)
 
@@ -118,17 +126,19 @@ def test_bad_cells_are_named(tmp_path):
     idx = write_txt_list(tmp_path / "i.txt", [("a.jpg", [0, 7])], images=False)
     classes = str(write_classes(tmp_path / "c.txt", ["sky", "sea"]))
     with pytest.raises(DataError, match=r"i.txt line 1: label '7' is not an index in \[0, 2\)"):
-        build_dataset("list", "train", train_file=str(idx), format="txt", labels_as="indices",
-                      classes_file=classes)
+        build_dataset("list", "train", train_file=str(idx), format="txt", labels_as="indices", classes_file=classes)
 
 
-@pytest.mark.parametrize("options, needle", [
-    ({"file": "a.csv", "train_file": "b.csv"}, "give either file"),
-    ({"train_file": "a.csv", "split_column": "split"}, "give it as file"),
-    ({"train_file": "a.txt", "format": "tsv"}, "option format must be one of auto, csv"),
-    ({"train_file": "a.txt", "format": "txt", "labels_as": "indices"}, "needs classes_file"),
-    ({"train_file": "a.txt", "labels_as": "numbers"}, "option labels_as must be one of"),
-])
+@pytest.mark.parametrize(
+    "options, needle",
+    [
+        ({"file": "a.csv", "train_file": "b.csv"}, "give either file"),
+        ({"train_file": "a.csv", "split_column": "split"}, "give it as file"),
+        ({"train_file": "a.txt", "format": "tsv"}, "option format must be one of auto, csv"),
+        ({"train_file": "a.txt", "format": "txt", "labels_as": "indices"}, "needs classes_file"),
+        ({"train_file": "a.txt", "labels_as": "numbers"}, "option labels_as must be one of"),
+    ],
+)
 def test_option_refusals(tmp_path, options, needle):
     write_txt_list(tmp_path / "a.txt", [("x.jpg", ["0"])], images=False)
     (tmp_path / "a.csv").write_text("path,labels,split\nx.jpg,sky,train\n")

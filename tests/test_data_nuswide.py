@@ -17,8 +17,7 @@ def check_labels(dataset, root: Path, part: str, skip=()) -> None:
     for (path, labels), (folder, name, concepts) in zip(dataset.samples, rows):
         assert Path(path) == root / "Flickr" / folder / name
         assert {dataset.classes[k] for k in labels} == set(concepts)
-        assert set(dataset.target(dataset.samples.index((path, labels))).nonzero()
-                   .flatten().tolist()) == set(labels)
+        assert set(dataset.target(dataset.samples.index((path, labels))).nonzero().flatten().tolist()) == set(labels)
 
 
 @pytest.mark.parametrize("sep", ["\\", "/"])
@@ -35,8 +34,7 @@ def test_labels_image_by_image(tmp_path, split, sep):
 def test_windows_absolute_paths_in_list(tmp_path):
     write_nuswide(tmp_path)
     listing = tmp_path / "ImageList" / "TestImagelist.txt"
-    listing.write_text("".join(f"C:\\ImageData\\Flickr\\{f}\\{n}\r\n"
-                               for f, n, _ in NUS_SAMPLE["Test"]), newline="")
+    listing.write_text("".join(f"C:\\ImageData\\Flickr\\{f}\\{n}\r\n" for f, n, _ in NUS_SAMPLE["Test"]), newline="")
     check_labels(build_dataset("nuswide", "test", root=str(tmp_path)), tmp_path, "Test")
 
 
@@ -56,15 +54,13 @@ def test_missing_images_are_counted_and_logged(tmp_path, caplog):
 def test_keep_empty_false(tmp_path):
     write_nuswide(tmp_path)
     dataset = build_dataset("nuswide", "test", root=str(tmp_path), keep_empty=False)
-    assert [Path(p).name for p, _ in dataset.samples] == ["0001_5555555555.jpg",
-                                                        "0002_6666666666.jpg"]
+    assert [Path(p).name for p, _ in dataset.samples] == ["0001_5555555555.jpg", "0002_6666666666.jpg"]
 
 
 def test_custom_image_dir(tmp_path):
     write_nuswide(tmp_path / "nus")
     (tmp_path / "nus" / "Flickr").rename(tmp_path / "images")
-    dataset = build_dataset("nuswide", "test", root=str(tmp_path / "nus"),
-                            image_dir=str(tmp_path / "images"))
+    dataset = build_dataset("nuswide", "test", root=str(tmp_path / "nus"), image_dir=str(tmp_path / "images"))
     assert dataset.missing == 0 and len(dataset) == 3
 
 

@@ -15,11 +15,12 @@ from replicas_layouts import NUS_CONCEPTS81, nus_image_path, write_nus_asl, writ
 PARTS = {"train": "Train", "test": "Test"}
 # Rows whose concepts are among the real 81 (the ASL csv's class order is the sorted 81).
 NUS81_SAMPLE = {
-    "Train": [("actor", "0001_2124494179.jpg", ["sky", "clouds"]),
-              ("airport", "0002_1234567890.jpg", ["airport", "plane", "sky"]),
-              ("zebra", "0003_2222222222.jpg", ["zebra", "animal", "grass"])],
-    "Test": [("water", "0001_5555555555.jpg", ["water", "beach"]),
-             ("map", "0002_6666666666.jpg", ["map"])],
+    "Train": [
+        ("actor", "0001_2124494179.jpg", ["sky", "clouds"]),
+        ("airport", "0002_1234567890.jpg", ["airport", "plane", "sky"]),
+        ("zebra", "0003_2222222222.jpg", ["zebra", "animal", "grass"]),
+    ],
+    "Test": [("water", "0001_5555555555.jpg", ["water", "beach"]), ("map", "0002_6666666666.jpg", ["map"])],
 }
 
 
@@ -49,8 +50,7 @@ def test_distributed_layout_with_the_81_concepts(tmp_path):
 
 
 def test_missing_images_of_a_flat_folder_are_skipped_and_counted(tmp_path, caplog):
-    write_nuswide_distributed(tmp_path, NUS_CONCEPTS, NUS_SAMPLE, layout="flat",
-                              missing=["0002_1234567890.jpg"])
+    write_nuswide_distributed(tmp_path, NUS_CONCEPTS, NUS_SAMPLE, layout="flat", missing=["0002_1234567890.jpg"])
     with caplog.at_level(logging.WARNING):
         dataset = build_dataset("nuswide", "train", root=str(tmp_path))
     assert dataset.missing == 1 and dataset.missing_files == [str(tmp_path / "images" / "0002_1234567890.jpg")]
@@ -70,10 +70,8 @@ def test_asl_csv_image_by_image(tmp_path, split, prefix, layout):
 def test_asl_csv_takes_the_concept_list_order_when_present(tmp_path):
     write_nus_asl(tmp_path, NUS81_SAMPLE)
     (tmp_path / "ConceptsList").mkdir()
-    (tmp_path / "ConceptsList" / "Concepts81.txt").write_text(
-        "".join(f"{c}\r\n" for c in NUS_CONCEPTS81), newline="")
-    dataset = build_dataset("nuswide", "test", root=str(tmp_path),
-                            csv=str(tmp_path / "nus_wid_data.csv"))
+    (tmp_path / "ConceptsList" / "Concepts81.txt").write_text("".join(f"{c}\r\n" for c in NUS_CONCEPTS81), newline="")
+    dataset = build_dataset("nuswide", "test", root=str(tmp_path), csv=str(tmp_path / "nus_wid_data.csv"))
     assert dataset.classes == NUS_CONCEPTS81 == sorted(NUS_CONCEPTS81)
     check(dataset, tmp_path, "flat", NUS81_SAMPLE, "Test", NUS_CONCEPTS81)
 
@@ -82,8 +80,7 @@ def test_asl_csv_unknown_concept_is_named(tmp_path):
     write_nus_asl(tmp_path, NUS81_SAMPLE)
     (tmp_path / "Concepts81.txt").write_text("sky\nclouds\n")
     with pytest.raises(DataError, match=r"nus_wid_data.csv line 3: unknown concept 'airport'"):
-        build_dataset("nuswide", "train", root=str(tmp_path),
-                      csv=str(tmp_path / "nus_wid_data.csv"))
+        build_dataset("nuswide", "train", root=str(tmp_path), csv=str(tmp_path / "nus_wid_data.csv"))
 
 
 def test_an_empty_root_names_every_layout(tmp_path):

@@ -25,14 +25,18 @@ def _voc_devkit(tmp_path):
 
 def _list(tmp_path):
     files = {s: write_list(tmp_path / f"{s}.csv", rows) for s, rows in LIST_SAMPLE.items()}
-    return {"train_file": str(files["train"]), "test_file": str(files["test"]),
-            "classes_file": str(write_classes(tmp_path / "classes.txt", ["person", "dog", "cat", "zebra", "horse"]))}
+    return {
+        "train_file": str(files["train"]),
+        "test_file": str(files["test"]),
+        "classes_file": str(write_classes(tmp_path / "classes.txt", ["person", "dog", "cat", "zebra", "horse"])),
+    }
 
 
 def _root(write):
     def options(tmp_path):
         write(tmp_path)
         return {"root": str(tmp_path)}
+
     return options
 
 

@@ -38,8 +38,7 @@ def list_cell(tmp_path):
     return "list", {"train_file": listing, "test_file": listing}, [str(listing), "format: csv_list"]
 
 
-@pytest.mark.parametrize("case", [coco2017_as_2014, voc2012_as_2007, nus_empty, one_list_file,
-                                  list_cell])
+@pytest.mark.parametrize("case", [coco2017_as_2014, voc2012_as_2007, nus_empty, one_list_file, list_cell])
 def test_refusal_is_one_line(tmp_path, capsys, case):
     name, options, needles = case(tmp_path)
     code, err = run_cli(["data", "summary", write_config(tmp_path, name, options)], capsys)

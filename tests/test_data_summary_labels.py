@@ -82,12 +82,21 @@ def test_per_batch_figures_against_whole_epochs(tmp_path):
     """10 images, B=5: 500 batches are 250 whole epochs, so a class with n positives averages
     exactly 5 n / 10 per batch; all-positive classes always reach 3, rare ones never."""
     classes = ["all", "half", "two", "none"]
-    rows = [(f"{k}.jpg", ["all"] + (["half"] if k % 2 else []) + (["two"] if k < 2 else []))
-            for k in range(10)]
+    rows = [(f"{k}.jpg", ["all"] + (["half"] if k % 2 else []) + (["two"] if k < 2 else [])) for k in range(10)]
     listing = write_txt_list(tmp_path / "train.txt", rows, images=False)
-    cfg = load_config(config(tmp_path, "list", {
-        "train_file": str(listing), "test_file": str(listing), "format": "txt",
-        "classes_file": str(write_classes(tmp_path / "c.txt", classes))}, batch_size=5))
+    cfg = load_config(
+        config(
+            tmp_path,
+            "list",
+            {
+                "train_file": str(listing),
+                "test_file": str(listing),
+                "format": "txt",
+                "classes_file": str(write_classes(tmp_path / "c.txt", classes)),
+            },
+            batch_size=5,
+        )
+    )
     batches = summarize_config(cfg, labels_only=True)["train"]["batches"]
     per_class = batches["per_class"]
     assert [per_class[c]["positives"] for c in classes] == [5.0, 2.5, 1.0, 0.0]
@@ -104,9 +113,14 @@ def test_verify_images_drops_are_counted_and_named(tmp_path, capsys):
     rows = [(f"img/{k}.jpg", ["a"] if k % 2 else ["b"]) for k in range(4)]
     listing = write_txt_list(tmp_path / "train.txt", rows)
     corrupt_file(tmp_path / "img" / "1.jpg")
-    cfg = config(tmp_path, "list", {"train_file": str(listing), "test_file": str(listing),
-                                    "format": "txt"}, on_bad_image="skip", verify_images="true",
-                 num_workers=1)
+    cfg = config(
+        tmp_path,
+        "list",
+        {"train_file": str(listing), "test_file": str(listing), "format": "txt"},
+        on_bad_image="skip",
+        verify_images="true",
+        num_workers=1,
+    )
     from mlkd.cli import main
 
     assert main(["data", "summary", cfg]) == 0
@@ -117,7 +131,6 @@ def test_verify_images_drops_are_counted_and_named(tmp_path, capsys):
 
 def test_a_bad_batch_size_is_one_line(tmp_path, capsys):
     listing = write_txt_list(tmp_path / "t.txt", [("a.jpg", ["x"])], images=False)
-    cfg = config(tmp_path, "list", {"train_file": str(listing), "test_file": str(listing),
-                                    "format": "txt"})
+    cfg = config(tmp_path, "list", {"train_file": str(listing), "test_file": str(listing), "format": "txt"})
     code, err = run_cli(["data", "summary", cfg, "--labels-only", "--batch-size", "0"], capsys)
     assert code == 2 and "--batch-size 0" in err and "\n" not in err.strip()

@@ -13,8 +13,7 @@ SETS = {"train": "trainval", "test": "test"}
 
 
 def expected(image_set: str, image_id: str, difficult: str) -> set[str]:
-    return {name for name, hard in VOC_SAMPLE[image_set][image_id]
-            if difficult == "positive" or not hard}
+    return {name for name, hard in VOC_SAMPLE[image_set][image_id] if difficult == "positive" or not hard}
 
 
 def check_labels(dataset, split: str, difficult: str) -> None:
@@ -27,8 +26,9 @@ def check_labels(dataset, split: str, difficult: str) -> None:
         assert {VOC_CLASSES[k] for k in labels} == expected(image_set, image_id, difficult)
         target = dataset.target(i)
         assert target.dtype == torch.float32 and target.shape == (20,)
-        assert {VOC_CLASSES[k] for k in torch.nonzero(target).flatten().tolist()} == \
-            expected(image_set, image_id, difficult)
+        assert {VOC_CLASSES[k] for k in torch.nonzero(target).flatten().tolist()} == expected(
+            image_set, image_id, difficult
+        )
 
 
 @pytest.mark.parametrize("layout", ["devkit", "separate", "l2d"])
@@ -62,8 +62,7 @@ def test_difficult_policies(tmp_path, difficult):
 
 def test_getitem_and_transform(tmp_path):
     options = write_voc(tmp_path)
-    dataset = build_dataset("voc2007", "test", transform=lambda im: torch.zeros(3, 8, 8),
-                            **options)
+    dataset = build_dataset("voc2007", "test", transform=lambda im: torch.zeros(3, 8, 8), **options)
     image, target, index = dataset[2]
     assert image.shape == (3, 8, 8) and index == 2
     assert torch.equal(target, dataset.target(2))
@@ -131,8 +130,9 @@ def test_bad_jpeg_error_or_skip(tmp_path, damage):
     i = [Path(p).stem for p, _ in dataset.samples].index("000002")
     with pytest.raises(DataError, match="000002.jpg"):
         dataset[i]
-    skipping = build_dataset("voc2007", "test", on_bad_image="skip",
-                             transform=lambda im: torch.zeros(3, 4, 4), **options)
+    skipping = build_dataset(
+        "voc2007", "test", on_bad_image="skip", transform=lambda im: torch.zeros(3, 4, 4), **options
+    )
     assert skipping[i] is None and skipping.skipped == 1
     batch = collate([skipping[k] for k in range(len(skipping))])
     assert batch["skipped"] == 1 and batch["images"].shape == (2, 3, 4, 4)

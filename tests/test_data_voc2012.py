@@ -40,8 +40,7 @@ def test_voc2012_labels_image_by_image(tmp_path, split, image_set, difficult):
         for i, (path, _labels) in enumerate(dataset.samples):
             assert Path(path).parent == folder / "JPEGImages"
             target = dataset.target(i)
-            assert {dataset.classes[k] for k in target.nonzero().flatten().tolist()} == \
-                want[Path(path).stem]
+            assert {dataset.classes[k] for k in target.nonzero().flatten().tolist()} == want[Path(path).stem]
 
 
 def test_voc2012_parts_owner_and_absent_difficult(tmp_path):
@@ -61,9 +60,9 @@ def test_class_order_is_the_devkits(tmp_path):
         dataset = build_dataset(name, "test", root=str(root))
         assert dataset.classes == VOC_DEVKIT_CLASSES
         row = dataset.labels_matrix()[0]
-        assert [VOC_DEVKIT_CLASSES[k] for k in row.nonzero()[0]] == \
-            sorted(labels_by_id(dataset)[Path(dataset.samples[0][0]).stem],
-                   key=VOC_DEVKIT_CLASSES.index)
+        assert [VOC_DEVKIT_CLASSES[k] for k in row.nonzero()[0]] == sorted(
+            labels_by_id(dataset)[Path(dataset.samples[0][0]).stem], key=VOC_DEVKIT_CLASSES.index
+        )
 
 
 def test_voc2012_trainval_set(tmp_path):
@@ -120,8 +119,7 @@ def test_a_devkit_with_only_2012_names_it(tmp_path):
 def test_a_2007_folder_is_not_loaded_as_voc2012(tmp_path):
     write_voc(tmp_path)
     with pytest.raises(DataError) as err:
-        build_dataset("voc2012", "test", root=str(tmp_path / "VOCdevkit" / "VOC2007"),
-                      test_set="trainval")
+        build_dataset("voc2012", "test", root=str(tmp_path / "VOCdevkit" / "VOC2007"), test_set="trainval")
     assert "is a VOC2007 folder, not VOC2012" in one_line(err)
 
 

@@ -62,8 +62,11 @@ def test_mosaic_demo_trains_reports_and_reuses_its_runs(toy_mosaic, monkeypatch)
     assert (toy_mosaic / "chart.png").stat().st_size > 0
     rows = report_rows((toy_mosaic / "report.md").read_text())
     assert list(rows) == ["Teacher", "Student", "MLD", "L2D (paper λ)", "L2D (validated λ)", "L2D bounded"]
-    assert_cells_match_runs(rows, {"Teacher": "digits-teacher", "Student": "digits-vanilla",
-                                   "L2D (validated λ)": "digits-l2d-validated"}, toy_mosaic)
+    assert_cells_match_runs(
+        rows,
+        {"Teacher": "digits-teacher", "Student": "digits-vanilla", "L2D (validated λ)": "digits-l2d-validated"},
+        toy_mosaic,
+    )
     assert load_config(toy_mosaic / "digits-l2d-validated" / "config.yaml").distill.weights == {"cd": 1.0, "id": 10.0}
     assert load_config(toy_mosaic / "digits-l2d" / "config.yaml").distill.weights == {}
     assert_rerun_trains_nothing(monkeypatch, argv, toy_mosaic)
@@ -72,8 +75,11 @@ def test_mosaic_demo_trains_reports_and_reuses_its_runs(toy_mosaic, monkeypatch)
 @pytest.fixture
 def toy_scenes(monkeypatch, tmp_path):
     """The scenes setting with its real pretrained Lite2 / Lite0 at 32 px on 64 / 24 scenes."""
-    data = {**demo.SCENES.data, "img_size": 32, "options": {"num_train": 64, "num_test": 24,
-                                                             "cache_dir": str(tmp_path / "scenes")}}
+    data = {
+        **demo.SCENES.data,
+        "img_size": 32,
+        "options": {"num_train": 64, "num_test": 24, "cache_dir": str(tmp_path / "scenes")},
+    }
     monkeypatch.setattr(demo, "SCENES", dataclasses.replace(demo.SCENES, data=data, epochs=2, teacher_epochs=1))
     monkeypatch.setenv("MLKD_CACHE", str(tmp_path / "cache"))
     return tmp_path / "demo"
@@ -86,17 +92,34 @@ def test_scenes_demo_uses_pretrained_pairs_the_cache_and_reuses_its_runs(toy_sce
     report = (toy_scenes / "report.md").read_text()
     rows = report_rows(report)
     assert list(rows) == ["Teacher", "Student", "MLD", "L2D (paper λ)", "L2D bounded"]
-    assert_cells_match_runs(rows, {"Teacher": "scenes-teacher", "Student": "scenes-vanilla", "MLD": "scenes-mld",
-                                   "L2D (paper λ)": "scenes-l2d", "L2D bounded": "scenes-l2d-bounded"}, toy_scenes)
+    assert_cells_match_runs(
+        rows,
+        {
+            "Teacher": "scenes-teacher",
+            "Student": "scenes-vanilla",
+            "MLD": "scenes-mld",
+            "L2D (paper λ)": "scenes-l2d",
+            "L2D bounded": "scenes-l2d-bounded",
+        },
+        toy_scenes,
+    )
     assert_bounded_run_reported(report, toy_scenes / "scenes-l2d-bounded")
     assert (toy_scenes / "gradient_shares.png").stat().st_size > 0 and "gradient_shares.png" in report
     assert report.rstrip().splitlines()[-1] == demo.NEXT_STEP
     assert (toy_scenes / "scenes.png").stat().st_size > 0 and "scenes.png" in report
     teacher = load_config(toy_scenes / "scenes-teacher" / "config.yaml")
     l2d = load_config(toy_scenes / "scenes-l2d" / "config.yaml")
-    assert (teacher.model.name, l2d.model.name, l2d.model.pretrained) == ("efficientnet_lite2", "efficientnet_lite0", True)
+    assert (teacher.model.name, l2d.model.name, l2d.model.pretrained) == (
+        "efficientnet_lite2",
+        "efficientnet_lite0",
+        True,
+    )
     assert (teacher.optim.epochs, l2d.optim.epochs) == (1, 2) and l2d.distill.weights == {}
-    assert (teacher.optim.head_lr_scale, l2d.optim.head_lr_scale, l2d.data.recipe) == (1.0, 10.0, "official_torchvision")
+    assert (teacher.optim.head_lr_scale, l2d.optim.head_lr_scale, l2d.data.recipe) == (
+        1.0,
+        10.0,
+        "official_torchvision",
+    )
     assert (l2d.distill.cache, l2d.distill.cache_view, l2d.distill.cache_views) == ("auto", "train", 2)
     assert list((toy_scenes.parent / "cache" / "teacher").iterdir()), "the students read no teacher cache"
     assert_rerun_trains_nothing(monkeypatch, argv, toy_scenes)

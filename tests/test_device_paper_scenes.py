@@ -71,8 +71,9 @@ def test_glyph_pack_refuses_bad_input(tmp_path, pack):
     damaged = tmp_path / "damaged"
     damaged.mkdir()
     (damaged / "glyphs.npz").write_bytes(pack.read_bytes()[:-1])
-    (damaged / "manifest.json").write_text(json.dumps({"files": {"glyphs.npz": {"bytes": pack.stat().st_size,
-                                                                               "sha256": "0"}}}))
+    (damaged / "manifest.json").write_text(
+        json.dumps({"files": {"glyphs.npz": {"bytes": pack.stat().st_size, "sha256": "0"}}})
+    )
     with pytest.raises(ConfigError, match="glyphs.npz is missing or differs from its manifest"):
         check_device_pack(damaged)
 
@@ -80,14 +81,25 @@ def test_glyph_pack_refuses_bad_input(tmp_path, pack):
 @pytest.mark.slow
 @needs_openmoji
 def test_parallel_draw_equals_serial(tmp_path, pack):
-    opts = scenes.resolve_options(num_train=150, num_test=4, img_size=32, cache_dir=tmp_path,
-                                  glyph_pack=str(pack))  # 150 > one chunk of 128: two chunks
+    opts = scenes.resolve_options(
+        num_train=150, num_test=4, img_size=32, cache_dir=tmp_path, glyph_pack=str(pack)
+    )  # 150 > one chunk of 128: two chunks
     serial, parallel = scenes.build_arrays("train", opts), draw_split("train", opts, processes=2)
     assert all(np.array_equal(serial[k], parallel[k]) for k in serial)
 
 
-SCALE = Scale(img_size=224, batch_size=64, num_test=10_000, min_train=20_000, max_train=30_137,
-              max_epochs=80, budget_s=540.0, reserve_s=30.0, run_overhead_s=15.0, epoch_overhead_s=1.5)
+SCALE = Scale(
+    img_size=224,
+    batch_size=64,
+    num_test=10_000,
+    min_train=20_000,
+    max_train=30_137,
+    max_epochs=80,
+    budget_s=540.0,
+    reserve_s=30.0,
+    run_overhead_s=15.0,
+    epoch_overhead_s=1.5,
+)
 RATES = Measured(gen_s=1e-3, loader_s=2e-4, step_s={"teacher": 0.04, "student": 0.025, "mld": 0.035, "l2d": 0.04})
 
 
@@ -135,8 +147,14 @@ def _table_rows(markdown: str) -> dict[str, list[float]]:
 def test_smoke_run_end_to_end(tmp_path):
     out = tmp_path / "out"
     env = {**os.environ, "OUT": str(out), "PYTHON": sys.executable}
-    proc = subprocess.run(["bash", "scripts/device_paper_scenes.sh", "--smoke"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=240)
+    proc = subprocess.run(
+        ["bash", "scripts/device_paper_scenes.sh", "--smoke"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     first = re.search(r"^sizing: (\d+) training scenes, epochs: teacher (\d+), students (\d+);", proc.stdout, re.M)
     final = re.search(r"^sizing \(students, after the teacher.*\): epochs: students (\d+)", proc.stdout, re.M)
@@ -153,8 +171,12 @@ def test_smoke_run_end_to_end(tmp_path):
     assert [r["row"] for r in summary["rows"]] == list(ROWS)
     assert summary["dataset"]["num_train"] == num_train
     epochs = {r["row"]: r["epochs"] for r in summary["rows"]}
-    assert epochs == {"Teacher": teacher_epochs, "Student": student_epochs, "MLD": student_epochs,
-                      "L2D": student_epochs}
+    assert epochs == {
+        "Teacher": teacher_epochs,
+        "Student": student_epochs,
+        "MLD": student_epochs,
+        "L2D": student_epochs,
+    }
     for row in summary["rows"]:
         assert [round(row[k], 2) for k in ("mAP", "OF1", "CF1")] == table[row["row"]]
         records = (out / row["records"] / "metrics.jsonl").read_text().splitlines()
@@ -163,8 +185,11 @@ def test_smoke_run_end_to_end(tmp_path):
     # the sizing rule, fed what the run measured, gives the sizes the run printed and used
     measured, scale = Measured(**summary["measured"]), Scale(**summary["scale"])
     plan = plan_sizes(summary["sizing"]["first"]["budget_s"], measured, scale)
-    assert (plan.num_train, plan.teacher_epochs, plan.student_epochs) == (num_train, teacher_epochs,
-                                                                          first_student_epochs)
+    assert (plan.num_train, plan.teacher_epochs, plan.student_epochs) == (
+        num_train,
+        teacher_epochs,
+        first_student_epochs,
+    )
     again = plan_students(summary["sizing"]["final"]["budget_s"], plan, measured, scale, summary["sizing"]["ratio"])
     assert again.student_epochs == student_epochs
 
@@ -185,14 +210,37 @@ def test_grid_is_the_official_recipe():
 
     grid = load_grid(ROOT / "configs/study/paper_scenes.yaml")
     assert [(r.role, r.model, r.method) for r in grid.runs] == [
-        ("teacher", "efficientnet_lite2", "vanilla"), ("student", "efficientnet_lite0", "vanilla"),
-        ("distill", "efficientnet_lite0", "mld"), ("distill", "efficientnet_lite0", "l2d")]
+        ("teacher", "efficientnet_lite2", "vanilla"),
+        ("student", "efficientnet_lite0", "vanilla"),
+        ("distill", "efficientnet_lite0", "mld"),
+        ("distill", "efficientnet_lite0", "l2d"),
+    ]
     teacher, *students = [r.config for r in grid.runs]
     for cfg in (teacher, *students):
-        assert (cfg.data.name, cfg.data.img_size, cfg.data.recipe, cfg.data.normalize) == ("coco_scenes", 224, "official", False)
+        assert (cfg.data.name, cfg.data.img_size, cfg.data.recipe, cfg.data.normalize) == (
+            "coco_scenes",
+            224,
+            "official",
+            False,
+        )
         assert (cfg.model.pretrained, cfg.model.head, cfg.model.embed_dim, cfg.model.ffn_dim, cfg.model.num_heads) == (
-            True, "label_wise", 768, 2048, 8)
+            True,
+            "label_wise",
+            768,
+            2048,
+            8,
+        )
         assert (cfg.optim.name, cfg.optim.lr, cfg.optim.head_lr_scale, cfg.optim.weight_decay, cfg.optim.pct_start) == (
-            "adam", 1e-4, 1.0, 1e-4, 0.2)
-        assert (cfg.train.amp, cfg.train.diagnostics_every, cfg.distill.weights, cfg.distill.cache) == ("bf16", 20, {}, "off")
+            "adam",
+            1e-4,
+            1.0,
+            1e-4,
+            0.2,
+        )
+        assert (cfg.train.amp, cfg.train.diagnostics_every, cfg.distill.weights, cfg.distill.cache) == (
+            "bf16",
+            20,
+            {},
+            "off",
+        )
     assert teacher.optim.stop_epoch is None and teacher.optim.final_epoch == teacher.optim.epochs

@@ -24,8 +24,11 @@ def _outputs(B=6, q=5, D=4, seed=0):
     emb = torch.randn(B, q, D, generator=g, dtype=torch.float64, requires_grad=True)
     pooled = torch.randn(B, 3, generator=g, dtype=torch.float64)
     student = ModelOutput(logits=logits, label_embeddings=emb, pooled=pooled)
-    teacher = ModelOutput(logits=torch.randn(B, q, generator=g, dtype=torch.float64),
-                          label_embeddings=torch.randn(B, q, 7, generator=g, dtype=torch.float64), pooled=pooled)
+    teacher = ModelOutput(
+        logits=torch.randn(B, q, generator=g, dtype=torch.float64),
+        label_embeddings=torch.randn(B, q, 7, generator=g, dtype=torch.float64),
+        pooled=pooled,
+    )
     targets = (torch.rand(B, q, generator=g) < 0.6).double()
     targets[0, :4] = 1  # at least one image with 4 labels and one class with several images
     targets[:4, 0] = 1
@@ -62,10 +65,16 @@ def test_geometry_equals_a_loop_over_classes_and_images():
     cd, id_ = embedding_geometry(emb, targets)
     positives = [(i, k) for i in range(7) for k in range(6) if targets[i, k] > 0.5]
     norm = sum(emb[i, k].norm() for i, k in positives) / len(positives)
-    by_class = [(emb[i, k] - emb[j, k]).norm() for k in range(6)
-                for i, j in itertools.combinations([i for i in range(7) if targets[i, k] > 0.5], 2)]
-    by_image = [(emb[i, k] - emb[i, m]).norm() for i in range(7)
-                for k, m in itertools.combinations([k for k in range(6) if targets[i, k] > 0.5], 2)]
+    by_class = [
+        (emb[i, k] - emb[j, k]).norm()
+        for k in range(6)
+        for i, j in itertools.combinations([i for i in range(7) if targets[i, k] > 0.5], 2)
+    ]
+    by_image = [
+        (emb[i, k] - emb[i, m]).norm()
+        for i in range(7)
+        for k, m in itertools.combinations([k for k in range(6) if targets[i, k] > 0.5], 2)
+    ]
     assert cd.item() == pytest.approx((sum(by_class) / len(by_class) / norm).item(), rel=1e-5)
     assert id_.item() == pytest.approx((sum(by_image) / len(by_image) / norm).item(), rel=1e-5)
 
@@ -107,9 +116,14 @@ def teacher(tmp_path_factory):
 
 
 def _train(root, name, every, method="l2d", epochs=2):
-    cfg = tiny_config(root / name, root / "cache", method=method, epochs=epochs,
-                      teacher=str(root / "teacher" / "checkpoints" / "last.pt"),
-                      train={"diagnostics_every": every, "seed": 0, "device": "cpu", "progress": "off"})
+    cfg = tiny_config(
+        root / name,
+        root / "cache",
+        method=method,
+        epochs=epochs,
+        teacher=str(root / "teacher" / "checkpoints" / "last.pt"),
+        train={"diagnostics_every": every, "seed": 0, "device": "cpu", "progress": "off"},
+    )
     fit(cfg)
     return read_jsonl(root / name / "metrics.jsonl"), load_checkpoint(root / name / "checkpoints" / "last.pt")
 
@@ -132,8 +146,9 @@ def test_metrics_carry_diagnostics_and_the_measurement_changes_no_number(teacher
     assert all("diagnostics" not in record for record in plain)
     timing = {"seconds", "images_per_s"}
     for a, b in zip(measured, plain):
-        assert {k: v for k, v in a["train"].items() if k not in timing} == \
-               {k: v for k, v in b["train"].items() if k not in timing}
+        assert {k: v for k, v in a["train"].items() if k not in timing} == {
+            k: v for k, v in b["train"].items() if k not in timing
+        }
         assert a["eval"] == b["eval"]
     for key, value in ckpt_on["model"].items():
         assert torch.equal(value, ckpt_off["model"][key]), key
@@ -159,14 +174,31 @@ def test_table_diagnostics_of_a_swept_grid(tmp_path, capsys):
 
     from mlkd.cli import main as cli_main
 
-    grid = {"dataset": "digits", "out": str(tmp_path / "runs"),
-            "data": {"name": "mosaic", "recipe": "none", "img_size": 32, "batch_size": 32, "num_workers": 0,
-                     "options": {"source": "digits", "num_train": 128, "num_test": 67, "seed": 0,
-                                 "cache_dir": str(tmp_path / "cache")}},
-            "model": {"name": "tiny", "embed_dim": 32, "ffn_dim": 64, "num_heads": 4},
-            "optim": {"lr": 1e-3, "epochs": 2}, "train": {"device": "cpu", "progress": "off", "diagnostics_every": 2},
-            "pairs": [{"teacher": "tiny", "student": "tiny"}], "methods": ["teacher", "vanilla", "l2d"],
-            "seeds": [0, 1], "teachers": "shared"}
+    grid = {
+        "dataset": "digits",
+        "out": str(tmp_path / "runs"),
+        "data": {
+            "name": "mosaic",
+            "recipe": "none",
+            "img_size": 32,
+            "batch_size": 32,
+            "num_workers": 0,
+            "options": {
+                "source": "digits",
+                "num_train": 128,
+                "num_test": 67,
+                "seed": 0,
+                "cache_dir": str(tmp_path / "cache"),
+            },
+        },
+        "model": {"name": "tiny", "embed_dim": 32, "ffn_dim": 64, "num_heads": 4},
+        "optim": {"lr": 1e-3, "epochs": 2},
+        "train": {"device": "cpu", "progress": "off", "diagnostics_every": 2},
+        "pairs": [{"teacher": "tiny", "student": "tiny"}],
+        "methods": ["teacher", "vanilla", "l2d"],
+        "seeds": [0, 1],
+        "teachers": "shared",
+    }
     path = tmp_path / "grid.yaml"
     path.write_text(yaml.safe_dump(grid))
     assert cli_main(["sweep", str(path)]) == 0
@@ -182,6 +214,8 @@ def test_table_diagnostics_of_a_swept_grid(tmp_path, capsys):
         folder = tmp_path / "runs" / "digits" / "tiny_to_tiny" / "l2d" / f"seed{seed}"
         records = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
         lasts.append(records[-1]["diagnostics"]["terms"]["id"]["ratio"])
-    header = [c.strip() for c in next(line for line in text.splitlines() if line.startswith("| row")).strip("|").split("|")]
+    header = [
+        c.strip() for c in next(line for line in text.splitlines() if line.startswith("| row")).strip("|").split("|")
+    ]
     id_cell = cells[header.index("id / BCE (first → last)")]
     assert id_cell.split(" → ")[1] == f"{sum(lasts) / 2:.3g}"

@@ -25,8 +25,18 @@ def test_torchrun_two_processes_evaluates_each_sample_once(tmp_path):
     config_file = tmp_path / "ddp.yaml"
     config_file.write_text(yaml.safe_dump(cfg.to_dict()))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "mlkd.cli", "distill", "--config", str(config_file)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "mlkd.cli",
+        "distill",
+        "--config",
+        str(config_file),
+    ]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     logged = read_jsonl(tmp_path / "ddp" / "metrics.jsonl")[-1]["eval"]
@@ -50,18 +60,36 @@ def test_torchrun_builds_the_teacher_cache_in_shards_equal_to_one_process(tmp_pa
     data = tmp_path / "data"
     fit(tiny_config(tmp_path / "teacher", data, epochs=1))
     teacher = str(tmp_path / "teacher" / "checkpoints" / "last.pt")
-    cfg = tiny_config(tmp_path / "ddp", data, method="l2d", teacher=teacher, epochs=1,
-                      distill={"cache": str(tmp_path / "cache-ddp")})
+    cfg = tiny_config(
+        tmp_path / "ddp", data, method="l2d", teacher=teacher, epochs=1, distill={"cache": str(tmp_path / "cache-ddp")}
+    )
     config_file = tmp_path / "ddp.yaml"
     config_file.write_text(yaml.safe_dump(cfg.to_dict()))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "mlkd.cli", "distill", "--config", str(config_file)]
-    done = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
-                          timeout=300)
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "mlkd.cli",
+        "distill",
+        "--config",
+        str(config_file),
+    ]
+    done = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert read_jsonl(tmp_path / "ddp" / "metrics.jsonl")[-1]["epoch"] == 1
-    build_run(tiny_config(tmp_path / "single", data, method="l2d", teacher=teacher, epochs=1,
-                          distill={"cache": str(tmp_path / "cache-single")}))
+    build_run(
+        tiny_config(
+            tmp_path / "single",
+            data,
+            method="l2d",
+            teacher=teacher,
+            epochs=1,
+            distill={"cache": str(tmp_path / "cache-single")},
+        )
+    )
     ddp, single = tmp_path / "cache-ddp", tmp_path / "cache-single"
     assert not list(tmp_path.glob(".cache-ddp.tmp-*")), "the temporary build folder was left behind"
     meta = [json.loads(next(folder.glob("*.json")).read_text()) for folder in (ddp, single)]
@@ -70,5 +98,10 @@ def test_torchrun_builds_the_teacher_cache_in_shards_equal_to_one_process(tmp_pa
     arrays = sorted(single.glob("*.npy"))
     assert {"logits.npy", "label_embeddings.npy", "pooled.npy"} <= {path.name for path in arrays}
     for path in arrays:
-        np.testing.assert_allclose(np.load(ddp / path.name).astype(np.float32),
-                                   np.load(path).astype(np.float32), rtol=2**-10, atol=1e-4, err_msg=path.name)
+        np.testing.assert_allclose(
+            np.load(ddp / path.name).astype(np.float32),
+            np.load(path).astype(np.float32),
+            rtol=2**-10,
+            atol=1e-4,
+            err_msg=path.name,
+        )

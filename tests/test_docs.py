@@ -42,7 +42,8 @@ def test_configuration_page_is_current():
     generator = _load_generator()
     page = DOCS / "configuration.md"
     assert page.read_text(encoding="utf-8") == generator.render(), (
-        "docs/configuration.md is stale: run python scripts/config_reference.py")
+        "docs/configuration.md is stale: run python scripts/config_reference.py"
+    )
     assert generator.main(["--check"]) == 0
 
 
@@ -58,12 +59,24 @@ def test_configuration_page_lists_every_key():
 
 
 def test_link_extraction():
-    text = ("[a](install.md) ![b](figures/x.png) `[c](not-a-link.md)` [d](https://x.org/y.md) [e](#here)\n"
-            "```\n[f](in-a-block.md)\n```\n[g](api.md#anchor \"title\")\n[ref]: cli.md\n")
-    assert link_targets(text) == ["install.md", "figures/x.png", "https://x.org/y.md", "#here",
-                                  "api.md#anchor", "cli.md"]
-    assert [t for t in link_targets(text) if is_relative(t)] == ["install.md", "figures/x.png", "api.md#anchor",
-                                                                 "cli.md"]
+    text = (
+        "[a](install.md) ![b](figures/x.png) `[c](not-a-link.md)` [d](https://x.org/y.md) [e](#here)\n"
+        '```\n[f](in-a-block.md)\n```\n[g](api.md#anchor "title")\n[ref]: cli.md\n'
+    )
+    assert link_targets(text) == [
+        "install.md",
+        "figures/x.png",
+        "https://x.org/y.md",
+        "#here",
+        "api.md#anchor",
+        "cli.md",
+    ]
+    assert [t for t in link_targets(text) if is_relative(t)] == [
+        "install.md",
+        "figures/x.png",
+        "api.md#anchor",
+        "cli.md",
+    ]
 
 
 @pytest.mark.parametrize("page", sorted(DOCS.glob("*.md")), ids=lambda path: path.name)

@@ -149,7 +149,9 @@ def test_run_folders_stand_for_their_last_checkpoint(teacher, capsys):
     folder = teacher["root"] / "teacher"
     run_dir = teacher["root"] / "from-folder"
     record = fit(tiny_config(run_dir, teacher["cache"], method="mld", teacher=str(folder), epochs=1))
-    same = fit(tiny_config(teacher["root"] / "from-file", teacher["cache"], method="mld", teacher=teacher["ckpt"], epochs=1))
+    same = fit(
+        tiny_config(teacher["root"] / "from-file", teacher["cache"], method="mld", teacher=teacher["ckpt"], epochs=1)
+    )
     assert record["eval"] == same["eval"]
     outputs = []
     for target in (run_dir, run_dir / "checkpoints" / "last.pt"):

@@ -52,14 +52,17 @@ def _ops(path: Path) -> list[str]:
     return [node.op_type for node in onnx.load(str(path)).graph.node]
 
 
-@pytest.mark.parametrize("name,head,size", [
-    ("tiny", "label_wise", 32),           # ResNet (timm test_resnet)
-    ("tiny", "linear", 32),
-    ("efficientnet_lite0", "label_wise", 32),
-    ("mobilenetv2", "linear", 32),
-    ("repvgg_a0", "label_wise", 32),
-    ("swin_t", "label_wise", 64),
-])
+@pytest.mark.parametrize(
+    "name,head,size",
+    [
+        ("tiny", "label_wise", 32),  # ResNet (timm test_resnet)
+        ("tiny", "linear", 32),
+        ("efficientnet_lite0", "label_wise", 32),
+        ("mobilenetv2", "linear", 32),
+        ("repvgg_a0", "label_wise", 32),
+        ("swin_t", "label_wise", 64),
+    ],
+)
 def test_onnx_export_matches_pytorch_at_two_batch_sizes(tmp_path, name, head, size):
     cfg = _config(name, head, size, normalize=(name == "mobilenetv2"))
     net = _net(cfg)
@@ -77,8 +80,9 @@ def test_onnx_export_matches_pytorch_at_two_batch_sizes(tmp_path, name, head, si
         images = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(10 + batch))
         x = images
         if name == "mobilenetv2":  # the run normalised in its data pipeline: the graph must do it
-            x = (images - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / \
-                torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+            x = (images - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor(
+                [0.229, 0.224, 0.225]
+            ).view(1, 3, 1, 1)
         with torch.no_grad():
             expected = reference(x).logits.numpy()  # the unfused training-form network in eval mode
         logits, probs = sess.run(None, {"images": images.numpy()})
@@ -141,6 +145,7 @@ def test_predict_preprocessing_equals_the_eval_transform(tmp_path):
 
 # ---- a toy run end to end -------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def toy_run(tmp_path_factory):
     """A tiny ResNet + linear head trained on digits mosaics (mAP ~0.99 on the test split),
@@ -152,8 +157,14 @@ def toy_run(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("export")
     options = {"source": "digits", "num_train": 1024, "num_test": 67, "seed": 0, "cache_dir": str(root / "cache")}
-    cfg = tiny_config(root / "run", root / "cache", epochs=15, model={"name": "tiny", "head": "linear"},
-                      data={"holdout": 0.2, "options": options}, optim={"lr": 3e-3, "epochs": 15})
+    cfg = tiny_config(
+        root / "run",
+        root / "cache",
+        epochs=15,
+        model={"name": "tiny", "head": "linear"},
+        data={"holdout": 0.2, "options": options},
+        optim={"lr": 3e-3, "epochs": 15},
+    )
     fit(cfg)
     _, test = build_datasets(cfg.data.model_copy(update={"holdout": 0.0}))
     images, truth = [], []
@@ -176,8 +187,12 @@ def test_calibrate_export_predict_on_a_toy_run(toy_run, capsys):
     run = toy_run["run"]
     summary = json.loads(_cli(["calibrate", run], capsys))
     stored = json.loads((run / "thresholds.json").read_text())
-    assert stored["validation"] == {"split": "data.holdout", "fraction": 0.2, "images": 205,
-                                    "model_trained_on_it": False}
+    assert stored["validation"] == {
+        "split": "data.holdout",
+        "fraction": 0.2,
+        "images": 205,
+        "model_trained_on_it": False,
+    }
     assert summary["labels_by_f1"] == stored["rules"].count("f1") == 10
     # `mlkd eval -p calibrated` recomputes the stored metrics with the stored thresholds
     evaluated = json.loads(_cli(["eval", run, "-p", "calibrated", "--compact"], capsys))
@@ -199,8 +214,9 @@ def test_calibrate_export_predict_on_a_toy_run(toy_run, capsys):
     assert [{item["label"] for item in row["labels"]} for row in rows] == toy_run["truth"]
     for row in rows:
         for item in row["labels"]:
-            assert item["score"] >= item["threshold"] == pytest.approx(
-                stored["thresholds"][int(item["label"])], abs=1e-6)
+            assert (
+                item["score"] >= item["threshold"] == pytest.approx(stored["thresholds"][int(item["label"])], abs=1e-6)
+            )
     # the run itself (PyTorch) prints the same labels
     listing = toy_run["root"] / "images.txt"
     listing.write_text("# three test images\n" + "".join(Path(p).name + "\n" for p in toy_run["images"]))
@@ -227,12 +243,19 @@ def test_onnx_predict_needs_no_torch(toy_run):
     onnx_path = toy_run["run"] / "export" / "model.onnx"
     if not onnx_path.exists():
         pytest.skip("needs the export of test_calibrate_export_predict_on_a_toy_run")
-    code = ("import sys, json; from mlkd.export.predict import OnnxPredictor, predict_files;"
-            f"rows = predict_files(OnnxPredictor({str(onnx_path)!r}), {toy_run['images'][:1]!r});"
-            "print(json.dumps([sorted(i['label'] for i in rows[0]['labels']), 'torch' in sys.modules]))")
+    code = (
+        "import sys, json; from mlkd.export.predict import OnnxPredictor, predict_files;"
+        f"rows = predict_files(OnnxPredictor({str(onnx_path)!r}), {toy_run['images'][:1]!r});"
+        "print(json.dumps([sorted(i['label'] for i in rows[0]['labels']), 'torch' in sys.modules]))"
+    )
     src = str(Path(__file__).resolve().parent.parent / "src")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={"PYTHONPATH": src, "PATH": "/usr/bin:/bin"})
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONPATH": src, "PATH": "/usr/bin:/bin"},
+    )
     labels, torch_loaded = json.loads(out.stdout)
     assert set(labels) == toy_run["truth"][0] and torch_loaded is False
 
@@ -241,10 +264,15 @@ def test_bench_export_smoke():
     from mlkd.bench import BENCHES
     from mlkd.bench.export import bench_export, format_tables
 
-    result = bench_export(student="tiny", teacher="tiny", img_size=32, num_classes=5, batches=(1, 2),
-                          repeats=1, head=SMALL_HEAD)
+    result = bench_export(
+        student="tiny", teacher="tiny", img_size=32, num_classes=5, batches=(1, 2), repeats=1, head=SMALL_HEAD
+    )
     assert [(r["batch"], r["runtime"]) for r in result["latency"]] == [
-        (1, "pytorch eager"), (1, "onnxruntime"), (2, "pytorch eager"), (2, "onnxruntime")]
+        (1, "pytorch eager"),
+        (1, "onnxruntime"),
+        (2, "pytorch eager"),
+        (2, "onnxruntime"),
+    ]
     assert all(r["ms"] > 0 for r in result["latency"])
     student, teacher = result["sizes"]
     params = sum(p.numel() for p in _net(_config("tiny", "label_wise", 32)).parameters())

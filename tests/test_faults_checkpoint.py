@@ -133,5 +133,7 @@ def test_disk_full_while_saving_keeps_both_checkpoints(runs, tmp_path, capsys):
     assert not list(folder.glob(".*.tmp"))
     code, err = run_cli(["train", "-c", str(cfg_file), "--resume"], capsys)  # space again
     assert code == 0, err
-    assert_same_tensors(load_checkpoint(folder / "last.pt")["model"],
-                        load_checkpoint(runs / "full" / "checkpoints" / "last.pt")["model"])
+    assert_same_tensors(
+        load_checkpoint(folder / "last.pt")["model"],
+        load_checkpoint(runs / "full" / "checkpoints" / "last.pt")["model"],
+    )

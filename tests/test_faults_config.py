@@ -122,8 +122,12 @@ def _paths(tmp: Path) -> dict[str, str]:
     occupied = tmp / "occupied" / "checkpoints"
     occupied.mkdir(parents=True)
     (occupied / "last.pt").write_bytes(b"a previous run's checkpoint")
-    return {"file": str(tmp / "a_file"), "garbage": str(tmp / "garbage.pt"),
-            "bad_yaml": str(tmp / "bad.yaml"), "occupied": str(tmp / "occupied")}
+    return {
+        "file": str(tmp / "a_file"),
+        "garbage": str(tmp / "garbage.pt"),
+        "bad_yaml": str(tmp / "bad.yaml"),
+        "occupied": str(tmp / "occupied"),
+    }
 
 
 # (overrides, words the message must hold, stage): "data" = before any model is built,
@@ -133,7 +137,11 @@ PIPELINE_CASES = [
     (["data.name=voc2007", "data.options={root: /nonexistent/voc}"], ["/nonexistent/voc"], "data"),
     (["data.name=coco2014", "data.options={root: /nonexistent/coco}"], ["/nonexistent/coco"], "data"),
     (["data.name=nuswide", "data.options={root: /nonexistent/nus}"], ["/nonexistent/nus"], "data"),
-    (["data.name=list", "data.options={train_file: /nonexistent/l.csv, test_file: /n.csv}"], ["/nonexistent/l.csv"], "data"),
+    (
+        ["data.name=list", "data.options={train_file: /nonexistent/l.csv, test_file: /n.csv}"],
+        ["/nonexistent/l.csv"],
+        "data",
+    ),
     (["data.name=list", "data.options={}"], ["train_file"], "data"),
     (["data.name=voc2007", "data.options={}"], ["root"], "data"),
     (["data.name=imagenet22k"], ["imagenet22k"], "data"),
@@ -166,8 +174,9 @@ PIPELINE_CASES = [
 ]
 
 
-@pytest.mark.parametrize("overrides, needles, stage", PIPELINE_CASES,
-                         ids=[" ".join(case[0])[:60] for case in PIPELINE_CASES])
+@pytest.mark.parametrize(
+    "overrides, needles, stage", PIPELINE_CASES, ids=[" ".join(case[0])[:60] for case in PIPELINE_CASES]
+)
 def test_pipeline_refuses_before_training(base, capsys, overrides, needles, stage):
     paths = {**_paths(base["tmp"]), "tmp": str(base["tmp"])}
     overrides = [fill(o, paths) for o in overrides]
@@ -179,20 +188,23 @@ def test_pipeline_refuses_before_training(base, capsys, overrides, needles, stag
     assert not (base["tmp"] / "run" / "checkpoints").exists()
 
 
-@pytest.mark.parametrize("argv, needles", [
-    (["train", "-c", "/nonexistent/exp.yaml"], ["/nonexistent/exp.yaml"]),
-    (["train", "-c", "<tmp>"], ["<tmp>"]),
-    (["train", "-c", "<bad_yaml>"], ["<bad_yaml>", "YAML"]),
-    (["train", "-c", "<config>", "optim.lr"], ["key.sub=value"]),
-    (["train", "-c", "<config>", "=5"], ["empty key"]),
-    (["train", "-c", "<config>", "optim.lr=3e-4", "optim.lr.x=1"], ["optim.lr"]),
-    (["train", "-c", "<config>", "data=5"], ["'data'"]),
-    (["train", "-c", "<config>", "trian.seed=1"], ["trian"]),
-    (["eval", "/nonexistent/last.pt"], ["/nonexistent/last.pt"]),
-    (["eval", "<garbage>"], ["<garbage>"]),
-    (["eval", "<tmp>"], ["<tmp>"]),
-    (["data", "summary", "/nonexistent/exp.yaml"], ["/nonexistent/exp.yaml"]),
-])
+@pytest.mark.parametrize(
+    "argv, needles",
+    [
+        (["train", "-c", "/nonexistent/exp.yaml"], ["/nonexistent/exp.yaml"]),
+        (["train", "-c", "<tmp>"], ["<tmp>"]),
+        (["train", "-c", "<bad_yaml>"], ["<bad_yaml>", "YAML"]),
+        (["train", "-c", "<config>", "optim.lr"], ["key.sub=value"]),
+        (["train", "-c", "<config>", "=5"], ["empty key"]),
+        (["train", "-c", "<config>", "optim.lr=3e-4", "optim.lr.x=1"], ["optim.lr"]),
+        (["train", "-c", "<config>", "data=5"], ["'data'"]),
+        (["train", "-c", "<config>", "trian.seed=1"], ["trian"]),
+        (["eval", "/nonexistent/last.pt"], ["/nonexistent/last.pt"]),
+        (["eval", "<garbage>"], ["<garbage>"]),
+        (["eval", "<tmp>"], ["<tmp>"]),
+        (["data", "summary", "/nonexistent/exp.yaml"], ["/nonexistent/exp.yaml"]),
+    ],
+)
 def test_cli_files_and_syntax(base, capsys, argv, needles):
     paths = {**_paths(base["tmp"]), "tmp": str(base["tmp"]), "config": base["config"]}
     code, err = run_cli([fill(a, paths) for a in argv], capsys)
@@ -201,8 +213,14 @@ def test_cli_files_and_syntax(base, capsys, argv, needles):
 
 
 def test_eval_refuses_a_bad_protocol_before_predicting(tmp_path, capsys, monkeypatch):
-    fit(tiny_config(tmp_path / "run", CACHE, epochs=1, data={"options": {
-        "source": "digits", "num_train": 32, "num_test": 8, "seed": 0, "cache_dir": str(CACHE)}}))
+    fit(
+        tiny_config(
+            tmp_path / "run",
+            CACHE,
+            epochs=1,
+            data={"options": {"source": "digits", "num_train": 32, "num_test": 8, "seed": 0, "cache_dir": str(CACHE)}},
+        )
+    )
     from mlkd.engine import evaluation
 
     def predict_spy(*args, **kwargs):
@@ -229,8 +247,14 @@ def test_a_multi_line_cause_is_printed_on_one_line(base, capsys):
 def test_a_checkpoint_that_does_not_fit_together_is_named(tmp_path, capsys, change):
     import torch
 
-    fit(tiny_config(tmp_path / "t", CACHE, epochs=1, data={"options": {
-        "source": "digits", "num_train": 32, "num_test": 8, "seed": 0, "cache_dir": str(CACHE)}}))
+    fit(
+        tiny_config(
+            tmp_path / "t",
+            CACHE,
+            epochs=1,
+            data={"options": {"source": "digits", "num_train": 32, "num_test": 8, "seed": 0, "cache_dir": str(CACHE)}},
+        )
+    )
     state = torch.load(tmp_path / "t" / "checkpoints" / "last.pt", weights_only=False)
     state.pop("integrity")
     if change == "no model config":

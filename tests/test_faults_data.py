@@ -40,24 +40,41 @@ def replica(tmp_path):
     """16 train rows (one corrupt JPEG, one missing file) and 6 test rows (one truncated)."""
     root = tmp_path / "data"
     write_replica(root)
-    bad = {"corrupt": corrupt_file(root / "img" / "train_05.jpg"),
-           "truncated": truncate_file(root / "img" / "test_2.jpg", keep=0.3),
-           "missing": root / "img" / "train_09.jpg"}
+    bad = {
+        "corrupt": corrupt_file(root / "img" / "train_05.jpg"),
+        "truncated": truncate_file(root / "img" / "test_2.jpg", keep=0.3),
+        "missing": root / "img" / "train_09.jpg",
+    }
     bad["missing"].unlink()
     return {"root": root, "tmp": tmp_path, **{k: str(v) for k, v in bad.items()}}
 
 
 def config(replica, on_bad_image="skip", on_missing="skip", verify=False, workers=0, epochs=2):
     root = replica["root"]
-    return config_from_dict({
-        "run_dir": str(replica["tmp"] / "run"),
-        "data": {"name": "list", "recipe": "none", "img_size": 32, "batch_size": 4,
-                 "num_workers": workers, "on_bad_image": on_bad_image, "verify_images": verify,
-                 "options": {"train_file": str(root / "train.csv"), "test_file": str(root / "test.csv"),
-                             "classes_file": str(root / "classes.txt"), "on_missing": on_missing}},
-        "model": dict(TINY_MODEL), "optim": {"lr": 1e-3, "epochs": epochs},
-        "train": {"seed": 0, "device": "cpu", "progress": "off"},
-    }, "test")
+    return config_from_dict(
+        {
+            "run_dir": str(replica["tmp"] / "run"),
+            "data": {
+                "name": "list",
+                "recipe": "none",
+                "img_size": 32,
+                "batch_size": 4,
+                "num_workers": workers,
+                "on_bad_image": on_bad_image,
+                "verify_images": verify,
+                "options": {
+                    "train_file": str(root / "train.csv"),
+                    "test_file": str(root / "test.csv"),
+                    "classes_file": str(root / "classes.txt"),
+                    "on_missing": on_missing,
+                },
+            },
+            "model": dict(TINY_MODEL),
+            "optim": {"lr": 1e-3, "epochs": epochs},
+            "train": {"seed": 0, "device": "cpu", "progress": "off"},
+        },
+        "test",
+    )
 
 
 def test_skip_completes_and_counts_every_bad_image(replica, caplog):
@@ -100,10 +117,13 @@ def spies(monkeypatch):
     return calls
 
 
-@pytest.mark.parametrize("policy, file, words", [
-    ({"on_missing": "error"}, "missing", ["missing on disk", "on_missing: skip"]),
-    ({"on_bad_image": "error", "verify": True}, "corrupt", ["cannot read image", "on_bad_image: skip"]),
-])
+@pytest.mark.parametrize(
+    "policy, file, words",
+    [
+        ({"on_missing": "error"}, "missing", ["missing on disk", "on_missing: skip"]),
+        ({"on_bad_image": "error", "verify": True}, "corrupt", ["cannot read image", "on_bad_image: skip"]),
+    ],
+)
 def test_error_stops_before_any_model_is_built(replica, capsys, spies, policy, file, words):
     cfg_file = write_config(config(replica, **policy), replica["tmp"] / "exp.yaml")
     code, err = run_cli(["train", "-c", str(cfg_file)], capsys)

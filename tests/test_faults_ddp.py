@@ -29,8 +29,10 @@ from mlkd.engine.trainer import fit
 pytestmark = pytest.mark.slow  # subprocesses / torchrun
 
 # 128 images, global batch 8 (4 per rank): 16 steps per epoch and rank.
-DATA = {"batch_size": 8, "options": {"source": "digits", "num_train": 128, "num_test": 16, "seed": 0,
-                                     "cache_dir": str(CACHE)}}
+DATA = {
+    "batch_size": 8,
+    "options": {"source": "digits", "num_train": 128, "num_test": 16, "seed": 0, "cache_dir": str(CACHE)},
+}
 BOUND_S = 120  # the whole command must end within this after the fault
 
 
@@ -42,8 +44,9 @@ def teacher(tmp_path_factory):
 
 
 def distill_config(tmp_path, teacher, name, **train):
-    cfg = tiny_config(tmp_path / name, CACHE, method="l2d", teacher=teacher, epochs=2, data=DATA,
-                      train={"log_interval": 1, **train})
+    cfg = tiny_config(
+        tmp_path / name, CACHE, method="l2d", teacher=teacher, epochs=2, data=DATA, train={"log_interval": 1, **train}
+    )
     return write_config(cfg, tmp_path / f"{name}.yaml")
 
 
@@ -98,12 +101,24 @@ class Watcher(threading.Thread):
 def test_nan_on_one_rank_is_skipped_everywhere_then_sigkill_ends_torchrun(teacher, tmp_path):
     """One torchrun: rank 1's loss is NaN at step 3 (policy skip), then rank 1 is SIGKILLed
     at step 8. (A DDP distillation that completes: tests/test_distributed.py.)"""
-    cfg = tiny_config(tmp_path / "run", CACHE, method="l2d", teacher=teacher, epochs=2, data=DATA,
-                      train={"log_interval": 1, "nonfinite": "skip", "dist_timeout_s": 60},
-                      distill={"weights": {NONFINITE: 1.0}, "options": {NONFINITE: {"steps": [3], "rank": 1}}})
+    cfg = tiny_config(
+        tmp_path / "run",
+        CACHE,
+        method="l2d",
+        teacher=teacher,
+        epochs=2,
+        data=DATA,
+        train={"log_interval": 1, "nonfinite": "skip", "dist_timeout_s": 60},
+        distill={"weights": {NONFINITE: 1.0}, "options": {NONFINITE: {"steps": [3], "rank": 1}}},
+    )
     config = write_config(cfg, tmp_path / "run.yaml")
-    proc = subprocess.Popen(torchrun("-m", "mlkd.cli", "--plugin", "fault_plugin", "distill", "--config", str(config)),
-                            env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        torchrun("-m", "mlkd.cli", "--plugin", "fault_plugin", "distill", "--config", str(config)),
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     killed = []
 
     def kill_rank_1():
@@ -139,10 +154,23 @@ def test_a_hung_rank_makes_the_other_fail_within_dist_timeout(teacher, tmp_path)
         port = sock.getsockname()[1]
     ranks = []
     for rank in (0, 1):
-        env = {**cli_env(), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": "2",
-               "RANK": str(rank), "LOCAL_RANK": str(rank)}
-        ranks.append(subprocess.Popen(cli_command("distill", "--config", str(config)), env=env,
-                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        env = {
+            **cli_env(),
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+            "WORLD_SIZE": "2",
+            "RANK": str(rank),
+            "LOCAL_RANK": str(rank),
+        }
+        ranks.append(
+            subprocess.Popen(
+                cli_command("distill", "--config", str(config)),
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
         if rank == 0:
             time.sleep(4)  # rank 1 joins later than dist_timeout_s: joining is not a collective
     watcher = Watcher(ranks[0], "epoch 1 step 3/16", lambda: os.kill(ranks[1].pid, signal.SIGSTOP))
@@ -174,16 +202,29 @@ def test_sigterm_on_one_rank_stops_both_at_the_same_batch_and_resume_matches(tea
     def run(name, *extra):
         once = str(tmp_path / f"{name}.signalled")  # the resumed run is not signalled again
         distill = {"weights": {SIGNAL: 1.0}, "options": {SIGNAL: {"steps": [6], "rank": 1, "once": once}}}
-        cfg = tiny_config(tmp_path / name, CACHE, method="l2d", teacher=teacher, epochs=2, data=DATA,
-                          train={"log_interval": 4}, distill=distill)
+        cfg = tiny_config(
+            tmp_path / name,
+            CACHE,
+            method="l2d",
+            teacher=teacher,
+            epochs=2,
+            data=DATA,
+            train={"log_interval": 4},
+            distill=distill,
+        )
         config = write_config(cfg, tmp_path / f"{name}.yaml")
-        return subprocess.run(torchrun("-m", "mlkd.cli", "--plugin", "fault_plugin", "distill", "--config", str(config), *extra),
-                              env=cli_env(), capture_output=True, text=True, timeout=300)
+        return subprocess.run(
+            torchrun("-m", "mlkd.cli", "--plugin", "fault_plugin", "distill", "--config", str(config), *extra),
+            env=cli_env(),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
 
     stopped = run("run")
     text = stopped.stdout + stopped.stderr
     assert stopped.returncode != 0, text[-3000:]
-    assert "mlkd: stopped by SIGTERM at epoch 1, batch 8 of 16" in text, text[-3000:]                # rank 1
+    assert "mlkd: stopped by SIGTERM at epoch 1, batch 8 of 16" in text, text[-3000:]  # rank 1
     assert "mlkd: stopped by a signal on another rank at epoch 1, batch 8 of 16" in text, text[-3000:]  # rank 0
     state = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
     assert state["partial"]["batches"] == 8 and state["global_step"] == 8

@@ -21,13 +21,19 @@ pytestmark = pytest.mark.slow  # subprocesses / torchrun
 def test_sigkill_of_one_rank_mid_epoch_then_resume_matches_an_uninterrupted_run(teacher, tmp_path):  # noqa: F811
     def run(name, *extra):
         once = str(tmp_path / f"{name}.killed")  # the resumed run is not killed again
-        distill = {"weights": {SIGNAL: 1.0},
-                   "options": {SIGNAL: {"steps": [20], "rank": 1, "signal": "SIGKILL", "once": once}}}
-        cfg = tiny_config(tmp_path / name, CACHE, method="l2d", teacher=teacher, epochs=2, data=DATA,
-                          distill=distill)
+        distill = {
+            "weights": {SIGNAL: 1.0},
+            "options": {SIGNAL: {"steps": [20], "rank": 1, "signal": "SIGKILL", "once": once}},
+        }
+        cfg = tiny_config(tmp_path / name, CACHE, method="l2d", teacher=teacher, epochs=2, data=DATA, distill=distill)
         config = write_config(cfg, tmp_path / f"{name}.yaml")
-        return subprocess.run(torchrun("-m", "mlkd.cli", "--plugin", "fault_plugin", "distill", "--config", str(config), *extra),
-                              env=cli_env(), capture_output=True, text=True, timeout=300)
+        return subprocess.run(
+            torchrun("-m", "mlkd.cli", "--plugin", "fault_plugin", "distill", "--config", str(config), *extra),
+            env=cli_env(),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
 
     killed = run("run")  # rank 1 dies at step 20: epoch 2, batch 4 of 16
     assert killed.returncode != 0, (killed.stdout + killed.stderr)[-3000:]
@@ -45,8 +51,14 @@ def test_a_failing_checkpoint_write_on_rank_0_ends_both_ranks_with_its_error(tmp
     def limit():
         resource.setrlimit(resource.RLIMIT_FSIZE, (1_000_000, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
 
-    done = subprocess.run(torchrun("-m", "mlkd.cli", "--plugin", "fault_plugin", "train", "--config", str(cfg)), env=cli_env(),
-                          capture_output=True, text=True, timeout=BOUND_S, preexec_fn=limit)
+    done = subprocess.run(
+        torchrun("-m", "mlkd.cli", "--plugin", "fault_plugin", "train", "--config", str(cfg)),
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=BOUND_S,
+        preexec_fn=limit,
+    )
     text = done.stdout + done.stderr
     assert done.returncode != 0, text[-3000:]
     assert "mlkd: error: cannot write checkpoint " in text and "nothing was replaced" in text, text[-3000:]

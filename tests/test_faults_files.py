@@ -53,8 +53,14 @@ def test_a_requeue_after_both_checkpoints_failed_never_restarts_from_scratch(sto
     assert_error(*run_cli(["train", "-c", str(cfg_file), "--resume"], capsys), "no readable checkpoint")
     assert (run / "checkpoints" / "last.pt.corrupt").exists() and (run / "checkpoints" / "prev.pt.corrupt").exists()
     for argv in (["train", "-c", str(cfg_file), "--resume"], ["train", "-c", str(cfg_file)]):  # the requeue, a new run
-        assert_error(*run_cli(argv, capsys), f"run_dir {run} already holds a run", "last.pt.corrupt",
-                     "metrics.jsonl", "nothing to resume from", f"mv {run} {run}.old")
+        assert_error(
+            *run_cli(argv, capsys),
+            f"run_dir {run} already holds a run",
+            "last.pt.corrupt",
+            "metrics.jsonl",
+            "nothing to resume from",
+            f"mv {run} {run}.old",
+        )
     assert (run / "metrics.jsonl").read_bytes() == metrics
     assert not (run / "checkpoints" / "last.pt").exists()
 
@@ -62,12 +68,14 @@ def test_a_requeue_after_both_checkpoints_failed_never_restarts_from_scratch(sto
 def test_a_folder_holding_another_config_is_not_overwritten(tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
-    (run / "config.yaml").write_text(open(write_config(config(run), tmp_path / "old.yaml")).read()
-                                     .replace("lr: 0.001", "lr: 0.01"))
+    (run / "config.yaml").write_text(
+        open(write_config(config(run), tmp_path / "old.yaml")).read().replace("lr: 0.001", "lr: 0.01")
+    )
     before = (run / "config.yaml").read_bytes()
     cfg_file = write_config(config(run), tmp_path / "exp.yaml")
-    assert_error(*run_cli(["train", "-c", str(cfg_file), "--resume"], capsys), "config.yaml of another config",
-                 "optim.lr")
+    assert_error(
+        *run_cli(["train", "-c", str(cfg_file), "--resume"], capsys), "config.yaml of another config", "optim.lr"
+    )
     assert (run / "config.yaml").read_bytes() == before
 
 
@@ -93,12 +101,22 @@ def test_an_intact_checkpoint_that_cannot_be_opened_is_not_called_corrupt(stoppe
     before = last.read_bytes()
     last.chmod(0)
     try:
-        done = subprocess.run(without_root_bypass(cli_command("train", "-c", str(cfg_file), "--resume")),
-                              env=cli_env(), capture_output=True, text=True, timeout=120)
+        done = subprocess.run(
+            without_root_bypass(cli_command("train", "-c", str(cfg_file), "--resume")),
+            env=cli_env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     finally:
         last.chmod(0o644)
-    assert_error(done.returncode, done.stderr.strip().splitlines()[-1], f"checkpoint {last} cannot be opened",
-                 "Permission denied", "not corrupt")
+    assert_error(
+        done.returncode,
+        done.stderr.strip().splitlines()[-1],
+        f"checkpoint {last} cannot be opened",
+        "Permission denied",
+        "not corrupt",
+    )
     assert last.read_bytes() == before and not list(run.glob("checkpoints/*.corrupt"))
     assert [p.name for p in sorted((run / "checkpoints").glob("*.pt"))] == ["last.pt", "prev.pt"]
 
@@ -112,8 +130,12 @@ def test_files_of_a_run_follow_the_umask(tmp_path):
     finally:
         os.umask(old)
     run = tmp_path / "run"
-    for path in (run / "checkpoints" / "last.pt", run / "checkpoints" / "prev.pt", run / "config.yaml",
-                 run / "metrics.jsonl"):
+    for path in (
+        run / "checkpoints" / "last.pt",
+        run / "checkpoints" / "prev.pt",
+        run / "config.yaml",
+        run / "metrics.jsonl",
+    ):
         assert oct(path.stat().st_mode & 0o777) == oct(0o640), path
 
 
@@ -122,8 +144,9 @@ def test_a_generated_dataset_cache_follows_the_umask(tmp_path):
 
     old = os.umask(0o027)
     try:
-        build_dataset("mosaic", "train", None, source="digits", num_train=8, num_test=4,
-                      cache_dir=str(tmp_path / "cache"))
+        build_dataset(
+            "mosaic", "train", None, source="digits", num_train=8, num_test=4, cache_dir=str(tmp_path / "cache")
+        )
     finally:
         os.umask(old)
     files = list((tmp_path / "cache").glob("*.npz"))
@@ -164,8 +187,12 @@ def test_eval_of_a_checkpoint_from_a_newer_version_names_the_key(stopped, tmp_pa
     state["config"]["train"]["future_key"] = 1
     state["mlkd_version"] = "9.0.0"
     path = save_rotating(state, tmp_path / "checkpoints")
-    assert_error(*run_cli(["eval", str(path)], capsys), f"checkpoint {path}: its saved config",
-                 "unknown key 'train.future_key'", "written by mlkd 9.0.0")
+    assert_error(
+        *run_cli(["eval", str(path)], capsys),
+        f"checkpoint {path}: its saved config",
+        "unknown key 'train.future_key'",
+        "written by mlkd 9.0.0",
+    )
 
 
 @contextlib.contextmanager

@@ -38,11 +38,14 @@ def write(tmp_path, name, data: bytes):
     return path
 
 
-@pytest.mark.parametrize("data, needles", [
-    ("optim:\n  lr: 0.1\n".encode("utf-16"), ["not UTF-8 text", "UTF-16", "save it as UTF-8"]),
-    ("optim:\n  name: adamé\n".encode("latin-1"), ["not UTF-8 text", "byte 0xe9 at offset 19"]),
-    (bytes(range(256)) * 4, ["not UTF-8 text"]),
-])
+@pytest.mark.parametrize(
+    "data, needles",
+    [
+        ("optim:\n  lr: 0.1\n".encode("utf-16"), ["not UTF-8 text", "UTF-16", "save it as UTF-8"]),
+        ("optim:\n  name: adamé\n".encode("latin-1"), ["not UTF-8 text", "byte 0xe9 at offset 19"]),
+        (bytes(range(256)) * 4, ["not UTF-8 text"]),
+    ],
+)
 @pytest.mark.parametrize("command", [["train", "-c"], ["data", "summary"]])
 def test_a_config_that_is_not_utf8_text_is_named(tmp_path, capsys, data, needles, command):
     path = write(tmp_path, "exp.yaml", data)
@@ -56,10 +59,13 @@ def test_a_utf8_bom_is_accepted(tmp_path):
     assert load_config(path).optim.lr == 0.5
 
 
-@pytest.mark.parametrize("text, needles", [
-    ("optim:\n  lr: 0.1\ndata:\n  batch_size: 8\noptim:\n  epochs: 3\n", ["key 'optim' appears twice", "line 5"]),
-    ("optim:\n  lr: 0.1\n  lr: 0.2\n", ["key 'lr' appears twice", "line 3"]),
-])
+@pytest.mark.parametrize(
+    "text, needles",
+    [
+        ("optim:\n  lr: 0.1\ndata:\n  batch_size: 8\noptim:\n  epochs: 3\n", ["key 'optim' appears twice", "line 5"]),
+        ("optim:\n  lr: 0.1\n  lr: 0.2\n", ["key 'lr' appears twice", "line 3"]),
+    ],
+)
 def test_a_key_given_twice_is_refused(tmp_path, text, needles):
     from mlkd.config import load_config
     from mlkd.errors import ConfigError
@@ -73,17 +79,21 @@ def test_a_key_given_twice_is_refused(tmp_path, text, needles):
 def test_yaml_merge_keys_are_not_duplicates():
     from mlkd.config import apply_overrides
 
-    assert apply_overrides({}, ["distill.options={a: &x {k: 1}, b: {<<: *x, k: 2}}"]) == \
-        {"distill": {"options": {"a": {"k": 1}, "b": {"k": 2}}}}
+    assert apply_overrides({}, ["distill.options={a: &x {k: 1}, b: {<<: *x, k: 2}}"]) == {
+        "distill": {"options": {"a": {"k": 1}, "b": {"k": 2}}}
+    }
 
 
-@pytest.mark.parametrize("override, needles", [
-    ("train.seed=18446744073709551616", ["'train.seed'", "less than 4294967296"]),
-    ("train.seed=-1", ["'train.seed'", "greater than or equal to 0"]),
-    ("train.protocols=[topk@²]", ["invalid metrics protocol 'topk@²'"]),
-    ("train.protocols=[]", ["'train.protocols'", "at least 1 item"]),
-    ("distill.weights={mld: 1.0, cd: -2}", ["'distill.weights'", "must be >= 0", "cd=-2"]),
-])
+@pytest.mark.parametrize(
+    "override, needles",
+    [
+        ("train.seed=18446744073709551616", ["'train.seed'", "less than 4294967296"]),
+        ("train.seed=-1", ["'train.seed'", "greater than or equal to 0"]),
+        ("train.protocols=[topk@²]", ["invalid metrics protocol 'topk@²'"]),
+        ("train.protocols=[]", ["'train.protocols'", "at least 1 item"]),
+        ("distill.weights={mld: 1.0, cd: -2}", ["'distill.weights'", "must be >= 0", "cd=-2"]),
+    ],
+)
 def test_values_that_would_fail_later_or_silently_are_refused(tmp_path, capsys, override, needles):
     cfg = write_config(tiny_config(tmp_path / "run", CACHE, epochs=1), tmp_path / "exp.yaml")
     assert_one_line(*run_cli(["train", "-c", str(cfg), override], capsys), *needles)
@@ -91,15 +101,23 @@ def test_values_that_would_fail_later_or_silently_are_refused(tmp_path, capsys, 
 
 
 def test_sweep_refuses_a_negative_max_runs(tmp_path, capsys):
-    assert_one_line(*run_cli(["sweep", "configs/demo_table1.yaml", "--out", str(tmp_path), "--max-runs", "-1"],
-                             capsys), "--max-runs -1", "1 or more")
+    assert_one_line(
+        *run_cli(["sweep", "configs/demo_table1.yaml", "--out", str(tmp_path), "--max-runs", "-1"], capsys),
+        "--max-runs -1",
+        "1 or more",
+    )
 
 
 def test_a_class_name_holding_the_label_separator_is_refused(tmp_path, capsys):
     (tmp_path / "classes.txt").write_text("dog\ncat|kitten\n")
     (tmp_path / "train.csv").write_text("path,labels\na.png,dog\n")
     cfg = tmp_path / "exp.yaml"
-    cfg.write_text(f"data:\n  name: list\n  options:\n    classes_file: {tmp_path / 'classes.txt'}\n"
-                   f"    train_file: {tmp_path / 'train.csv'}\n    test_file: {tmp_path / 'train.csv'}\n")
-    assert_one_line(*run_cli(["data", "summary", str(cfg)], capsys), str(tmp_path / "classes.txt"),
-                    "'cat|kitten' contains the label separator '|'")
+    cfg.write_text(
+        f"data:\n  name: list\n  options:\n    classes_file: {tmp_path / 'classes.txt'}\n"
+        f"    train_file: {tmp_path / 'train.csv'}\n    test_file: {tmp_path / 'train.csv'}\n"
+    )
+    assert_one_line(
+        *run_cli(["data", "summary", str(cfg)], capsys),
+        str(tmp_path / "classes.txt"),
+        "'cat|kitten' contains the label separator '|'",
+    )

@@ -27,8 +27,10 @@ from mlkd.engine.trainer import fit
 pytestmark = pytest.mark.slow  # subprocesses / torchrun
 
 # 256 images in batches of 8: 32 steps per epoch, one log line per step.
-DATA = {"batch_size": 8, "options": {"source": "digits", "num_train": 256, "num_test": 16, "seed": 0,
-                                     "cache_dir": str(CACHE)}}
+DATA = {
+    "batch_size": 8,
+    "options": {"source": "digits", "num_train": 256, "num_test": 16, "seed": 0, "cache_dir": str(CACHE)},
+}
 DEADLINE_S = 240
 
 
@@ -56,8 +58,13 @@ def test_sigkill_mid_epoch_then_resume_gives_identical_weights(tmp_path, capsys)
     build_datasets(config(tmp_path / "x").data)  # the mosaic cache, before the subprocess needs it
     victim_cfg = write_config(config(tmp_path / "victim"), tmp_path / "victim.yaml")
     last = tmp_path / "victim" / "checkpoints" / "last.pt"
-    victim = subprocess.Popen(cli_command("train", "-c", str(victim_cfg)), env=cli_env(),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    victim = subprocess.Popen(
+        cli_command("train", "-c", str(victim_cfg)),
+        env=cli_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     killer = Killer(victim, last)
     killer.start()
     try:

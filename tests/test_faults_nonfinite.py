@@ -27,9 +27,15 @@ STEPS_PER_EPOCH = 4
 
 
 def config(run_dir, policy="stop", value="nan", **optim):
-    return tiny_config(run_dir, CACHE, epochs=2, data=DATA, optim=optim, train={"nonfinite": policy},
-                       distill={"weights": {NONFINITE: 1.0},
-                                "options": {NONFINITE: {"steps": [STEPS_PER_EPOCH + 2], "value": value}}})
+    return tiny_config(
+        run_dir,
+        CACHE,
+        epochs=2,
+        data=DATA,
+        optim=optim,
+        train={"nonfinite": policy},
+        distill={"weights": {NONFINITE: 1.0}, "options": {NONFINITE: {"steps": [STEPS_PER_EPOCH + 2], "value": value}}},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -92,16 +98,19 @@ def test_a_teacher_with_nan_weights_is_refused_before_training(tmp_path, capsys,
         raise AssertionError("training started")
 
     monkeypatch.setattr(trainer, "train_one_epoch", train_spy)
-    cfg_file = write_config(tiny_config(tmp_path / "student", CACHE, method="mld", teacher=str(bad), data=DATA),
-                            tmp_path / "exp.yaml")
+    cfg_file = write_config(
+        tiny_config(tmp_path / "student", CACHE, method="mld", teacher=str(bad), data=DATA), tmp_path / "exp.yaml"
+    )
     code, err = run_cli(["distill", "-c", str(cfg_file)], capsys)
     assert code == 2 and str(bad) in err and "non-finite" in err and name in err, err
 
 
 def test_finite_loss_with_nan_gradients_is_caught_like_a_nan_loss(epoch1, tmp_path, caplog):
     """stop: error naming the step, weights = epoch 1's; skip: the step never reaches Adam."""
-    with nonfinite_term(), pytest.raises(NonFiniteLossError,
-                                         match=f"non-finite gradients at epoch 2 step {STEPS_PER_EPOCH + 2} "):
+    with (
+        nonfinite_term(),
+        pytest.raises(NonFiniteLossError, match=f"non-finite gradients at epoch 2 step {STEPS_PER_EPOCH + 2} "),
+    ):
         fit(config(tmp_path / "stop", value="nan-grad"))
     last = load_checkpoint(tmp_path / "stop" / "checkpoints" / "last.pt")
     assert last["epoch"] == 1

@@ -36,8 +36,11 @@ def reference(tmp_path_factory):
     fit(config(root / "teacher"))
     teacher = str(root / "teacher" / "checkpoints" / "last.pt")
     fit(config(root / "full", teacher))
-    return {"teacher": teacher, "state": load_checkpoint(root / "full" / "checkpoints" / "last.pt"),
-            "metrics": read_jsonl(root / "full" / "metrics.jsonl")}
+    return {
+        "teacher": teacher,
+        "state": load_checkpoint(root / "full" / "checkpoints" / "last.pt"),
+        "metrics": read_jsonl(root / "full" / "metrics.jsonl"),
+    }
 
 
 def signal_at_step(monkeypatch, step, signum=signal.SIGTERM):
@@ -54,8 +57,9 @@ def signal_at_step(monkeypatch, step, signum=signal.SIGTERM):
 
 
 def without_timing(records):
-    return [{**r, "train": {k: v for k, v in r["train"].items() if k not in ("seconds", "images_per_s")}}
-            for r in records]
+    return [
+        {**r, "train": {k: v for k, v in r["train"].items() if k not in ("seconds", "images_per_s")}} for r in records
+    ]
 
 
 @pytest.mark.parametrize("step,signum", [(BATCHES + 2, signal.SIGTERM), (BATCHES, signal.SIGUSR1)])
@@ -64,8 +68,11 @@ def test_signal_stops_at_the_step_and_resume_is_bit_identical(reference, tmp_pat
     signal_at_step(monkeypatch, step, signum)
     batch = step - BATCHES if step > BATCHES else step
     epoch = 2 if step > BATCHES else 1
-    with pytest.raises(Preempted, match=f"stopped by {signal.Signals(signum).name} at epoch {epoch}, "
-                                        f"batch {batch} of {BATCHES}; saved .*last.pt: continue with --resume"):
+    with pytest.raises(
+        Preempted,
+        match=f"stopped by {signal.Signals(signum).name} at epoch {epoch}, "
+        f"batch {batch} of {BATCHES}; saved .*last.pt: continue with --resume",
+    ):
         fit(cfg)
     saved = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
     assert saved["epoch"] == epoch - 1 and saved["partial"]["batches"] == batch
@@ -88,8 +95,7 @@ def test_cli_exits_75_on_sigterm_and_resumes(tmp_path):
     """A real `mlkd train` process signalled from outside once it is training."""
     cfg = tiny_config(tmp_path / "run", CACHE, epochs=40, data=DATA, train={"eval_every": 0})
     cfg_file = write_config(cfg, tmp_path / "exp.yaml")
-    proc = subprocess.Popen(cli_command("train", "-c", str(cfg_file)), env=cli_env(), text=True,
-                            stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cli_command("train", "-c", str(cfg_file)), env=cli_env(), text=True, stderr=subprocess.PIPE)
     for line in proc.stderr:  # wait until the first epoch is logged
         if "epoch 1/40" in line:
             break
@@ -99,8 +105,13 @@ def test_cli_exits_75_on_sigterm_and_resumes(tmp_path):
     assert "mlkd: stopped by SIGTERM " in err and "continue with --resume" in err
     stopped = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
     assert 1 <= stopped["epoch"] < 40
-    done = subprocess.run(cli_command("train", "-c", str(cfg_file), "--resume"), env=cli_env(),
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        cli_command("train", "-c", str(cfg_file), "--resume"),
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     assert [r["epoch"] for r in read_jsonl(tmp_path / "run" / "metrics.jsonl")] == list(range(1, 41))
 
@@ -163,5 +174,6 @@ def test_signal_during_an_epochs_evaluation_stops_after_that_epoch(reference, tm
     assert saved["epoch"] == 1 and saved["partial"] is None
     monkeypatch.undo()
     fit(cfg, resume=True)
-    assert_same_tensors(load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["model"],
-                        reference["state"]["model"])
+    assert_same_tensors(
+        load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["model"], reference["state"]["model"]
+    )

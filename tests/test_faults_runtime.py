@@ -22,7 +22,7 @@ DATA = {"source": "digits", "num_train": 128, "num_test": 16, "seed": 0, "cache_
 def test_16_bit_grayscale_is_scaled_to_8_bits_not_clipped(tmp_path, mode):
     """A 16-bit ramp (every 64th value of 0..65535) read as a dataset sample: each pixel is
     round(v * 255 / 65535) in all three channels (PIL's convert clipped everything above 255)."""
-    ramp = (np.arange(1024, dtype=np.int64).reshape(4, 256) * 64)
+    ramp = np.arange(1024, dtype=np.int64).reshape(4, 256) * 64
     path = tmp_path / "ramp.png"
     Image.fromarray(ramp.astype(np.uint16)).save(path)  # a 16-bit grayscale PNG
     image = Image.open(path)
@@ -30,7 +30,8 @@ def test_16_bit_grayscale_is_scaled_to_8_bits_not_clipped(tmp_path, mode):
     if mode != "I;16":  # the other 16-bit modes PIL hands out (big-endian TIFF, 32-bit "I")
         path = tmp_path / "ramp.tiff"
         image.convert(mode).save(path) if mode == "I" else Image.frombytes(
-            "I;16B", image.size, ramp.astype(">u2").tobytes()).save(path)
+            "I;16B", image.size, ramp.astype(">u2").tobytes()
+        ).save(path)
         assert Image.open(path).mode == mode
     dataset = MultiLabelImageDataset([(path, (0,))], ["a"])
     pixels = (dataset[0][0] * 255).round().numpy().astype(np.int64)
@@ -44,8 +45,13 @@ def test_16_bit_grayscale_is_scaled_to_8_bits_not_clipped(tmp_path, mode):
 def test_one_cycle_with_a_one_step_warm_up_trains(tmp_path, monkeypatch, num_train, epochs):
     """epochs x steps x pct_start = 1 (5 steps of 32, pct_start 0.2): torch's OneCycleLR divided
     by zero. The run trains; step 0 is at the start of the warm-up, the last step near 0."""
-    cfg = tiny_config(tmp_path / "run", CACHE, epochs=epochs, train={"eval_every": 0},
-                      data={"options": {**DATA, "num_train": num_train}})
+    cfg = tiny_config(
+        tmp_path / "run",
+        CACHE,
+        epochs=epochs,
+        train={"eval_every": 0},
+        data={"options": {**DATA, "num_train": num_train}},
+    )
     lrs = []
     real = torch.optim.Adam.step
 
@@ -64,8 +70,14 @@ def test_one_cycle_with_a_one_step_warm_up_trains(tmp_path, monkeypatch, num_tra
 def test_a_diverged_model_under_skip_saves_the_epoch_and_stops_with_a_clear_error(tmp_path, capsys):
     """lr 100 with train.nonfinite=skip: the weights stay finite but the model's scores are NaN.
     The epoch is checkpointed and logged (its eval holds the error), then one error line, exit 2."""
-    cfg = tiny_config(tmp_path / "run", CACHE, epochs=3, optim={"lr": 100.0}, data={"options": DATA},
-                      train={"nonfinite": "skip", "eval_every": 1})
+    cfg = tiny_config(
+        tmp_path / "run",
+        CACHE,
+        epochs=3,
+        optim={"lr": 100.0},
+        data={"options": DATA},
+        train={"nonfinite": "skip", "eval_every": 1},
+    )
     code, err = run_cli(["train", "-c", str(write_config(cfg, tmp_path / "exp.yaml"))], capsys)
     assert code == 2, err  # an MLKDError: one line, like the other stopped runs
     lines = [line for line in err.splitlines() if line.startswith("mlkd: error")]

@@ -19,8 +19,10 @@ from mlkd.engine.trainer import fit
 from mlkd.errors import EXIT_PREEMPTED, Preempted
 from mlkd.losses.objective import Objective
 
-DATA = {"num_workers": 2,
-        "options": {"source": "digits", "num_train": 128, "num_test": 16, "seed": 0, "cache_dir": str(CACHE)}}
+DATA = {
+    "num_workers": 2,
+    "options": {"source": "digits", "num_train": 128, "num_test": 16, "seed": 0, "cache_dir": str(CACHE)},
+}
 
 
 @pytest.mark.slow  # a subprocess
@@ -30,8 +32,13 @@ def test_sigterm_to_the_process_group_with_workers_exits_75_and_resumes(tmp_path
     epochs = 4
     cfg = tiny_config(tmp_path / "run", CACHE, epochs=epochs, data=DATA, train={"eval_every": 0})
     cfg_file = write_config(cfg, tmp_path / "exp.yaml")
-    proc = subprocess.Popen(cli_command("train", "-c", str(cfg_file)), env=cli_env(), text=True,
-                            stderr=subprocess.PIPE, start_new_session=True)
+    proc = subprocess.Popen(
+        cli_command("train", "-c", str(cfg_file)),
+        env=cli_env(),
+        text=True,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     for line in proc.stderr:  # the first epoch is done: the workers are up and serving batches
         if f"epoch 1/{epochs}" in line:
             break
@@ -41,8 +48,13 @@ def test_sigterm_to_the_process_group_with_workers_exits_75_and_resumes(tmp_path
     assert "mlkd: stopped by SIGTERM " in err and "continue with --resume" in err
     stopped = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
     assert 1 <= stopped["epoch"] < epochs
-    done = subprocess.run(cli_command("train", "-c", str(cfg_file), "--resume"), env=cli_env(),
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        cli_command("train", "-c", str(cfg_file), "--resume"),
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     assert [r["epoch"] for r in read_jsonl(tmp_path / "run" / "metrics.jsonl")] == list(range(1, epochs + 1))
 
@@ -67,8 +79,7 @@ def test_resume_after_an_epoch_with_workers_is_bit_identical(uninterrupted, tmp_
     uninterrupted run's persistent workers drew, and dropout draws the same stream."""
     fit(augmented_config(tmp_path / "run", stop_epoch=1))
     fit(augmented_config(tmp_path / "run"), resume=True)
-    assert_same_tensors(load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["model"],
-                        uninterrupted["model"])
+    assert_same_tensors(load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["model"], uninterrupted["model"])
 
 
 def test_resume_mid_epoch_with_workers_is_bit_identical(uninterrupted, tmp_path, monkeypatch):
@@ -87,5 +98,4 @@ def test_resume_mid_epoch_with_workers_is_bit_identical(uninterrupted, tmp_path,
         fit(augmented_config(tmp_path / "run"))
     monkeypatch.undo()
     fit(augmented_config(tmp_path / "run"), resume=True)
-    assert_same_tensors(load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["model"],
-                        uninterrupted["model"])
+    assert_same_tensors(load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["model"], uninterrupted["model"])

@@ -24,8 +24,14 @@ def list_config(tmp_path, holdout, recipe="official"):
     train = write_list(tmp_path / "train.csv", ROWS)
     classes = write_classes(tmp_path / "classes.txt", ["cat", "dog", "person"])
     # No test_file: building the test split would fail, so a passing run never read it.
-    return DataConfig(name="list", recipe=recipe, img_size=32, holdout=holdout, num_workers=0,
-                      options={"train_file": str(train), "classes_file": str(classes)})
+    return DataConfig(
+        name="list",
+        recipe=recipe,
+        img_size=32,
+        holdout=holdout,
+        num_workers=0,
+        options={"train_file": str(train), "classes_file": str(classes)},
+    )
 
 
 def test_holdout_splits_the_train_images_and_never_reads_the_test_split(tmp_path):
@@ -59,13 +65,30 @@ def test_holdout_values_are_checked(tmp_path):
 
 
 def test_a_run_on_the_holdout_split_evaluates_the_held_out_images(tmp_path):
-    data = {"holdout": 0.25, "options": {"source": "digits", "num_train": 128, "num_test": 67, "seed": 0,
-                                         "cache_dir": str(tmp_path / "cache")}}
+    data = {
+        "holdout": 0.25,
+        "options": {
+            "source": "digits",
+            "num_train": 128,
+            "num_test": 67,
+            "seed": 0,
+            "cache_dir": str(tmp_path / "cache"),
+        },
+    }
     fit(tiny_config(tmp_path / "teacher", tmp_path / "cache", epochs=1, data=data))
     teacher = str(tmp_path / "teacher")
-    record = fit(tiny_config(tmp_path / "l2d", tmp_path / "cache", method="l2d", teacher=teacher, epochs=1,
-                             data=data, distill={"cache": "auto"}))
-    assert record["eval"]["num_images"] == 32                     # 25% of the 128 training mosaics
+    record = fit(
+        tiny_config(
+            tmp_path / "l2d",
+            tmp_path / "cache",
+            method="l2d",
+            teacher=teacher,
+            epochs=1,
+            data=data,
+            distill={"cache": "auto"},
+        )
+    )
+    assert record["eval"]["num_images"] == 32  # 25% of the 128 training mosaics
     assert read_jsonl(tmp_path / "l2d" / "metrics.jsonl")[-1]["data"]["train"]["images"] == 96
 
 
@@ -73,8 +96,10 @@ def test_data_summary_names_the_validation_split(tmp_path, capsys):
     from mlkd.cli import main as cli_main
 
     cfg = tmp_path / "c.yaml"
-    cfg.write_text("data: {name: mosaic, recipe: none, img_size: 32, holdout: 0.2, "
-                   f"options: {{source: digits, num_train: 200, num_test: 50, cache_dir: {tmp_path / 'cache'}}}}}\n")
+    cfg.write_text(
+        "data: {name: mosaic, recipe: none, img_size: 32, holdout: 0.2, "
+        f"options: {{source: digits, num_train: 200, num_test: 50, cache_dir: {tmp_path / 'cache'}}}}}\n"
+    )
     assert cli_main(["data", "summary", str(cfg)]) == 0
     out = capsys.readouterr().out
     assert "| train | 160 |" in out and "| holdout (validation) | 40 |" in out

@@ -13,9 +13,11 @@ def _imports() -> dict[str, set[str]]:
         if path.stem == "__init__":
             continue
         tree = ast.parse(path.read_text())
-        graph[f"mlkd.models.{path.stem}"] = {node.module for node in ast.walk(tree)
-                                            if isinstance(node, ast.ImportFrom) and node.module
-                                            and node.module.startswith("mlkd.models.")}
+        graph[f"mlkd.models.{path.stem}"] = {
+            node.module
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("mlkd.models.")
+        }
     return graph
 
 
@@ -23,8 +25,9 @@ def test_models_modules_import_each_other_one_way():
     graph = _imports()
 
     def reaches(start: str, goal: str, seen: frozenset = frozenset()) -> bool:
-        return any(dep == goal or (dep not in seen and reaches(dep, goal, seen | {dep}))
-                   for dep in graph.get(start, ()))
+        return any(
+            dep == goal or (dep not in seen and reaches(dep, goal, seen | {dep})) for dep in graph.get(start, ())
+        )
 
     assert [module for module in sorted(graph) if reaches(module, module)] == []
 

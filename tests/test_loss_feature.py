@@ -25,8 +25,7 @@ def test_rkd_matches_oracle(weights):
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
 def test_pkt_matches_oracle(reduction):
     s, t = pooled(B=6)
-    assert_matches(pkt_loss(s, t, reduction=reduction), pkt_oracle(s, t, reduction=reduction),
-                   [s])
+    assert_matches(pkt_loss(s, t, reduction=reduction), pkt_oracle(s, t, reduction=reduction), [s])
 
 
 def test_rkd_pkt_finite_with_coinciding_and_zero_features():

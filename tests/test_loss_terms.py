@@ -50,8 +50,11 @@ def test_a_user_term_reads_two_fields(registry):
     total.backward()
     assert student.pooled.grad is not None and student.logits.grad is not None
     no_pooled = ModelOutput(logits=student.logits, label_embeddings=None, pooled=None)
-    with pytest.raises(ConfigError, match=r"the 'logits_pooled' term \(method 'vanilla'\) needs "
-                                          r"ModelOutput.pooled \[B, F\] from the teacher, which has none"):
+    with pytest.raises(
+        ConfigError,
+        match=r"the 'logits_pooled' term \(method 'vanilla'\) needs "
+        r"ModelOutput.pooled \[B, F\] from the teacher, which has none",
+    ):
         build_objective("vanilla", weights={"logits_pooled": 1.0})(student, no_pooled, TARGETS)
 
 
@@ -95,8 +98,10 @@ def test_ungrouped_terms_prepare_their_own_plan(monkeypatch):
     student, teacher = output(0), output(1)
     _, values = objective(student, teacher, TARGETS, TARGETS.clone())
     assert plans == [(True, False), (False, True)]
-    torch.testing.assert_close(values["id"], id_loss(student.label_embeddings, teacher.label_embeddings,
-                                                     TARGETS, "paper", pair_plan(TARGETS, False, True)))
+    torch.testing.assert_close(
+        values["id"],
+        id_loss(student.label_embeddings, teacher.label_embeddings, TARGETS, "paper", pair_plan(TARGETS, False, True)),
+    )
 
 
 def test_a_user_group_is_computed_by_one_call(registry):
@@ -137,8 +142,12 @@ def test_reviewkd_setup_from_shapes_is_reviewkd_built_directly(variant):
     student = OutputShapes(num_classes=5, embed_dim=8, pooled_dim=6, stage_channels=(4, 8))
     teacher = OutputShapes(num_classes=5, embed_dim=8, pooled_dim=10, stage_channels=(6, 12))
     torch.manual_seed(0)
-    objective = build_objective("reviewkd", options={"reviewkd": {"variant": variant, "mid_channel": 4}},
-                                student_shapes=student, teacher_shapes=teacher)
+    objective = build_objective(
+        "reviewkd",
+        options={"reviewkd": {"variant": variant, "mid_channel": 4}},
+        student_shapes=student,
+        teacher_shapes=teacher,
+    )
     after = torch.rand(3)  # the builder drew exactly what the direct construction draws
     extra = variant == "official"
     torch.manual_seed(0)
@@ -148,9 +157,14 @@ def test_reviewkd_setup_from_shapes_is_reviewkd_built_directly(variant):
     assert list(state) == [f"terms.reviewkd.review.{key}" for key in reference]  # checkpoints still load
     for key, value in reference.items():
         assert torch.equal(state[f"terms.reviewkd.review.{key}"], value)
-    legacy = build_objective("reviewkd", options={"reviewkd": {"variant": variant, "mid_channel": 4}},
-                             student_channels=[4, 8], teacher_channels=[6, 12],
-                             student_pooled_dim=6, teacher_pooled_dim=10)
+    legacy = build_objective(
+        "reviewkd",
+        options={"reviewkd": {"variant": variant, "mid_channel": 4}},
+        student_channels=[4, 8],
+        teacher_channels=[6, 12],
+        student_pooled_dim=6,
+        teacher_pooled_dim=10,
+    )
     assert list(legacy.state_dict()) == list(state)
 
 

@@ -12,15 +12,18 @@ F64 = torch.float64
 
 # 7 images x 6 classes. Images have 3, 1, 0, 3, 2, 1, 5 positives; classes have 5, 4, 1, 2,
 # 0, 3 positives: every group size 0, 1, 2 and more occurs for both CD and ID.
-EDGE_TARGETS = torch.tensor([
-    [1, 1, 0, 0, 0, 1],
-    [1, 0, 0, 0, 0, 0],
-    [0, 0, 0, 0, 0, 0],
-    [1, 1, 0, 1, 0, 0],
-    [1, 0, 0, 0, 0, 1],
-    [0, 1, 0, 0, 0, 0],
-    [1, 1, 1, 1, 0, 1],
-], dtype=F64)
+EDGE_TARGETS = torch.tensor(
+    [
+        [1, 1, 0, 0, 0, 1],
+        [1, 0, 0, 0, 0, 0],
+        [0, 0, 0, 0, 0, 0],
+        [1, 1, 0, 1, 0, 0],
+        [1, 0, 0, 0, 0, 1],
+        [0, 1, 0, 0, 0, 0],
+        [1, 1, 1, 1, 0, 1],
+    ],
+    dtype=F64,
+)
 
 
 def assert_matches(fast, oracle, students, rtol=1e-6):
@@ -110,8 +113,7 @@ def test_ps_golden():
     t = torch.tensor([[math.log(2), 0.0, 0.0]], dtype=F64)
     one_pos = torch.tensor([[1.0, 0.0, 0.0]], dtype=F64)
     # group {z0, z1, z2}: teacher (1/2, 1/4, 1/4), student uniform.
-    assert ps_loss(s, t, one_pos).item() == pytest.approx(
-        0.5 * math.log(1.5) + 0.5 * math.log(0.75), rel=1e-12)
+    assert ps_loss(s, t, one_pos).item() == pytest.approx(0.5 * math.log(1.5) + 0.5 * math.log(0.75), rel=1e-12)
     two_pos = torch.tensor([[1.0, 1.0, 0.0]], dtype=F64)
     # group {z0, z2}: teacher (2/3, 1/3) vs (1/2, 1/2); group {z1, z2}: equal, 0.
     expected = 2 / 3 * math.log(4 / 3) + 1 / 3 * math.log(2 / 3)
@@ -126,8 +128,7 @@ def test_cd_id_edge_groups_match_oracle(variant):
     assert_matches(cd_loss(s, t, y, variant), cd_loss_loop(s, t, y, variant), [s])
     assert_matches(id_loss(s, t, y, variant), id_loss_loop(s, t, y, variant), [s])
     cd, id_ = cd_id_losses(s, t, y, variant)
-    assert_matches(cd + 7 * id_, cd_loss_loop(s, t, y, variant)
-                   + 7 * id_loss_loop(s, t, y, variant), [s])
+    assert_matches(cd + 7 * id_, cd_loss_loop(s, t, y, variant) + 7 * id_loss_loop(s, t, y, variant), [s])
 
 
 @pytest.mark.parametrize("variant", ["official", "paper"])
@@ -137,8 +138,11 @@ def test_led_random_matches_oracle(variant, seed):
     y = (torch.rand(12, 9, generator=torch.Generator().manual_seed(seed)) < 0.35).to(F64)
     oracle = 100 * cd_loss_loop(s, t, y, variant) + 1000 * id_loss_loop(s, t, y, variant)
     assert_matches(led_loss(s, t, y, variant=variant), oracle, [s])
-    assert_matches(led_loss(s, t, y, 2.0, 3.0, variant), 2 * cd_loss_loop(s, t, y, variant)
-                   + 3 * id_loss_loop(s, t, y, variant), [s])
+    assert_matches(
+        led_loss(s, t, y, 2.0, 3.0, variant),
+        2 * cd_loss_loop(s, t, y, variant) + 3 * id_loss_loop(s, t, y, variant),
+        [s],
+    )
 
 
 def test_pair_blocks_match_oracle(monkeypatch):
@@ -147,8 +151,7 @@ def test_pair_blocks_match_oracle(monkeypatch):
     monkeypatch.setattr(embedding, "_CHUNK", 3)  # many blocks, a partial last one
     s, t = embeddings(*EDGE_TARGETS.shape)
     y = EDGE_TARGETS
-    assert_matches(led_loss(s, t, y), 100 * cd_loss_loop(s, t, y) + 1000 * id_loss_loop(s, t, y),
-                   [s])
+    assert_matches(led_loss(s, t, y), 100 * cd_loss_loop(s, t, y) + 1000 * id_loss_loop(s, t, y), [s])
 
 
 def test_no_positive_pairs_gives_zero_with_grad():
@@ -187,9 +190,11 @@ def test_coinciding_embeddings_have_finite_gradients(variant):
     loss = led_loss(s, t, EDGE_TARGETS, variant=variant)
     (grad,) = torch.autograd.grad(loss, s)
     assert torch.isfinite(loss) and torch.isfinite(grad).all()
-    assert_matches(led_loss(s, t, EDGE_TARGETS, variant=variant),
-                   100 * cd_loss_loop(s, t, EDGE_TARGETS, variant)
-                   + 1000 * id_loss_loop(s, t, EDGE_TARGETS, variant), [s])
+    assert_matches(
+        led_loss(s, t, EDGE_TARGETS, variant=variant),
+        100 * cd_loss_loop(s, t, EDGE_TARGETS, variant) + 1000 * id_loss_loop(s, t, EDGE_TARGETS, variant),
+        [s],
+    )
     same = torch.ones_like(s).requires_grad_()  # every distance is zero
     loss = led_loss(same, torch.ones_like(t), EDGE_TARGETS, variant=variant)
     (grad,) = torch.autograd.grad(loss, same)

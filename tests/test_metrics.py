@@ -44,20 +44,24 @@ def oracle_predictions(scores: np.ndarray, targets: np.ndarray, protocol: str) -
 
 
 def sklearn_metrics(scores, targets, pred) -> dict:
-    aps = [average_precision_score(targets[:, c], scores[:, c]) if targets[:, c].any() else math.nan
-           for c in range(targets.shape[1])]
+    aps = [
+        average_precision_score(targets[:, c], scores[:, c]) if targets[:, c].any() else math.nan
+        for c in range(targets.shape[1])
+    ]
     kw = dict(y_true=targets, y_pred=pred.astype(int), zero_division=0)
     return {
         "AP": aps,
         "mAP": float(np.nanmean(aps)),
-        "OF1": f1_score(average="micro", **kw), "CF1": f1_score(average="macro", **kw),
-        "OP": precision_score(average="micro", **kw), "CP": precision_score(average="macro", **kw),
-        "OR": recall_score(average="micro", **kw), "CR": recall_score(average="macro", **kw),
+        "OF1": f1_score(average="micro", **kw),
+        "CF1": f1_score(average="macro", **kw),
+        "OP": precision_score(average="micro", **kw),
+        "CP": precision_score(average="macro", **kw),
+        "OR": recall_score(average="micro", **kw),
+        "CR": recall_score(average="macro", **kw),
     }
 
 
-def random_case(seed: int, n: int = 150, q: int = 10, levels: int | None = None,
-                empty_classes: bool = True):
+def random_case(seed: int, n: int = 150, q: int = 10, levels: int | None = None, empty_classes: bool = True):
     """Random scores (quantised to `levels` values when given: heavy ties, exact 0.5/0.25).
     Labels: an image with no label, an image with every label (but those of the empty
     classes), an all-positive class 7, and classes 1 and 4 without positive if asked."""
@@ -120,28 +124,36 @@ def test_topk_rules_match_loop(protocol):
 
 # ---------------------------------------------------------------- hand-computed 3 images x 4 classes
 # class 3 has no positive; img0 ties c1/c3 at 0.6; c0 ties two images at 0.5; c2 ties at 0.7.
-HAND_S = np.array([[0.9, 0.6, 0.5, 0.6],
-                   [0.5, 0.8, 0.7, 0.6],
-                   [0.5, 0.4, 0.7, 0.2]])
-HAND_T = np.array([[1, 0, 0, 0],
-                   [0, 1, 1, 0],
-                   [1, 0, 0, 0]])
+HAND_S = np.array([[0.9, 0.6, 0.5, 0.6], [0.5, 0.8, 0.7, 0.6], [0.5, 0.4, 0.7, 0.2]])
+HAND_T = np.array([[1, 0, 0, 0], [0, 1, 1, 0], [1, 0, 0, 0]])
 # AP: c0 sorted 0.9(+), {0.5(-), 0.5(+)} -> 1/2*1 + 1/2*2/3 = 5/6; c1: 0.8(+) first -> 1;
 # c2: {0.7(+), 0.7(-)} -> 1/2; c3: NaN.  mAP = (5/6 + 1 + 1/2) / 3 = 7/9.
 HAND_AP = [5 / 6, 1.0, 0.5]
 HAND = {
     # >= 0.5 keeps the 0.5s. Per class (TP,FP,FN): c0 (2,1,0) c1 (1,1,0) c2 (1,2,0) c3 (0,2,0)
-    "thr@0.5": ([[1, 1, 1, 1], [1, 1, 1, 1], [1, 0, 1, 0]],
-                dict(CP=(2 / 3 + 1 / 2 + 1 / 3 + 0) / 4, CR=3 / 4, CF1=(4 / 5 + 2 / 3 + 1 / 2 + 0) / 4,
-                     OP=4 / 10, OR=1.0, OF1=8 / 14)),
+    "thr@0.5": (
+        [[1, 1, 1, 1], [1, 1, 1, 1], [1, 0, 1, 0]],
+        dict(
+            CP=(2 / 3 + 1 / 2 + 1 / 3 + 0) / 4,
+            CR=3 / 4,
+            CF1=(4 / 5 + 2 / 3 + 1 / 2 + 0) / 4,
+            OP=4 / 10,
+            OR=1.0,
+            OF1=8 / 14,
+        ),
+    ),
     # k = 1, 2, 1. c0 (1,0,1) c1 (1,0,0) c2 (1,1,0) c3 (0,0,0)
-    "oracle-k": ([[1, 0, 0, 0], [0, 1, 1, 0], [0, 0, 1, 0]],
-                 dict(CP=(1 + 1 + 1 / 2) / 4, CR=(1 / 2 + 1 + 1) / 4, CF1=(2 / 3 + 1 + 2 / 3) / 4,
-                      OP=3 / 4, OR=3 / 4, OF1=3 / 4)),
+    "oracle-k": (
+        [[1, 0, 0, 0], [0, 1, 1, 0], [0, 0, 1, 0]],
+        dict(
+            CP=(1 + 1 + 1 / 2) / 4, CR=(1 / 2 + 1 + 1) / 4, CF1=(2 / 3 + 1 + 2 / 3) / 4, OP=3 / 4, OR=3 / 4, OF1=3 / 4
+        ),
+    ),
     # img0: c0, then the 0.6 tie goes to c1 (lower index). c0 (2,0,0) c1 (1,1,0) c2 (1,1,0)
-    "topk@2": ([[1, 1, 0, 0], [0, 1, 1, 0], [1, 0, 1, 0]],
-               dict(CP=(1 + 1 / 2 + 1 / 2) / 4, CR=3 / 4, CF1=(1 + 2 / 3 + 2 / 3) / 4,
-                    OP=4 / 6, OR=1.0, OF1=8 / 10)),
+    "topk@2": (
+        [[1, 1, 0, 0], [0, 1, 1, 0], [1, 0, 1, 0]],
+        dict(CP=(1 + 1 / 2 + 1 / 2) / 4, CR=3 / 4, CF1=(1 + 2 / 3 + 2 / 3) / 4, OP=4 / 6, OR=1.0, OF1=8 / 10),
+    ),
 }
 
 
@@ -168,9 +180,11 @@ def test_threshold_is_greater_or_equal():
 def test_numpy_and_torch_inputs_identical():
     scores, targets = random_case(3, n=64, q=10, levels=9)  # values exact in float16/bfloat16
     ref = evaluate_protocols(scores, targets, PROTOCOLS)
-    variants = [(torch.tensor(scores, dtype=dt), torch.tensor(targets, dtype=tt))
-                for dt in (torch.float64, torch.float32, torch.float16, torch.bfloat16)
-                for tt in (torch.int64, torch.bool, torch.float32)]
+    variants = [
+        (torch.tensor(scores, dtype=dt), torch.tensor(targets, dtype=tt))
+        for dt in (torch.float64, torch.float32, torch.float16, torch.bfloat16)
+        for tt in (torch.int64, torch.bool, torch.float32)
+    ]
     variants.append((scores.astype(np.float32), targets.astype(bool)))
     if torch.cuda.is_available():
         variants.append((torch.tensor(scores, device="cuda"), torch.tensor(targets, device="cuda")))
@@ -201,8 +215,23 @@ def test_empty_and_full_images_and_degenerate_classes():
         assert m["num_images"] == 0 and m["num_classes_excluded"] == 3
 
 
-@pytest.mark.parametrize("bad", ["thr", "thr@", "thr@abc", "thr@nan", "thr@inf", "topk@0",
-                                 "topk@-1", "topk@1.5", "topk", "oracle", "oracle-k@2", "THR@0.5"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "thr",
+        "thr@",
+        "thr@abc",
+        "thr@nan",
+        "thr@inf",
+        "topk@0",
+        "topk@-1",
+        "topk@1.5",
+        "topk",
+        "oracle",
+        "oracle-k@2",
+        "THR@0.5",
+    ],
+)
 def test_bad_protocol_names_the_string_and_valid_forms(bad):
     with pytest.raises(ValueError) as info:
         parse_protocol(bad)
@@ -257,7 +286,7 @@ def test_oracle_k_strict_is_the_official_rule_with_ties():
     np.testing.assert_array_equal(strict, loop_strict(scores, targets))
     plain = binarize(scores, "oracle-k", targets)
     assert (strict <= plain).all() and (strict.sum(1) < plain.sum(1)).any()  # ties lose predictions
-    assert strict[1].all() and not strict[0].any()                        # k = q and k = 0 images
+    assert strict[1].all() and not strict[0].any()  # k = q and k = 0 images
     res = evaluate_protocols(scores, targets, ["oracle-k-strict"])["oracle-k-strict"]
     ref = sklearn_metrics(scores, targets, strict)
     for key in ("OF1", "CF1", "CP", "CR", "OP", "OR"):

@@ -41,8 +41,7 @@ def fake_idx(tmp_path):
     folder.mkdir()
     rng = np.random.default_rng(0)
     for stem, n, low, high in (("train", 30, 1, 100), ("t10k", 12, 150, 250)):
-        write_idx(folder / f"{stem}-images-idx3-ubyte.gz", rng.integers(low, high + 1, (n, 28, 28)),
-                  2051)
+        write_idx(folder / f"{stem}-images-idx3-ubyte.gz", rng.integers(low, high + 1, (n, 28, 28)), 2051)
         write_idx(folder / f"{stem}-labels-idx1-ubyte.gz", np.arange(n) % 10, 2049)
     return folder
 
@@ -82,8 +81,9 @@ def test_digits_resize_is_bilinear_and_split_is_a_stratified_partition():
     frac = np.bincount(test8.labels) / np.bincount(digits.target)
     assert np.all(np.abs(frac - 0.3) < 0.02), "the split must be stratified"
     train16 = sources.load_source("digits", "train", cell_size=16)
-    ref = torch.nn.functional.interpolate(torch.from_numpy(train8.images[:, None]).float(),
-                                          size=(16, 16), mode="bilinear", align_corners=False)
+    ref = torch.nn.functional.interpolate(
+        torch.from_numpy(train8.images[:, None]).float(), size=(16, 16), mode="bilinear", align_corners=False
+    )
     diff = np.abs(train16.images.astype(int) - ref[:, 0].round().numpy().astype(int))
     assert diff.max() <= 1
     np.testing.assert_array_equal(train16.labels, train8.labels)
@@ -132,8 +132,7 @@ def test_holdout_makes_a_validation_split_from_held_out_train_items(fake_idx, tm
 
 
 def test_holdout_zero_is_the_plain_split_and_bad_fractions_are_refused(tmp_path):
-    np.testing.assert_array_equal(build("test", tmp_path, holdout=0).images,
-                                  build("test", tmp_path / "other").images)
+    np.testing.assert_array_equal(build("test", tmp_path, holdout=0).images, build("test", tmp_path / "other").images)
     for bad in (1.0, -0.1, "0.2", True):
         with pytest.raises(ConfigError, match="holdout"):
             build("train", tmp_path, holdout=bad)
@@ -143,8 +142,7 @@ def test_holdout_zero_is_the_plain_split_and_bad_fractions_are_refused(tmp_path)
 
 @pytest.mark.parametrize("grid,min_items,max_items", [(2, 1, 4), (2, 2, 3), (3, 0, 9)])
 def test_number_of_filled_cells(tmp_path, grid, min_items, max_items):
-    ds = build("train", tmp_path, grid=grid, min_items=min_items, max_items=max_items,
-               cell_size=8)
+    ds = build("train", tmp_path, grid=grid, min_items=min_items, max_items=max_items, cell_size=8)
     filled = (ds.cells >= 0).sum(1)
     assert ds.images.shape[1:] == (8 * grid, 8 * grid)
     assert filled.min() == min_items and filled.max() == max_items
@@ -227,8 +225,7 @@ def test_idx_reader_on_a_fake_folder(fake_idx, tmp_path):
     fashion = sources.load_source("fashion-mnist", "test", fake_idx)
     assert fashion.images.shape == (12, 28, 28) and fashion.images.min() >= 150
     assert fashion.classes[0] == "T-shirt/top" and fashion.classes[9] == "Ankle boot"
-    assert sources.load_source("mnist", "train", fake_idx, cell_size=14).images.shape == (
-        30, 14, 14)
+    assert sources.load_source("mnist", "train", fake_idx, cell_size=14).images.shape == (30, 14, 14)
     # Uncompressed IDX files are read too.
     raw = tmp_path / "raw-images"
     raw.write_bytes(gzip.decompress((fake_idx / "t10k-images-idx3-ubyte.gz").read_bytes()))

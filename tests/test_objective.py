@@ -21,8 +21,10 @@ from mlkd.losses import (
 from mlkd.models.output import ModelOutput
 
 B, Q, D = 6, 5, 8
-TARGETS = torch.tensor([[1, 1, 0, 0, 1], [1, 0, 1, 0, 0], [0, 1, 1, 1, 0],
-                        [1, 1, 1, 0, 0], [0, 0, 0, 0, 1], [1, 0, 1, 1, 1]], dtype=torch.float32)
+TARGETS = torch.tensor(
+    [[1, 1, 0, 0, 1], [1, 0, 1, 0, 0], [0, 1, 1, 1, 0], [1, 1, 1, 0, 0], [0, 0, 0, 0, 1], [1, 0, 1, 1, 1]],
+    dtype=torch.float32,
+)
 
 
 def output(seed, channels=(4, 8), with_embeddings=True, grad=False):
@@ -100,9 +102,12 @@ def test_weight_overrides_add_and_remove_terms():
     assert objective.weights == {"bce": 1.0, "mld": 100.0, "cd": 100.0, "mse": 2.0}
     total, values = objective(student, teacher, TARGETS)
     s, t = student, teacher
-    expected = (bce_loss(s.logits, TARGETS) + 100 * mld_loss(s.logits, t.logits)
-                + 100 * cd_loss(s.label_embeddings, t.label_embeddings, TARGETS)
-                + 2 * logits_mse_loss(s.logits, t.logits))
+    expected = (
+        bce_loss(s.logits, TARGETS)
+        + 100 * mld_loss(s.logits, t.logits)
+        + 100 * cd_loss(s.label_embeddings, t.label_embeddings, TARGETS)
+        + 2 * logits_mse_loss(s.logits, t.logits)
+    )
     torch.testing.assert_close(total, expected, rtol=1e-6, atol=1e-6)
     assert "id" not in values
 
@@ -110,13 +115,16 @@ def test_weight_overrides_add_and_remove_terms():
 def test_options_reach_the_terms():
     student, teacher = output(0), output(1)
     objective = build_objective(
-        "rkd", weights={"pkt": 3.0},
-        options={"bce": {"reduction": "mean"},
-                 "rkd": {"distance_weight": 1.0, "angle_weight": 0.0}})
+        "rkd",
+        weights={"pkt": 3.0},
+        options={"bce": {"reduction": "mean"}, "rkd": {"distance_weight": 1.0, "angle_weight": 0.0}},
+    )
     total, _ = objective(student, teacher, TARGETS)
-    expected = (bce_loss(student.logits, TARGETS, "mean")
-                + rkd_loss(student.pooled, teacher.pooled, 1.0, 0.0)
-                + 3 * pkt_loss(student.pooled, teacher.pooled))
+    expected = (
+        bce_loss(student.logits, TARGETS, "mean")
+        + rkd_loss(student.pooled, teacher.pooled, 1.0, 0.0)
+        + 3 * pkt_loss(student.pooled, teacher.pooled)
+    )
     torch.testing.assert_close(total, expected, rtol=1e-6, atol=1e-6)
 
 
@@ -145,11 +153,16 @@ def test_unknown_names_are_config_errors():
 
 def test_missing_outputs_say_which_method_needs_what():
     objective = build_objective("mld+cd")
-    with pytest.raises(ConfigError, match=r"the 'cd' term \(method 'mld\+cd'\) needs ModelOutput.label_embeddings "
-                                          r"\[B, q, D\] from the student, which has none; a linear head has none "
-                                          r"— use mlkd.models.LabelWiseHead"):
+    with pytest.raises(
+        ConfigError,
+        match=r"the 'cd' term \(method 'mld\+cd'\) needs ModelOutput.label_embeddings "
+        r"\[B, q, D\] from the student, which has none; a linear head has none "
+        r"— use mlkd.models.LabelWiseHead",
+    ):
         objective(output(0, with_embeddings=False), output(1), TARGETS)
-    with pytest.raises(ConfigError, match=r"^the 'mld' term \(method 'mld\+cd'\) needs the teacher's ModelOutput, but teacher is None"):
+    with pytest.raises(
+        ConfigError, match=r"^the 'mld' term \(method 'mld\+cd'\) needs the teacher's ModelOutput, but teacher is None"
+    ):
         objective(output(0), None, TARGETS)
     total, _ = build_objective("vanilla")(output(0), None, TARGETS)  # BCE needs no teacher
     assert torch.isfinite(total)

@@ -49,8 +49,15 @@ def test_tag_resolves_to_the_official_release(alias):
 
 
 def test_defaults_differ_as_reported():
-    defaults = {a: timm.get_pretrained_cfg(resolve_model_name(a)).tag for a in ("resnet34", "resnet101", "wrn50", "swin_s")}
-    assert defaults == {"resnet34": "a1_in1k", "resnet101": "a1h_in1k", "wrn50": "racm_in1k", "swin_s": "ms_in22k_ft_in1k"}
+    defaults = {
+        a: timm.get_pretrained_cfg(resolve_model_name(a)).tag for a in ("resnet34", "resnet101", "wrn50", "swin_s")
+    }
+    assert defaults == {
+        "resnet34": "a1_in1k",
+        "resnet101": "a1h_in1k",
+        "wrn50": "racm_in1k",
+        "swin_s": "ms_in22k_ft_in1k",
+    }
 
 
 def test_mobilenetv2_has_no_timm_equal():

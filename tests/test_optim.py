@@ -25,8 +25,12 @@ def test_head_lr_scale_gives_the_head_and_method_layers_their_own_peak_lr():
     opt = build_optimizer([net, method_layer], cfg, fused=False)
     groups = {(g["lr"], g["weight_decay"]): ids(g["params"]) for g in opt.param_groups}
     b, h = net.backbone, net.head
-    assert groups == {(1e-3, 0.1): ids([b[0].weight]), (1e-3, 0.0): ids([b[0].bias, b[1].weight, b[1].bias]),
-                      (1e-2, 0.1): ids([h.weight, method_layer.weight]), (1e-2, 0.0): ids([h.bias, method_layer.bias])}
+    assert groups == {
+        (1e-3, 0.1): ids([b[0].weight]),
+        (1e-3, 0.0): ids([b[0].bias, b[1].weight, b[1].bias]),
+        (1e-2, 0.1): ids([h.weight, method_layer.weight]),
+        (1e-2, 0.0): ids([h.bias, method_layer.bias]),
+    }
     sched = build_scheduler(opt, cfg, steps_per_epoch=5)
     peaks = [0.0] * len(opt.param_groups)
     for _ in range(10):
@@ -40,4 +44,7 @@ def test_head_lr_scale_gives_the_head_and_method_layers_their_own_peak_lr():
 def test_scale_one_keeps_the_two_official_groups():
     net = Net()
     opt = build_optimizer([net], OptimConfig(lr=3e-4, weight_decay=1e-4), fused=False)
-    assert [(g["lr"], g["weight_decay"], len(g["params"])) for g in opt.param_groups] == [(3e-4, 1e-4, 2), (3e-4, 0.0, 4)]
+    assert [(g["lr"], g["weight_decay"], len(g["params"])) for g in opt.param_groups] == [
+        (3e-4, 1e-4, 2),
+        (3e-4, 0.0, 4),
+    ]

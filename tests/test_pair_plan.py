@@ -42,8 +42,7 @@ def test_plan_for_other_targets_is_refused():
         cd_id_losses(s, t, y, plan=pair_plan(y[:4]))
 
 
-@pytest.mark.parametrize("method,options", [("l2d", {}), ("mld+cd", {}),
-                                            ("l2d", {"id": {"variant": "paper"}})])
+@pytest.mark.parametrize("method,options", [("l2d", {}), ("mld+cd", {}), ("l2d", {"id": {"variant": "paper"}})])
 def test_objective_with_host_targets_is_unchanged(method, options):
     s, t, y = _inputs(1)
     g = torch.Generator().manual_seed(2)

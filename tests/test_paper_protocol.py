@@ -25,12 +25,18 @@ def fake_runs(root, protocols):
     distilled from it (a distill run), each logging ``protocols`` with distinct F1 per protocol."""
     teacher = root / "teacher"
     student = root / "student"
-    for run, model, extra in ((teacher, "resnet101.tv_in1k", {}),
-                              (student, "resnet34.tv_in1k",
-                               {"distill": {"method": "l2d", "teacher": str(teacher / "checkpoints" / "last.pt")}})):
+    for run, model, extra in (
+        (teacher, "resnet101.tv_in1k", {}),
+        (
+            student,
+            "resnet34.tv_in1k",
+            {"distill": {"method": "l2d", "teacher": str(teacher / "checkpoints" / "last.pt")}},
+        ),
+    ):
         run.mkdir(parents=True)
-        (run / "config.yaml").write_text(yaml.safe_dump(
-            {"model": {"name": model}, "data": {"name": "coco2014"}, "optim": {"epochs": 1}, **extra}))
+        (run / "config.yaml").write_text(
+            yaml.safe_dump({"model": {"name": model}, "data": {"name": "coco2014"}, "optim": {"epochs": 1}, **extra})
+        )
         evals = {p: {"mAP": 0.70, "OF1": 0.60 + 0.01 * i, "CF1": 0.50} for i, p in enumerate(protocols)}
         (run / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "eval": evals}) + "\n")
     return root
@@ -41,7 +47,9 @@ def test_paper_tables_default_to_the_official_rule_and_name_it(tmp_path):
     md = table_text([str(root)], paper="table1")
     captions = [line for line in md.splitlines() if line.startswith("*")]
     assert captions and all("protocol oracle-k-strict" in c for c in captions)
-    assert "| L2D | **70.00** | **72.87** | **62.00** | **74.45** |" in md  # tagged names matched; OF1 under oracle-k-strict
+    assert (
+        "| L2D | **70.00** | **72.87** | **62.00** | **74.45** |" in md
+    )  # tagged names matched; OF1 under oracle-k-strict
     assert "pass --protocol" not in md  # same protocol as the paper's: no warning
     other = table_text([str(root)], protocol="thr@0.5", paper="table1")
     assert "protocol thr@0.5" in other and "pass --protocol oracle-k-strict" in other

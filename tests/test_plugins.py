@@ -55,8 +55,9 @@ def user_package(root):
 def run_mlkd(args, pythonpath, cwd):
     env = cli_env()
     env["PYTHONPATH"] = f"{pythonpath}:{env['PYTHONPATH']}"
-    done = subprocess.run([sys.executable, "-m", "mlkd.cli", *args], env=env, cwd=cwd,
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", "mlkd.cli", *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
 
@@ -65,14 +66,29 @@ def run_mlkd(args, pythonpath, cwd):
 def test_a_users_method_runs_through_sweep_and_table(tmp_path):
     code = user_package(tmp_path)
     grid = {
-        "dataset": "digits", "out": str(tmp_path / "runs"), "plugins": ["my_kd.cosine"],
-        "data": {"name": "mosaic", "recipe": "none", "img_size": 32, "batch_size": 32, "num_workers": 0,
-                 "options": {"source": "digits", "num_train": 96, "num_test": 40, "seed": 0,
-                             "cache_dir": str(tmp_path / "cache")}},
-        "model": dict(TINY), "optim": {"lr": 1e-3, "epochs": 1},
+        "dataset": "digits",
+        "out": str(tmp_path / "runs"),
+        "plugins": ["my_kd.cosine"],
+        "data": {
+            "name": "mosaic",
+            "recipe": "none",
+            "img_size": 32,
+            "batch_size": 32,
+            "num_workers": 0,
+            "options": {
+                "source": "digits",
+                "num_train": 96,
+                "num_test": 40,
+                "seed": 0,
+                "cache_dir": str(tmp_path / "cache"),
+            },
+        },
+        "model": dict(TINY),
+        "optim": {"lr": 1e-3, "epochs": 1},
         "train": {"device": "cpu", "progress": "off", "eval_every": 0},
         "pairs": [{"teacher": "tiny", "student": "tiny"}],
-        "methods": ["teacher", "vanilla", "cosine", "mld"], "seeds": [0],
+        "methods": ["teacher", "vanilla", "cosine", "mld"],
+        "seeds": [0],
     }
     path = tmp_path / "grid.yaml"
     path.write_text(yaml.safe_dump(grid))
@@ -86,21 +102,22 @@ def test_a_users_method_runs_through_sweep_and_table(tmp_path):
     assert list(table) == ["Teacher", "Student", "Cosine KD", "MLD"]  # the grid's order
     assert table["Cosine KD"] == pytest.approx(100 * records[-1]["eval"]["thr@0.5"]["mAP"], abs=1e-4)
     # run folders: rows in the registries' order (a plugin's method after the built-ins)
-    folders = mAP_rows(run_mlkd(["--plugin", "my_kd.cosine", "table", str(tmp_path / "runs"),
-                                 "--format", "csv"], code, tmp_path))
+    folders = mAP_rows(
+        run_mlkd(["--plugin", "my_kd.cosine", "table", str(tmp_path / "runs"), "--format", "csv"], code, tmp_path)
+    )
     assert list(folders) == ["Teacher", "Student", "MLD", "Cosine KD"] and folders == {**table}
 
 
 def mAP_rows(text):
     """{row label: mean mAP} of ``mlkd table --format csv``, in the table's order."""
-    return {row["method"]: float(row["mean"]) for row in csv.DictReader(io.StringIO(text))
-            if row["metric"] == "mAP"}
+    return {row["method"]: float(row["mean"]) for row in csv.DictReader(io.StringIO(text)) if row["metric"] == "mAP"}
 
 
 def test_registered_method_is_first_class_and_scoped():
     from mlkd.losses import LossTerm, register_method
 
     with LOSS_TERMS.scoped(), METHODS.scoped():
+
         @LOSS_TERMS.register("user_l1")
         class UserL1(LossTerm):
             def compute(self, s, t, targets):
@@ -137,8 +154,11 @@ def test_a_plugin_in_a_config_is_imported_and_a_bad_one_named(tmp_path, monkeypa
         sys.modules.pop("my_kd.cosine", None)
         assert load_config(path).plugins == ["my_kd.cosine"] and "cosine" in METHODS
         sys.modules.pop("my_kd.cosine", None)
-    for bad, message in ((["no_such_kd"], "plugins: module 'no_such_kd' cannot be imported"),
-                         (["../my_kd.py"], "not module names"), ("my_kd", "must be a list")):
+    for bad, message in (
+        (["no_such_kd"], "plugins: module 'no_such_kd' cannot be imported"),
+        (["../my_kd.py"], "not module names"),
+        ("my_kd", "must be a list"),
+    ):
         path.write_text(yaml.safe_dump({"plugins": bad}))
         with pytest.raises(ConfigError, match=message):
             load_config(path)

@@ -56,9 +56,18 @@ def _run(precision, scaler, poison):
             return loss, {"mse": loss.detach()}
 
     opt = torch.optim.Adam(net.parameters(), lr=0.1)
-    run = SimpleNamespace(cfg=Config.model_validate({}), device=CPU, precision=precision, step=Step(),
-                          teacher=None, optimizer=opt, epoch=0, global_step=0,
-                          scheduler=torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0), scaler=scaler)
+    run = SimpleNamespace(
+        cfg=Config.model_validate({}),
+        device=CPU,
+        precision=precision,
+        step=Step(),
+        teacher=None,
+        optimizer=opt,
+        epoch=0,
+        global_step=0,
+        scheduler=torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0),
+        scaler=scaler,
+    )
     return net, opt, run
 
 

@@ -51,13 +51,16 @@ def imagenet_photos(size: int = 224) -> tuple[torch.Tensor, torch.Tensor]:
     """The 20 foolbox ImageNet photos as [20, 3, size, size] in [0, 1] and their labels [20]."""
     spec = importlib.util.find_spec("foolbox")
     if spec is None:
-        pytest.fail("the foolbox 3.3.4 wheel is not installed: pip install --no-deps foolbox==3.3.4 "
-                    "(make test does it; its data files are the photo test set)")
+        pytest.fail(
+            "the foolbox 3.3.4 wheel is not installed: pip install --no-deps foolbox==3.3.4 "
+            "(make test does it; its data files are the photo test set)"
+        )
     files = sorted((Path(spec.submodule_search_locations[0]) / "data").glob("imagenet_*.jpg"))
     assert len(files) == 20
     labels = [int(re.fullmatch(r"imagenet_\d+_(\d+)\.jpg", f.name).group(1)) for f in files]
-    images = [np.asarray(Image.open(f).convert("RGB").resize((size, size), Image.BICUBIC), np.float32) / 255
-              for f in files]
+    images = [
+        np.asarray(Image.open(f).convert("RGB").resize((size, size), Image.BICUBIC), np.float32) / 255 for f in files
+    ]
     return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2), torch.tensor(labels)
 
 
@@ -198,8 +201,9 @@ def test_finetune_bench_rows(no_network):
 
     assert _run("efficientnet_lite0", 32, 2, 3, "cpu").student.input_normalization is not None
     assert _run("tiny", 32, 2, 3, "cpu").student.input_normalization is None
-    rows = bench_finetune(["efficientnet_lite0"], img_sizes=[32], batch_size=2, num_classes=3,
-                          repeats=2, warmup=0, reference="tiny")
+    rows = bench_finetune(
+        ["efficientnet_lite0"], img_sizes=[32], batch_size=2, num_classes=3, repeats=2, warmup=0, reference="tiny"
+    )
     assert [(r["model"], r["img_size"]) for r in rows] == [("efficientnet_lite0", 32), ("tiny", 32)]
     lite, ref = rows
     assert ref["speed_vs_ref"] == 1.0 and len(lite["wall_s"]) == 2

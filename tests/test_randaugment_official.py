@@ -27,8 +27,23 @@ from mlkd.data.randaugment_official import (
 )
 from mlkd.data.transforms import Cutout, build_transform
 
-PACKAGE_OPERATIONS = {"Invert", "Cutout", "Sharpness", "AutoContrast", "Posterize", "ShearX", "TranslateX",
-                      "TranslateY", "ShearY", "Rotate", "Equalize", "Contrast", "Color", "Solarize", "Brightness"}
+PACKAGE_OPERATIONS = {
+    "Invert",
+    "Cutout",
+    "Sharpness",
+    "AutoContrast",
+    "Posterize",
+    "ShearX",
+    "TranslateX",
+    "TranslateY",
+    "ShearY",
+    "Rotate",
+    "Equalize",
+    "Contrast",
+    "Color",
+    "Solarize",
+    "Brightness",
+}
 
 
 def within(count: int, n: int, p: float, sigmas: float = 5.0) -> bool:
@@ -85,8 +100,10 @@ def test_each_slot_applied_with_probability_half_and_a_quarter_untouched(draws):
 
 def test_magnitude_tables_are_the_packages():
     expected = {
-        "ShearX": np.linspace(0, 0.3, 10), "TranslateY": np.linspace(0, 150 / 331, 10),
-        "Rotate": np.linspace(0, 30, 10), "Color": np.linspace(0.0, 0.9, 10),
+        "ShearX": np.linspace(0, 0.3, 10),
+        "TranslateY": np.linspace(0, 150 / 331, 10),
+        "Rotate": np.linspace(0, 30, 10),
+        "Color": np.linspace(0.0, 0.9, 10),
         "Solarize": np.linspace(256, 0, 10),
         "Posterize": np.round(np.linspace(8, 4, 10), 0).astype(int),
         "Cutout": np.round(np.linspace(0, 20, 10), 0).astype(int),
@@ -104,14 +121,17 @@ def test_pixel_operations_match_their_definitions():
     image = noisy()
     x = np.asarray(image).astype(int)
     assert np.array_equal(np.asarray(apply_operation(image, "Invert", 3)), 255 - x)
-    assert np.array_equal(np.asarray(apply_operation(image, "Posterize", 9)), x & 0xF0)   # 4 bits
-    assert np.array_equal(np.asarray(apply_operation(image, "Posterize", 1)), x)          # 8 bits: no-op
+    assert np.array_equal(np.asarray(apply_operation(image, "Posterize", 9)), x & 0xF0)  # 4 bits
+    assert np.array_equal(np.asarray(apply_operation(image, "Posterize", 1)), x)  # 8 bits: no-op
     threshold = 256 - 256 * 5 / 9
-    assert np.array_equal(np.asarray(apply_operation(image, "Solarize", 5)),
-                          np.where(x < threshold, x, 255 - x))
-    assert np.array_equal(np.asarray(apply_operation(image, "AutoContrast", 1)), x)       # full range already
-    for op, cls in (("Color", ImageEnhance.Color), ("Contrast", ImageEnhance.Contrast),
-                    ("Sharpness", ImageEnhance.Sharpness), ("Brightness", ImageEnhance.Brightness)):
+    assert np.array_equal(np.asarray(apply_operation(image, "Solarize", 5)), np.where(x < threshold, x, 255 - x))
+    assert np.array_equal(np.asarray(apply_operation(image, "AutoContrast", 1)), x)  # full range already
+    for op, cls in (
+        ("Color", ImageEnhance.Color),
+        ("Contrast", ImageEnhance.Contrast),
+        ("Sharpness", ImageEnhance.Sharpness),
+        ("Brightness", ImageEnhance.Brightness),
+    ):
         for sign in (1, -1):
             want = np.asarray(cls(image).enhance(1 + sign * 0.9 * 4 / 9))
             assert np.array_equal(np.asarray(apply_operation(image, op, 4, sign)), want), (op, sign)
@@ -130,7 +150,7 @@ def test_translate_moves_by_the_tabled_fraction_and_fills_grey():
 def test_rotate_is_the_packages_rgba_composite():
     image = noisy()
     for level in (1, 5, 9):
-        rotated = image.convert("RGBA").rotate(magnitude("Rotate", level))   # the package's rotate_with_fill
+        rotated = image.convert("RGBA").rotate(magnitude("Rotate", level))  # the package's rotate_with_fill
         want = Image.composite(rotated, Image.new("RGBA", rotated.size, (128,) * 4), rotated).convert("RGB")
         assert np.array_equal(np.asarray(apply_operation(image, "Rotate", level)), np.asarray(want))
 

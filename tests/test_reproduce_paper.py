@@ -50,9 +50,11 @@ def test_grid_expands_into_valid_run_configs(name):
     assert len({r.run_dir for r in grid.runs}) == len(grid.runs)
     for run in grid.runs:  # each is a validated Config; teachers precede their students
         assert run.config.train.seed == run.seed and run.config.model.name.split(".")[0] in (
-            run.model, resolve_model_name(run.model))  # the official recipe may add a timm weights tag
+            run.model,
+            resolve_model_name(run.model),
+        )  # the official recipe may add a timm weights tag
         if run.teacher_run is not None:
-            assert run.teacher_run in [r.run_dir for r in grid.runs[:grid.runs.index(run)]]
+            assert run.teacher_run in [r.run_dir for r in grid.runs[: grid.runs.index(run)]]
             assert run.config.distill.teacher == str(run.teacher_run / "checkpoints" / "last.pt")
     for run in grid.cells.values():
         assert run in grid.runs
@@ -64,17 +66,28 @@ def test_grid_expands_into_valid_run_configs(name):
     assert grid.paper == paper and grid.missing == []
     for run in grid.runs:  # the official recipe
         cfg = run.config
-        assert (cfg.data.img_size, cfg.data.recipe, cfg.data.batch_size, cfg.data.normalize) == (224, "official", 64, False)
-        assert (cfg.optim.name, cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.pct_start, cfg.optim.epochs) == \
-            ("adam", 1e-4, 1e-4, 0.2, 80)
+        assert (cfg.data.img_size, cfg.data.recipe, cfg.data.batch_size, cfg.data.normalize) == (
+            224,
+            "official",
+            64,
+            False,
+        )
+        assert (cfg.optim.name, cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.pct_start, cfg.optim.epochs) == (
+            "adam",
+            1e-4,
+            1e-4,
+            0.2,
+            80,
+        )
         assert cfg.model.pretrained is True and cfg.model.embed_dim == 768 and "oracle-k" in cfg.train.protocols
         assert "oracle-k-strict" in cfg.train.protocols and cfg.train.amp == "official"
         official = OFFICIAL_WEIGHTS[run.model].timm_tag
         assert cfg.model.name == (official or run.model)  # the official code's ImageNet weights
         assert cfg.optim.stop_epoch == (30 if run.role == "teacher" else None)
     if paper:  # the grid's pairs are the published table's
-        published = [(resolve_model_name(p["teacher"]), resolve_model_name(p["student"]))
-                     for p in paper_data(paper)["pairs"]]
+        published = [
+            (resolve_model_name(p["teacher"]), resolve_model_name(p["student"])) for p in paper_data(paper)["pairs"]
+        ]
         assert [(resolve_model_name(p.teacher), resolve_model_name(p.student)) for p in grid.pairs] == published
 
 
@@ -107,7 +120,7 @@ def test_dry_run_lists_every_run(capsys, tmp_path):
 def test_shared_runs_across_coco_grids():
     one = load_grid(CONFIGS / "coco_table1.yaml", ["data.options.root=/d"])
     two = load_grid(CONFIGS / "coco_table2.yaml", ["data.options.root=/d"])
-    shared = {r.run_dir: r for r in one.runs} .keys() & {r.run_dir for r in two.runs}
+    shared = {r.run_dir: r for r in one.runs}.keys() & {r.run_dir for r in two.runs}
     # The R101 teacher, the vanilla RepVGG-A0 and ResNet-34 students are trained once for both tables.
     names = sorted(str(p.relative_to(one.out)) for p in shared)
     assert names == ["coco/student-repvgg_a0/seed0", "coco/student-resnet34/seed0", "coco/teacher-resnet101/seed0"]
@@ -181,7 +194,13 @@ def test_renderers_bold_the_best_student_and_note_n():
     rows = list(csv.DictReader(io.StringIO(render(table, "csv"))))
     assert len(rows) == 9 and {r["protocol"] for r in rows} == {"thr@0.5"}
     cf1 = next(r for r in rows if r["method"] == "Student" and r["metric"] == "CF1")
-    assert (cf1["mean"], cf1["std"], cf1["n"], cf1["values"], cf1["best"]) == ("76.0000", "1.0000", "3", "75.0000;76.0000;77.0000", "1")
+    assert (cf1["mean"], cf1["std"], cf1["n"], cf1["values"], cf1["best"]) == (
+        "76.0000",
+        "1.0000",
+        "3",
+        "75.0000;76.0000;77.0000",
+        "1",
+    )
     latex = render(table, "latex")
     assert r"\textbf{72.00 $\pm$ 1.41}" in latex and r"resnet101$\rightarrow$resnet34" in latex
     table.rows[-1] = "L2D (validated λ)"  # unicode Greek in a row label becomes math (pdflatex)
@@ -207,9 +226,13 @@ def test_paper_numbers_beside_ours():
 def test_cli_prints_a_published_table(capsys):
     assert cli_main(["table", "--paper", "table4", "--format", "csv"]) == 0
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
-    assert [(r["method"], r["mean"]) for r in rows] == [("Student", "70.3100"), ("MLD", "70.6800"),
-                                                       ("MLD+CD", "71.9100"), ("MLD+ID", "71.7900"),
-                                                       ("L2D", "72.8700")]
+    assert [(r["method"], r["mean"]) for r in rows] == [
+        ("Student", "70.3100"),
+        ("MLD", "70.6800"),
+        ("MLD+CD", "71.9100"),
+        ("MLD+ID", "71.7900"),
+        ("L2D", "72.8700"),
+    ]
     assert cli_main(["table", "--paper", "table3"]) == 0
     text = capsys.readouterr().out
     assert "mAP (printed)" in text and "mean of APs" in text and "erratum" in text

@@ -15,9 +15,18 @@ from mlkd.reproduce.paper import paper_data
 from replicas import write_coco, write_nuswide, write_voc
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-SMALL = ["model.pretrained=false", "data.img_size=32", "data.batch_size=4", "data.num_workers=0",
-         "model.embed_dim=32", "model.ffn_dim=64", "model.num_heads=4", "optim.epochs=2",
-         "teacher_config.optim.stop_epoch=1", "train.progress=off"]
+SMALL = [
+    "model.pretrained=false",
+    "data.img_size=32",
+    "data.batch_size=4",
+    "data.num_workers=0",
+    "model.embed_dim=32",
+    "model.ffn_dim=64",
+    "model.num_heads=4",
+    "optim.epochs=2",
+    "teacher_config.optim.stop_epoch=1",
+    "train.progress=off",
+]
 
 
 def coco_root(tmp):
@@ -40,11 +49,17 @@ CASES = [  # grid, replica writer, published table, pair (teacher, student), met
 
 
 @pytest.mark.parametrize("grid,write,paper,pair,methods", CASES, ids=[c[0] for c in CASES])
-def test_paper_grid_trains_on_a_replica_and_tabulates_beside_the_paper(tmp_path, capsys, grid, write, paper,
-                                                                          pair, methods):
+def test_paper_grid_trains_on_a_replica_and_tabulates_beside_the_paper(
+    tmp_path, capsys, grid, write, paper, pair, methods
+):
     teacher, student = pair
-    overrides = [f"data.options.root={write(tmp_path)}", *SMALL, f"models.{teacher}.name=tiny",
-                 f"models.{student}.name=tiny", f"pairs=[{{teacher: {teacher}, student: {student}}}]"]
+    overrides = [
+        f"data.options.root={write(tmp_path)}",
+        *SMALL,
+        f"models.{teacher}.name=tiny",
+        f"models.{student}.name=tiny",
+        f"pairs=[{{teacher: {teacher}, student: {student}}}]",
+    ]
     if methods:
         overrides.append(f"methods={methods}")
     out = tmp_path / "runs"
@@ -54,14 +69,30 @@ def test_paper_grid_trains_on_a_replica_and_tabulates_beside_the_paper(tmp_path,
     assert runs, "no run trained"
     for run in runs:
         cfg = load_config(run / "config.yaml")
-        assert (cfg.model.name, cfg.data.recipe, cfg.data.options["root"]) == ("tiny", "official",
-                                                                            overrides[0].split("=", 1)[1])
-    assert cli_main(["table", str(CONFIGS / grid), "--paper", paper, "--runs", str(out),
-                     *[arg for item in overrides for arg in ("--set", item)]]) == 0
+        assert (cfg.model.name, cfg.data.recipe, cfg.data.options["root"]) == (
+            "tiny",
+            "official",
+            overrides[0].split("=", 1)[1],
+        )
+    assert (
+        cli_main(
+            [
+                "table",
+                str(CONFIGS / grid),
+                "--paper",
+                paper,
+                "--runs",
+                str(out),
+                *[arg for item in overrides for arg in ("--set", item)],
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     l2d = next(run for run in runs if run.parts[-3:-1] == (f"{teacher}_to_{student}", "l2d"))
     ours = json.loads((l2d / "metrics.jsonl").read_text().splitlines()[-1])["eval"]["thr@0.5"]["mAP"]
-    published = next(p["rows"]["L2D"][0] for p in paper_data(paper)["pairs"]
-                     if (p["teacher"], p["student"]) == (teacher, student))
+    published = next(
+        p["rows"]["L2D"][0] for p in paper_data(paper)["pairs"] if (p["teacher"], p["student"]) == (teacher, student)
+    )
     row = next(line for line in text.splitlines() if line.startswith("| L2D |")).replace("**", "")
     assert row.startswith(f"| L2D | {100 * ours:.2f} | {published:.2f} |"), (row, ours, published)

@@ -21,14 +21,18 @@ from mlkd.reproduce.sweep import run_status, run_sweep
 TINY = {"name": "tiny", "embed_dim": 32, "ffn_dim": 64, "num_heads": 4}
 
 
-
 def write_grid(root, cache, **extra):
     grid = {
         "dataset": "digits",
         "out": str(root / "runs"),
-        "data": {"name": "mosaic", "recipe": "none", "img_size": 32, "batch_size": 32, "num_workers": 0,
-                 "options": {"source": "digits", "num_train": 128, "num_test": 67, "seed": 0,
-                             "cache_dir": str(cache)}},
+        "data": {
+            "name": "mosaic",
+            "recipe": "none",
+            "img_size": 32,
+            "batch_size": 32,
+            "num_workers": 0,
+            "options": {"source": "digits", "num_train": 128, "num_test": 67, "seed": 0, "cache_dir": str(cache)},
+        },
         "model": dict(TINY),
         "optim": {"lr": 1e-3, "epochs": 2},
         "train": {"device": "cpu", "progress": "off", "eval_every": 0},
@@ -65,8 +69,14 @@ def test_sweep_interrupt_resume_skip_and_table(tmp_path, monkeypatch, capsys):
     path = write_grid(tmp_path, tmp_path / "cache")
     grid = load_grid(path)
     # 2 seeds x (teacher, vanilla student, MLD student) = 6 runs, teachers first in each seed.
-    assert [(r.role, r.seed) for r in grid.runs] == [("teacher", 0), ("student", 0), ("distill", 0),
-                                                    ("teacher", 1), ("student", 1), ("distill", 1)]
+    assert [(r.role, r.seed) for r in grid.runs] == [
+        ("teacher", 0),
+        ("student", 0),
+        ("distill", 0),
+        ("teacher", 1),
+        ("student", 1),
+        ("distill", 1),
+    ]
     assert len(grid.experiments) == 2 * 3 * 1
     real = trainer.train_one_epoch
 
@@ -92,6 +102,7 @@ def test_sweep_interrupt_resume_skip_and_table(tmp_path, monkeypatch, capsys):
     # A third sweep trains nothing at all.
     def no_fit(*args, **kwargs):
         raise AssertionError("a finished run was trained again")
+
     assert run_sweep(load_grid(path), fit_fn=no_fit).count("skipped") == 6
 
     # The table, from the sweep folder and from the grid file: mean ± sample std over the 2 seeds.
@@ -99,8 +110,9 @@ def test_sweep_interrupt_resume_skip_and_table(tmp_path, monkeypatch, capsys):
     expected = {}
     for row, folder in (("Teacher", "teacher-tiny"), ("Student", "student-tiny"), ("MLD", "tiny_to_tiny/mld")):
         values = [last_values(root / folder / f"seed{s}") for s in (0, 1)]
-        expected[row] = {m: (np.mean([v[m] for v in values]), np.std([v[m] for v in values], ddof=1))
-                         for m in ("mAP", "OF1", "CF1")}
+        expected[row] = {
+            m: (np.mean([v[m] for v in values]), np.std([v[m] for v in values], ddof=1)) for m in ("mAP", "OF1", "CF1")
+        }
     capsys.readouterr()
     assert cli_main(["table", str(grid.out), "--format", "csv"]) == 0
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
@@ -132,8 +144,9 @@ def test_sweep_interrupt_resume_skip_and_table(tmp_path, monkeypatch, capsys):
         meta.unlink()
     assert cli_main(["table", str(grid.out), "--format", "csv"]) == 0
     plain = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
-    assert [(r["method"], r["metric"], r["mean"], r["std"]) for r in plain] == \
-        [(r["method"], r["metric"], r["mean"], r["std"]) for r in rows]
+    assert [(r["method"], r["metric"], r["mean"], r["std"]) for r in plain] == [
+        (r["method"], r["metric"], r["mean"], r["std"]) for r in rows
+    ]
     assert {(r["teacher"], r["student"]) for r in plain} == {("tiny", "tiny")}
 
 
@@ -166,8 +179,14 @@ def test_failed_teacher_blocks_its_students_with_keep_going(tmp_path):
 
 
 def test_shared_teachers_and_weight_variations(tmp_path):
-    path = write_grid(tmp_path, tmp_path / "cache", teachers="shared", seeds=[3, 4],
-                      methods=["teacher", "l2d"], vary={"method": "l2d", "terms": ["mld"], "factors": [10]})
+    path = write_grid(
+        tmp_path,
+        tmp_path / "cache",
+        teachers="shared",
+        seeds=[3, 4],
+        methods=["teacher", "l2d"],
+        vary={"method": "l2d", "terms": ["mld"], "factors": [10]},
+    )
     grid = load_grid(path, ["models.tiny.embed_dim=48"])
     teachers = [r for r in grid.runs if r.role == "teacher"]
     assert len(teachers) == 1 and teachers[0].seed == 3 and teachers[0].config.model.embed_dim == 48
@@ -178,9 +197,18 @@ def test_shared_teachers_and_weight_variations(tmp_path):
 
 
 def test_a_methods_entry_config_applies_to_its_own_runs_only(tmp_path):
-    path = write_grid(tmp_path, tmp_path / "cache", distill={"cache": "auto"}, seeds=[0],
-                      methods=["teacher", "vanilla", "mld",
-                               {"method": "reviewkd", "config": {"distill": {"cache": "off"}, "optim": {"lr": 0.5}}}])
+    path = write_grid(
+        tmp_path,
+        tmp_path / "cache",
+        distill={"cache": "auto"},
+        seeds=[0],
+        methods=[
+            "teacher",
+            "vanilla",
+            "mld",
+            {"method": "reviewkd", "config": {"distill": {"cache": "off"}, "optim": {"lr": 0.5}}},
+        ],
+    )
     grid = load_grid(path)
     by_method = {r.method: r.config for r in grid.runs if r.role != "teacher"}
     assert by_method["reviewkd"].distill.cache == "off" and by_method["reviewkd"].optim.lr == 0.5
@@ -191,16 +219,19 @@ def test_a_methods_entry_config_applies_to_its_own_runs_only(tmp_path):
     assert teacher.config.optim.lr == 1e-3
 
 
-@pytest.mark.parametrize("bad, message", [
-    ({"methods": ["l3d"]}, "unknown method 'l3d'"),
-    ({"methods": [{"method": "mld", "config": {"pairs": []}}]}, "must hold config sections"),
-    ({"methods": [{"method": "teacher", "config": {"optim": {"lr": 1}}}]}, "takes no weights, options or config"),
-    ({"pairs": [{"teacher": "tiny"}]}, "bad pair"),
-    ({"seeds": [0, 0]}, "repeats a seed"),
-    ({"run_dir": "x"}, "run_dir is set per run"),
-    ({"methods": [{"method": "l2d", "weights": {"cdd": 1}}]}, "unknown loss term"),
-    ({"model": {"embed_dim": -1}}, "embed_dim"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ({"methods": ["l3d"]}, "unknown method 'l3d'"),
+        ({"methods": [{"method": "mld", "config": {"pairs": []}}]}, "must hold config sections"),
+        ({"methods": [{"method": "teacher", "config": {"optim": {"lr": 1}}}]}, "takes no weights, options or config"),
+        ({"pairs": [{"teacher": "tiny"}]}, "bad pair"),
+        ({"seeds": [0, 0]}, "repeats a seed"),
+        ({"run_dir": "x"}, "run_dir is set per run"),
+        ({"methods": [{"method": "l2d", "weights": {"cdd": 1}}]}, "unknown loss term"),
+        ({"model": {"embed_dim": -1}}, "embed_dim"),
+    ],
+)
 def test_bad_grids_are_one_line_config_errors(tmp_path, bad, message):
     with pytest.raises(ConfigError, match=message):
         load_grid(write_grid(tmp_path, tmp_path / "cache", **bad))

@@ -19,8 +19,10 @@ from test_reproduce_sweep import write_grid
 
 pytestmark = pytest.mark.slow  # subprocesses / torchrun
 
-HOLD = ("import sys, time\nfrom mlkd.engine.runlock import run_lock\n"
-        "with run_lock(sys.argv[1]):\n    print('locked', flush=True)\n    time.sleep(600)\n")
+HOLD = (
+    "import sys, time\nfrom mlkd.engine.runlock import run_lock\n"
+    "with run_lock(sys.argv[1]):\n    print('locked', flush=True)\n    time.sleep(600)\n"
+)
 
 
 @contextmanager

@@ -21,8 +21,14 @@ from mlkd.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 # ../shared beside the repository (or beside the worktrees' folder).
-SHARED = next((p / "shared/data/coco2014_val_label_sets.json" for p in (ROOT.parent, ROOT.parent.parent)
-               if (p / "shared/data/coco2014_val_label_sets.json").is_file()), None)
+SHARED = next(
+    (
+        p / "shared/data/coco2014_val_label_sets.json"
+        for p in (ROOT.parent, ROOT.parent.parent)
+        if (p / "shared/data/coco2014_val_label_sets.json").is_file()
+    ),
+    None,
+)
 SMALL = dict(num_train=48, num_test=32, img_size=64, seed=5)
 N_REAL = 40137
 
@@ -43,7 +49,7 @@ def visible_fractions(masks):
     """Each instance's visible share of its own mask, from the masks alone [n]."""
     out = []
     for k, mask in enumerate(masks):
-        above = masks[k + 1:].any(axis=0) if k + 1 < len(masks) else np.zeros_like(mask)
+        above = masks[k + 1 :].any(axis=0) if k + 1 < len(masks) else np.zeros_like(mask)
         out.append((mask & ~above).sum() / mask.sum())
     return np.array(out)
 
@@ -158,20 +164,29 @@ def test_both_fonts_are_drawn_when_installed(tmp_path):
     assert ds.options["fonts"] == ["openmoji", "noto"] and set(fonts.tolist()) == {0, 1}
 
 
-@pytest.mark.parametrize("options, message", [
-    ({"colour": 1}, "unknown coco_scenes option\\(s\\) colour"),
-    ({"img_size": 16}, "img_size must be an integer >= 32, got 16"),
-    ({"num_test": "many"}, "num_test must be an integer"),
-    ({"fonts": ["comic"]}, "fonts must be 'auto' or a list"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"colour": 1}, "unknown coco_scenes option\\(s\\) colour"),
+        ({"img_size": 16}, "img_size must be an integer >= 32, got 16"),
+        ({"num_test": "many"}, "num_test must be an integer"),
+        ({"fonts": ["comic"]}, "fonts must be 'auto' or a list"),
+    ],
+)
 def test_bad_options_name_the_key(tmp_path, options, message):
     with pytest.raises(ConfigError, match=message):
         build("test", tmp_path, **options)
 
 
 def test_loader_draws_at_data_img_size_with_holdout_and_summary(tmp_path):
-    cfg = DataConfig(name="coco_scenes", img_size=48, recipe="none", holdout=0.25, num_workers=0,
-                     options={"num_train": 40, "num_test": 20, "cache_dir": str(tmp_path)})
+    cfg = DataConfig(
+        name="coco_scenes",
+        img_size=48,
+        recipe="none",
+        holdout=0.25,
+        num_workers=0,
+        options={"num_train": 40, "num_test": 20, "cache_dir": str(tmp_path)},
+    )
     train, held = build_datasets(cfg)
     assert (len(train), len(held)) == (30, 10) and held.split == "holdout"
     assert train.dataset.images.shape[1:] == (48, 48, 3)

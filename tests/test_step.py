@@ -47,8 +47,14 @@ def mode(request, monkeypatch):
 
 def test_skip_leaves_weights_and_optimizer_state_untouched(teacher, mode, monkeypatch, tmp_path):
     _poison(monkeypatch, {2})
-    cfg = tiny_config(tmp_path / "run", teacher["cache"], method="mld", teacher=teacher["ckpt"],
-                      epochs=1, train={"nonfinite": "skip", "log_interval": 3})
+    cfg = tiny_config(
+        tmp_path / "run",
+        teacher["cache"],
+        method="mld",
+        teacher=teacher["ckpt"],
+        epochs=1,
+        train={"nonfinite": "skip", "log_interval": 3},
+    )
     record = fit(cfg)
     assert record["train"]["skipped_steps"] == 1
     assert torch.isfinite(torch.tensor(record["train"]["mld"]))
@@ -62,8 +68,9 @@ def test_skip_leaves_weights_and_optimizer_state_untouched(teacher, mode, monkey
 
 def test_stop_names_the_step_and_the_term(teacher, mode, monkeypatch, tmp_path):
     _poison(monkeypatch, {2})
-    cfg = tiny_config(tmp_path / "run", teacher["cache"], method="mld", teacher=teacher["ckpt"],
-                      epochs=1, train={"nonfinite": "stop"})
+    cfg = tiny_config(
+        tmp_path / "run", teacher["cache"], method="mld", teacher=teacher["ckpt"], epochs=1, train={"nonfinite": "stop"}
+    )
     with pytest.raises(NonFiniteLossError, match=r"epoch 1 step 2 in term\(s\) mld"):
         fit(cfg)
     assert not (tmp_path / "run" / "checkpoints" / "last.pt").exists()
@@ -77,8 +84,9 @@ def test_channels_last_trains_and_evaluates(teacher, tmp_path):
     from mlkd.engine.runtime import Precision
 
     base = tiny_config(tmp_path / "a", teacher["cache"], method="l2d", teacher=teacher["ckpt"], epochs=1)
-    cl = tiny_config(tmp_path / "b", teacher["cache"], method="l2d", teacher=teacher["ckpt"], epochs=1,
-                     train={"channels_last": True})
+    cl = tiny_config(
+        tmp_path / "b", teacher["cache"], method="l2d", teacher=teacher["ckpt"], epochs=1, train={"channels_last": True}
+    )
     a, b = fit(base), fit(cl)
     for term in ("bce", "mld", "cd", "id"):  # the same training, up to kernel rounding
         assert b["train"][term] == pytest.approx(a["train"][term], rel=1e-3, abs=1e-6)
@@ -118,10 +126,18 @@ def test_deferred_guard_masks_the_update_on_the_device(scaler_on, clip):
 
     cfg = Config.model_validate({"optim": {"grad_clip": clip}})
     opt = torch.optim.Adam(net.parameters(), lr=0.1, fused=True)
-    run = SimpleNamespace(cfg=cfg, device=torch.device("cpu"), precision=Precision(None, False),
-                          step=Step(), teacher=None, optimizer=opt, epoch=0, global_step=0,
-                          scheduler=torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0),
-                          scaler=torch.amp.GradScaler("cpu", enabled=scaler_on, init_scale=4.0))
+    run = SimpleNamespace(
+        cfg=cfg,
+        device=torch.device("cpu"),
+        precision=Precision(None, False),
+        step=Step(),
+        teacher=None,
+        optimizer=opt,
+        epoch=0,
+        global_step=0,
+        scheduler=torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0),
+        scaler=torch.amp.GradScaler("cpu", enabled=scaler_on, init_scale=4.0),
+    )
     guard = NonFiniteGuard("skip", deferred=True, optimizer=opt)
     batch = {"images": torch.rand(4, 3, 1, 1), "targets": torch.rand(4, 2), "index": torch.arange(4)}
     train_step(run, batch, guard)
@@ -156,8 +172,14 @@ def test_nan_gradients_under_a_finite_loss(teacher, mode, policy, monkeypatch, t
         return values
 
     monkeypatch.setattr(Objective, "term_values", term_values)
-    cfg = tiny_config(tmp_path / "run", teacher["cache"], method="mld", teacher=teacher["ckpt"],
-                      epochs=1, train={"nonfinite": policy, "log_interval": 3})
+    cfg = tiny_config(
+        tmp_path / "run",
+        teacher["cache"],
+        method="mld",
+        teacher=teacher["ckpt"],
+        epochs=1,
+        train={"nonfinite": policy, "log_interval": 3},
+    )
     if policy == "stop":
         with pytest.raises(NonFiniteLossError, match="non-finite gradients at epoch 1 step 2 .the loss was finite"):
             fit(cfg)

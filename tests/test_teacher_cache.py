@@ -16,7 +16,6 @@ from mlkd.errors import ConfigError, DataError
 CPU = torch.device("cpu")
 
 
-
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory):
     root = tmp_path_factory.mktemp("cache")
@@ -27,8 +26,9 @@ def teacher(tmp_path_factory):
 
 def _cfg(teacher, run_dir, cache, method="l2d", **sections):
     distill = {"cache": str(cache), **sections.pop("distill", {})}
-    return tiny_config(run_dir, teacher["data"], method=method, teacher=teacher["ckpt"], epochs=1,
-                       distill=distill, **sections)
+    return tiny_config(
+        run_dir, teacher["data"], method=method, teacher=teacher["ckpt"], epochs=1, distill=distill, **sections
+    )
 
 
 def _assert_live_equals_cached(run, live_teacher, epochs):
@@ -55,8 +55,13 @@ def test_cached_equals_live_for_the_eval_view(teacher, tmp_path):
 
 
 def test_cached_equals_live_for_fixed_augmented_views(teacher, tmp_path):
-    cfg = _cfg(teacher, tmp_path / "r", tmp_path / "c", data={"recipe": "official"},
-               distill={"cache_view": "train", "cache_views": 2})
+    cfg = _cfg(
+        teacher,
+        tmp_path / "r",
+        tmp_path / "c",
+        data={"recipe": "official"},
+        distill={"cache_view": "train", "cache_views": 2},
+    )
     run = build_run(cfg)
     live = load_teacher(teacher["ckpt"], run.classes, CPU)
     _assert_live_equals_cached(run, live, [1, 2])  # views 1 and 0
@@ -145,8 +150,9 @@ def test_ranks_fill_disjoint_shards_covering_every_image(teacher, tmp_path):
     writers = []
     for rank in (0, 1):
         written = np.zeros((1, n), np.uint8)
-        tc._fill(live, dataset, arrays, written, 1, "eval", DistInfo(rank, 2), CPU,
-                 Precision(None, False), 32, 0, offsets)
+        tc._fill(
+            live, dataset, arrays, written, 1, "eval", DistInfo(rank, 2), CPU, Precision(None, False), 32, 0, offsets
+        )
         writers.append(written[0].astype(bool))
     assert not (writers[0] & writers[1]).any() and (writers[0] | writers[1]).all()
     for name in shapes:
@@ -161,6 +167,7 @@ def test_cache_can_serve_follows_what_the_terms_read():
     assert not cache_can_serve("reviewkd")  # the teacher's stage maps are not stored
     assert not cache_can_serve("mld", {"reviewkd": 1.0}) and cache_can_serve("reviewkd", {"reviewkd": 0})
     with LOSS_TERMS.scoped(), METHODS.scoped():
+
         @LOSS_TERMS.register("user_maps")
         class UserMaps(LossTerm):
             def requires(self):

@@ -20,7 +20,7 @@ def noisy(size=(50, 37), seed=0) -> Image.Image:
 def halves(size=32) -> Image.Image:
     """Left half black, right half white."""
     pixels = np.zeros((size, size, 3), np.uint8)
-    pixels[:, size // 2:] = 255
+    pixels[:, size // 2 :] = 255
     return Image.fromarray(pixels)
 
 
@@ -62,10 +62,8 @@ def test_official_train_pipeline_order():
     torchvision = build_transform("official_torchvision", 64, True).transforms
     assert [type(op) for op in torchvision] == [T.Resize, Cutout, T.RandAugment, T.ToTensor]
     paper = build_transform("paper", 64, True).transforms
-    assert [type(op) for op in paper] == [T.Resize, T.RandomHorizontalFlip, Cutout,
-                                          T.RandAugment, T.ToTensor]
-    assert [type(op) for op in build_transform("none", 64, True).transforms] == \
-        [T.Resize, T.ToTensor]
+    assert [type(op) for op in paper] == [T.Resize, T.RandomHorizontalFlip, Cutout, T.RandAugment, T.ToTensor]
+    assert [type(op) for op in build_transform("none", 64, True).transforms] == [T.Resize, T.ToTensor]
 
 
 def test_train_is_random():
@@ -113,8 +111,7 @@ def test_cutout_on_tensors():
     cutout = Cutout(0.5)
     image = torch.full((3, 20, 30), 0.5)
     out = cutout(image)
-    check_one_box(image.permute(1, 2, 0).numpy(), out.permute(1, 2, 0).numpy(),
-                  cutout.last_box, 10, 15)
+    check_one_box(image.permute(1, 2, 0).numpy(), out.permute(1, 2, 0).numpy(), cutout.last_box, 10, 15)
     assert torch.equal(image, torch.full((3, 20, 30), 0.5))
     assert out.dtype == torch.float32 and 0 <= out.min() and out.max() <= 1
     with pytest.raises(TypeError):
@@ -144,7 +141,10 @@ def test_paper_flips_sometimes_official_never():
 
 
 def test_unknown_recipe_lists_valid_ones():
-    with pytest.raises(ConfigError, match="data.recipe: unknown transform recipe .fancy.; known: none, official, official_torchvision, paper"):
+    with pytest.raises(
+        ConfigError,
+        match="data.recipe: unknown transform recipe .fancy.; known: none, official, official_torchvision, paper",
+    ):
         build_transform("fancy", 224, True)
     with pytest.raises(ConfigError, match="img_size"):
         build_transform("official", 0, True)
@@ -155,8 +155,9 @@ def test_unknown_recipe_lists_valid_ones():
 def test_bench_data_smoke():
     from mlkd.bench.data import bench_data, format_table
 
-    rows = bench_data(num_images=6, workers=(0,), img_size=32, batch_size=3, image_size=(40, 30),
-                      repeats=1, main_threads=1)
+    rows = bench_data(
+        num_images=6, workers=(0,), img_size=32, batch_size=3, image_size=(40, 30), repeats=1, main_threads=1
+    )
     assert len(rows) == 1 and rows[0]["workers"] == 0 and rows[0]["images"] == 6
     assert rows[0]["main_threads"] == 1
     assert rows[0]["images_per_s"] > 0

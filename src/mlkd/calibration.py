@@ -46,8 +46,9 @@ def _f1_at(scores: np.ndarray, targets: np.ndarray, thresholds: np.ndarray) -> n
     return np.divide(2.0 * tp, denom, out=np.zeros(len(thresholds)), where=denom > 0)
 
 
-def choose_thresholds(scores: Any, targets: Any, min_positives: int = DEFAULT_MIN_POSITIVES,
-                      default: float = DEFAULT_THRESHOLD) -> ThresholdChoice:
+def choose_thresholds(
+    scores: Any, targets: Any, min_positives: int = DEFAULT_MIN_POSITIVES, default: float = DEFAULT_THRESHOLD
+) -> ThresholdChoice:
     """Each label's F1-maximising threshold on ``scores [N, q]`` / ``targets [N, q]`` (0/1).
 
     Labels with fewer than ``min_positives`` positives (at least 1 is always required) get
@@ -65,14 +66,14 @@ def choose_thresholds(scores: Any, targets: Any, min_positives: int = DEFAULT_MI
     n, q = s.shape
     s_cls, t_cls = np.ascontiguousarray(s.T), np.ascontiguousarray(t.T)
     order = np.argsort(-s_cls, axis=1, kind="stable")
-    s_sorted = np.take_along_axis(s_cls, order, axis=1)            # [q, N] descending
+    s_sorted = np.take_along_axis(s_cls, order, axis=1)  # [q, N] descending
     tps = np.cumsum(np.take_along_axis(t_cls, order, axis=1), axis=1)
     positives = tps[:, -1]
-    group_end = np.ones((q, n), dtype=bool)                          # last of a run of equal scores
+    group_end = np.ones((q, n), dtype=bool)  # last of a run of equal scores
     group_end[:, :-1] = s_sorted[:, 1:] != s_sorted[:, :-1]
     predicted = np.arange(1, n + 1)[None, :]
     f1 = np.where(group_end, 2.0 * tps / (predicted + positives[:, None]), -1.0)
-    best = np.argmax(f1, axis=1)                                     # first maximum: the highest cut-off
+    best = np.argmax(f1, axis=1)  # first maximum: the highest cut-off
     rows = np.arange(q)
     lowest_kept = s_sorted[rows, best]
     below = s_sorted[rows, np.minimum(best + 1, n - 1)]
@@ -80,8 +81,9 @@ def choose_thresholds(scores: Any, targets: Any, min_positives: int = DEFAULT_MI
     chosen = np.where((best + 1 < n) & (mid > below), mid, lowest_kept)
     use_f1 = positives >= max(1, int(min_positives))
     thresholds = np.where(use_f1, chosen, float(default))
-    return ThresholdChoice(thresholds, ["f1" if u else "default" for u in use_f1],
-                           _f1_at(s, t, thresholds), positives.astype(np.int64))
+    return ThresholdChoice(
+        thresholds, ["f1" if u else "default" for u in use_f1], _f1_at(s, t, thresholds), positives.astype(np.int64)
+    )
 
 
 def thresholds_path(path: str | Path) -> Path:
@@ -117,8 +119,11 @@ def read_thresholds(path: str | Path, classes: list[str] | None = None) -> dict:
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise ValueError(f"{path}: not a readable thresholds file ({err})") from None
-    if not isinstance(data, dict) or data.get("format") != FORMAT or \
-            len(data.get("thresholds") or ()) != len(data.get("classes") or ()):
+    if (
+        not isinstance(data, dict)
+        or data.get("format") != FORMAT
+        or len(data.get("thresholds") or ()) != len(data.get("classes") or ())
+    ):
         raise ValueError(f"{path}: not an mlkd thresholds file (format {FORMAT}); rerun mlkd calibrate")
     if classes is not None and list(data["classes"]) != list(classes):
         raise ValueError(f"{path}: its classes differ from the model's; rerun mlkd calibrate")

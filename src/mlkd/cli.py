@@ -21,10 +21,17 @@ OVERRIDES_HELP = "config overrides as key.sub=value (e.g. optim.lr=3e-4 data.bat
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", "-c", help="experiment YAML file (defaults when omitted)")
     parser.add_argument("--resume", action="store_true", help="continue run_dir from its last good checkpoint")
-    parser.add_argument("--print-config", action="store_true",
-                        help="print the resolved config (file + overrides + defaults) as YAML and exit")
-    parser.add_argument("--dry-run", "-n", action="store_true",
-                        help="validate and resolve the config, say what would run; build and write nothing")
+    parser.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the resolved config (file + overrides + defaults) as YAML and exit",
+    )
+    parser.add_argument(
+        "--dry-run",
+        "-n",
+        action="store_true",
+        help="validate and resolve the config, say what would run; build and write nothing",
+    )
     parser.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
 
 
@@ -49,15 +56,19 @@ def _plan_text(cfg, command: str, resume: bool) -> str:
 
     d = cfg.distill
     weights = ", ".join(f"{name} {weight:g}" for name, weight in method_weights(d.method, d.weights).items())
-    lines = [f"mlkd {command} (dry run): nothing was built or written",
-             f"  run folder: {cfg.run_dir}" + (" (resumed from its last checkpoint)" if resume else ""),
-             f"  data:       {cfg.data.name} {cfg.data.options or ''}".rstrip(),
-             f"  model:      {cfg.model.name} (head {cfg.model.head})",
-             f"  method:     {d.method}: {weights}"]
+    lines = [
+        f"mlkd {command} (dry run): nothing was built or written",
+        f"  run folder: {cfg.run_dir}" + (" (resumed from its last checkpoint)" if resume else ""),
+        f"  data:       {cfg.data.name} {cfg.data.options or ''}".rstrip(),
+        f"  model:      {cfg.model.name} (head {cfg.model.head})",
+        f"  method:     {d.method}: {weights}",
+    ]
     if d.teacher:
         lines.append(f"  teacher:    {d.teacher}")
-    lines.append(f"  schedule:   {cfg.optim.final_epoch} epoch(s), {cfg.optim.name} lr {cfg.optim.lr:g}, "
-                 f"batch {cfg.data.batch_size}, seed {cfg.train.seed}")
+    lines.append(
+        f"  schedule:   {cfg.optim.final_epoch} epoch(s), {cfg.optim.name} lr {cfg.optim.lr:g}, "
+        f"batch {cfg.data.batch_size}, seed {cfg.train.seed}"
+    )
     return "\n".join(lines)
 
 
@@ -97,8 +108,9 @@ def _cmd_eval(args) -> int:
 
     # overrides change the --config given, else the checkpoint's own config
     data_cfg = load_config(args.config, args.overrides).data if args.config else None
-    result = evaluate_checkpoint(args.checkpoint, args.protocol or None, data_cfg, args.device,
-                                 overrides=None if args.config else args.overrides)
+    result = evaluate_checkpoint(
+        args.checkpoint, args.protocol or None, data_cfg, args.device, overrides=None if args.config else args.overrides
+    )
     from mlkd.engine.logs import json_safe
 
     text = json.dumps(json_safe(result), indent=None if args.compact else 2, allow_nan=False, default=float)
@@ -112,8 +124,15 @@ def _cmd_eval(args) -> int:
 def _cmd_demo(args) -> int:
     from mlkd.demo import run_demo
 
-    report = run_demo(out=args.out, data=args.data, source=args.source, methods=args.methods,
-                      epochs=args.epochs, seed=args.seed, device=args.device)
+    report = run_demo(
+        out=args.out,
+        data=args.data,
+        source=args.source,
+        methods=args.methods,
+        epochs=args.epochs,
+        seed=args.seed,
+        device=args.device,
+    )
     print(report)
     return 0
 
@@ -137,10 +156,13 @@ def _cmd_table(args) -> int:
     from mlkd.reproduce.report import table_text
 
     if args.out and Path(args.out).is_dir():
-        raise ConfigError(f"mlkd table: --out {args.out} is a folder; --out names the file the table is "
-                          "written to (the runs folder of grid files is --runs)")
-    text = table_text(args.paths, args.protocol, args.format, args.paper, args.set or (), args.runs, args.title,
-                      args.paired)
+        raise ConfigError(
+            f"mlkd table: --out {args.out} is a folder; --out names the file the table is "
+            "written to (the runs folder of grid files is --runs)"
+        )
+    text = table_text(
+        args.paths, args.protocol, args.format, args.paper, args.set or (), args.runs, args.title, args.paired
+    )
     if args.diagnostics:
         from mlkd.analysis.diagnostics import diagnostics_table
         from mlkd.reproduce.grid import load_grid
@@ -160,8 +182,12 @@ def _cmd_table(args) -> int:
 def _add_reproduce_parsers(sub) -> None:
     sweep = sub.add_parser("sweep", help="train a grid of (dataset, pair, method, seed) experiments, resumably")
     sweep.add_argument("grid", help="grid YAML (configs/coco_table1.yaml, configs/demo_table1.yaml, ...)")
-    sweep.add_argument("overrides", nargs="*", help="key.sub=value for config sections (data.options.root=/data/coco) "
-                       "or grid keys (seeds=[0,1,2], models.resnet34.pretrained=/w/r34.safetensors)")
+    sweep.add_argument(
+        "overrides",
+        nargs="*",
+        help="key.sub=value for config sections (data.options.root=/data/coco) "
+        "or grid keys (seeds=[0,1,2], models.resnet34.pretrained=/w/r34.safetensors)",
+    )
     sweep.add_argument("--out", "-o", metavar="DIR", help="runs folder (default: the grid's 'out')")
     sweep.add_argument("--dry-run", "-n", action="store_true", help="list the experiments and runs, train nothing")
     sweep.add_argument("--keep-going", action="store_true", help="go on after a failed run (its students are skipped)")
@@ -171,20 +197,36 @@ def _add_reproduce_parsers(sub) -> None:
 
     table = sub.add_parser("table", help="paper-style table (mean ± std over seeds) from runs, sweeps or grids")
     table.add_argument("paths", nargs="*", help="run folders, sweep folders or grid YAML files")
-    table.add_argument("--protocol", "-p", default=None,
-                       help="thr@0.5 (default; with --paper: the published F1's protocol, oracle-k-strict), "
-                            "oracle-k, oracle-k-strict, thr@T, topk@K (one the runs logged: train.protocols)")
+    table.add_argument(
+        "--protocol",
+        "-p",
+        default=None,
+        help="thr@0.5 (default; with --paper: the published F1's protocol, oracle-k-strict), "
+        "oracle-k, oracle-k-strict, thr@T, topk@K (one the runs logged: train.protocols)",
+    )
     table.add_argument("--format", "-f", default="md", choices=["md", "csv", "latex"])
     table.add_argument("--paper", help="also show the published table1 ... table8 (SPEC numbering)")
-    table.add_argument("--runs", metavar="DIR", help="runs folder of the grid files given, as swept with "
-                       "mlkd sweep --out DIR (default: each grid's 'out')")
+    table.add_argument(
+        "--runs",
+        metavar="DIR",
+        help="runs folder of the grid files given, as swept with mlkd sweep --out DIR (default: each grid's 'out')",
+    )
     table.add_argument("--set", action="append", metavar="KEY=VALUE", help="override for the grid files (repeatable)")
     table.add_argument("--title", help="table title")
     table.add_argument("--paired", metavar="ROW", help="also show each row minus ROW seed by seed (e.g. Student)")
-    table.add_argument("--diagnostics", action="store_true",
-                       help="also show the grid's term diagnostics (gradient ratios to BCE, embedding geometry)")
-    table.add_argument("--out", "-o", "--output", dest="out", metavar="FILE",
-                       help="also write the table to this file (--output: the same)")
+    table.add_argument(
+        "--diagnostics",
+        action="store_true",
+        help="also show the grid's term diagnostics (gradient ratios to BCE, embedding geometry)",
+    )
+    table.add_argument(
+        "--out",
+        "-o",
+        "--output",
+        dest="out",
+        metavar="FILE",
+        help="also write the table to this file (--output: the same)",
+    )
     table.set_defaults(func=_cmd_table)
 
 
@@ -216,13 +258,26 @@ def _cmd_analyze(args) -> int:
 
     options = {
         "retrieval": {"ks": args.k or (5, 10), "queries": parse_int_list(args.queries, "--queries")},
-        "attention": {"images": parse_int_list(args.images, "--images"), "score_images": args.score_images,
-                      "classes": args.classes.split(",") if args.classes else None,
-                      "method": args.cam, "layer": args.layer},
+        "attention": {
+            "images": parse_int_list(args.images, "--images"),
+            "score_images": args.score_images,
+            "classes": args.classes.split(",") if args.classes else None,
+            "method": args.cam,
+            "layer": args.layer,
+        },
     }
-    result = analyze([args.analysis], args.checkpoints, args.out, config=args.config, device=args.device,
-                     limit=args.limit, teacher=args.teacher, baseline=args.baseline,
-                     batch_size=args.batch_size, options=options)
+    result = analyze(
+        [args.analysis],
+        args.checkpoints,
+        args.out,
+        config=args.config,
+        device=args.device,
+        limit=args.limit,
+        teacher=args.teacher,
+        baseline=args.baseline,
+        batch_size=args.batch_size,
+        options=options,
+    )
     from mlkd.engine.logs import json_safe
 
     print(json.dumps(json_safe(result), indent=2, allow_nan=False, default=float))
@@ -250,16 +305,19 @@ def _add_analyze_parser(sub) -> None:
     combine.add_argument("folders", nargs="+", help="folders written by mlkd analyze --out (same model names)")
     combine.add_argument("--out", "-o", metavar="DIR", help="also write combined.md and combined.json here")
     combine.set_defaults(func=_cmd_analyze_combine)
-    helps = {"per-class": "per-class AP table (Table 3) and the per-label KD gain chart",
-             "correlation": "student minus teacher correlation of predicted probabilities (heat-maps, MAD)",
-             "retrieval": "k-NN retrieval on the test split: mAP@k / P@k, top-5 grids",
-             "attention": "LayerCAM / Grad-CAM and head cross-attention per class, models side by side",
-             "all": "every analysis above"}
+    helps = {
+        "per-class": "per-class AP table (Table 3) and the per-label KD gain chart",
+        "correlation": "student minus teacher correlation of predicted probabilities (heat-maps, MAD)",
+        "retrieval": "k-NN retrieval on the test split: mAP@k / P@k, top-5 grids",
+        "attention": "LayerCAM / Grad-CAM and head cross-attention per class, models side by side",
+        "all": "every analysis above",
+    }
     for name, text in helps.items():
         p = kinds.add_parser(name, help=text)
         p.add_argument("checkpoints", nargs="+", help="[NAME=]PATH: checkpoint files or run folders (teacher first)")
-        p.add_argument("--out", "-o", metavar="DIR", default="runs/analysis",
-                       help="output folder (default runs/analysis)")
+        p.add_argument(
+            "--out", "-o", metavar="DIR", default="runs/analysis", help="output folder (default runs/analysis)"
+        )
         p.add_argument("--teacher", help="name of the teacher (default: the one the others name, else the first)")
         p.add_argument("--baseline", help="name of the vanilla student (default: the first other vanilla run)")
         p.add_argument("--config", "-c", help="use this config's data section instead of the first checkpoint's")
@@ -267,18 +325,28 @@ def _add_analyze_parser(sub) -> None:
         p.add_argument("--batch-size", type=int, help="evaluation batch size (default: the data config's)")
         p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
         if name in ("retrieval", "all"):
-            p.add_argument("--k", type=int, action="append",
-                           help="cut-off for mAP@k / P@k (repeatable; default 5 and 10)")
+            p.add_argument(
+                "--k", type=int, action="append", help="cut-off for mAP@k / P@k (repeatable; default 5 and 10)"
+            )
             p.add_argument("--queries", help="test-image positions shown in the top-5 grid, e.g. 0,7")
         if name in ("attention", "all"):
             p.add_argument("--images", help="test-image positions shown, e.g. 0,3 (default: the first two)")
-            p.add_argument("--classes",
-                           help="class names to query, e.g. dog,cat (default: each image's labels, up to 2)")
+            p.add_argument(
+                "--classes", help="class names to query, e.g. dog,cat (default: each image's labels, up to 2)"
+            )
             p.add_argument("--score-images", type=int, default=64, help="images the attention numbers average over")
             p.add_argument("--cam", default="layercam", choices=["layercam", "gradcam"])
             p.add_argument("--layer", help="module for the CAM (default: the penultimate backbone stage)")
-        p.set_defaults(func=_cmd_analyze, k=None, queries=None, images=None, classes=None,
-                       score_images=64, cam="layercam", layer=None)
+        p.set_defaults(
+            func=_cmd_analyze,
+            k=None,
+            queries=None,
+            images=None,
+            classes=None,
+            score_images=64,
+            cam="layercam",
+            layer=None,
+        )
 
 
 def _cmd_export(args) -> int:
@@ -315,16 +383,18 @@ def _add_export_parsers(sub) -> None:
     export = sub.add_parser("export", help="export a run's model to ONNX or safetensors (parity checked)")
     export.add_argument("model", help="a run folder or checkpoint file")
     export.add_argument("--format", "-f", default="onnx", choices=["onnx", "safetensors"])
-    export.add_argument("--out", "-o", "--output", dest="output",
-                        help="file (.onnx) or folder (safetensors); default RUN/export/")
+    export.add_argument(
+        "--out", "-o", "--output", dest="output", help="file (.onnx) or folder (safetensors); default RUN/export/"
+    )
     export.add_argument("--tolerance", type=float, help="largest max |logit diff| accepted (onnx 1e-3)")
     export.add_argument("--check-map", action="store_true", help="also compare mAP on the run's test split")
     export.add_argument("--map-limit", type=int, help="with --check-map: only the first N test images")
     export.set_defaults(func=_cmd_export)
     calibrate = sub.add_parser("calibrate", help="per-label F1 thresholds on a validation split (data.holdout)")
     calibrate.add_argument("run", help="a run folder or checkpoint file")
-    calibrate.add_argument("--holdout", type=float, help="validation fraction of the training images "
-                           "(default: the run's data.holdout)")
+    calibrate.add_argument(
+        "--holdout", type=float, help="validation fraction of the training images (default: the run's data.holdout)"
+    )
     calibrate.add_argument("--min-positives", type=int, default=5, help="fewer positives: keep 0.5 (default 5)")
     calibrate.add_argument("--device", default="auto")
     calibrate.set_defaults(func=_cmd_calibrate)
@@ -351,9 +421,14 @@ METHOD_HELP = "objective name: %(methods)s (default from the config: vanilla)"
 
 
 def _add_plugin_arg(parser: argparse.ArgumentParser, default=None) -> None:
-    parser.add_argument("--plugin", action="append", default=[] if default is None else default, metavar="MODULE",
-                        help="import this module first: its loss terms, methods, heads or datasets "
-                             "register themselves (repeatable; see docs/extending.md)")
+    parser.add_argument(
+        "--plugin",
+        action="append",
+        default=[] if default is None else default,
+        metavar="MODULE",
+        help="import this module first: its loss terms, methods, heads or datasets "
+        "register themselves (repeatable; see docs/extending.md)",
+    )
 
 
 def _global_args(parser: argparse.ArgumentParser, default=None) -> None:
@@ -398,27 +473,52 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = sub.add_parser("eval", help="evaluate a checkpoint on its test split")
     evaluate.add_argument("checkpoint", help="a checkpoint file, or a run folder (its checkpoints/last.pt)")
-    evaluate.add_argument("--protocol", "-p", action="append",
-                          help="thr@0.5, thr@T, topk@K, oracle-k or calibrated (repeatable; default: the run's)")
+    evaluate.add_argument(
+        "--protocol",
+        "-p",
+        action="append",
+        help="thr@0.5, thr@T, topk@K, oracle-k or calibrated (repeatable; default: the run's)",
+    )
     evaluate.add_argument("--config", "-c", help="evaluate on this config's data instead of the checkpoint's")
     evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    evaluate.add_argument("--out", "-o", "--json", dest="out", metavar="FILE",
-                          help="also write the metrics to this JSON file (--json: the same)")
+    evaluate.add_argument(
+        "--out",
+        "-o",
+        "--json",
+        dest="out",
+        metavar="FILE",
+        help="also write the metrics to this JSON file (--json: the same)",
+    )
     evaluate.add_argument("--compact", action="store_true", help="one-line JSON")
     evaluate.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
     evaluate.set_defaults(func=_cmd_eval)
 
-    demo = sub.add_parser("demo", help="a teacher + students with a report: pretrained EfficientNet-Lite on "
-                                       "COCO-shaped scenes (default) or from-scratch nets on mosaics")
-    demo.add_argument("--out", "-o", metavar="DIR", default="runs/demo",
-                      help="output folder (a second run reuses its teacher)")
-    demo.add_argument("--data", default="scenes", choices=["scenes", "mosaic"],
-                      help="scenes: Lite2 -> Lite0 on coco_scenes; mosaic: ResNet-18 -> MobileNetV2 on mosaics")
-    demo.add_argument("--source", default="auto", choices=["auto", "fashion-mnist", "digits"],
-                      help="mosaic source (--data mosaic): auto = fashion-mnist when installed, else digits")
-    demo.add_argument("--methods", default="core",
-                      help="core (scenes: vanilla, mld, l2d, l2d-bounded; mosaic: + l2d-validated), all (every baseline "
-                           "too) or a comma list")
+    demo = sub.add_parser(
+        "demo",
+        help="a teacher + students with a report: pretrained EfficientNet-Lite on "
+        "COCO-shaped scenes (default) or from-scratch nets on mosaics",
+    )
+    demo.add_argument(
+        "--out", "-o", metavar="DIR", default="runs/demo", help="output folder (a second run reuses its teacher)"
+    )
+    demo.add_argument(
+        "--data",
+        default="scenes",
+        choices=["scenes", "mosaic"],
+        help="scenes: Lite2 -> Lite0 on coco_scenes; mosaic: ResNet-18 -> MobileNetV2 on mosaics",
+    )
+    demo.add_argument(
+        "--source",
+        default="auto",
+        choices=["auto", "fashion-mnist", "digits"],
+        help="mosaic source (--data mosaic): auto = fashion-mnist when installed, else digits",
+    )
+    demo.add_argument(
+        "--methods",
+        default="core",
+        help="core (scenes: vanilla, mld, l2d, l2d-bounded; mosaic: + l2d-validated), all (every baseline "
+        "too) or a comma list",
+    )
     demo.add_argument("--epochs", type=int, default=None, help="student/teacher epochs (default: the demo's)")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--device", default="auto")
@@ -426,23 +526,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_reproduce_parsers(sub)
 
-    models = sub.add_parser("models", help="the paper's backbones and those with offline ImageNet weights: "
-                                           "parameters, FLOPs, where the weights come from")
+    models = sub.add_parser(
+        "models",
+        help="the paper's backbones and those with offline ImageNet weights: "
+        "parameters, FLOPs, where the weights come from",
+    )
     models.add_argument("--img-size", type=int, default=224)
     models.add_argument("--num-classes", type=int, default=80)
     models.set_defaults(func=_cmd_models)
 
     data = sub.add_parser("data", help="dataset tools")
     data_sub = data.add_subparsers(dest="data_command", required=True)
-    summary = data_sub.add_parser("summary", help="images, labels per image, per-class counts, positives "
-                                                  "per batch, missing and skipped files")
+    summary = data_sub.add_parser(
+        "summary", help="images, labels per image, per-class counts, positives per batch, missing and skipped files"
+    )
     summary.add_argument("config", help="experiment YAML whose data section is summarised")
     summary.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
-    summary.add_argument("--labels-only", action="store_true",
-                         help="read the annotations only: no image file is looked for or decoded "
-                              "(inspect the labels before downloading the images)")
-    summary.add_argument("--batch-size", type=int, metavar="B",
-                         help="the B of the per-batch statistics (default: data.batch_size)")
+    summary.add_argument(
+        "--labels-only",
+        action="store_true",
+        help="read the annotations only: no image file is looked for or decoded "
+        "(inspect the labels before downloading the images)",
+    )
+    summary.add_argument(
+        "--batch-size", type=int, metavar="B", help="the B of the per-batch statistics (default: data.batch_size)"
+    )
     summary.set_defaults(func=_cmd_data)
 
     bench = sub.add_parser("bench", help="benchmarks (speed / memory ratios measured in one run)")
@@ -490,8 +598,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     except MLKDError as err:  # a --plugin that cannot be imported
         print(f"mlkd: error: {_one_line(str(err))}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
     try:
         return args.func(args)
     except Preempted as err:  # a checkpoint of this point was saved: the job may be requeued
@@ -509,8 +620,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         if args.debug:
             raise
         first = str(err).strip()[:MESSAGE_LIMIT].splitlines()[0] if str(err).strip() else ""
-        print(f"mlkd: error: {type(err).__name__}: {_one_line(first)} (run with --debug for the traceback)",
-              file=sys.stderr)
+        print(
+            f"mlkd: error: {type(err).__name__}: {_one_line(first)} (run with --debug for the traceback)",
+            file=sys.stderr,
+        )
         return 1
 
 

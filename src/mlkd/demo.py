@@ -65,13 +65,25 @@ class Setting:
 SCENE_HEAD = {"pretrained": True, "embed_dim": 128, "num_heads": 4, "ffn_dim": 256}
 SCENES = Setting(
     title="EfficientNet-Lite2 -> Lite0 (ImageNet-pretrained) on coco_scenes",
-    data={"name": "coco_scenes", "recipe": "official_torchvision", "normalize": False, "img_size": 64,
-          "batch_size": 64, "num_workers": 0, "options": {"num_train": 1000, "num_test": 500}},
-    teacher={"name": "efficientnet_lite2", **SCENE_HEAD}, student={"name": "efficientnet_lite0", **SCENE_HEAD},
-    epochs=6, teacher_epochs=10, core=("vanilla", "mld", "l2d", "l2d-bounded"),
+    data={
+        "name": "coco_scenes",
+        "recipe": "official_torchvision",
+        "normalize": False,
+        "img_size": 64,
+        "batch_size": 64,
+        "num_workers": 0,
+        "options": {"num_train": 1000, "num_test": 500},
+    },
+    teacher={"name": "efficientnet_lite2", **SCENE_HEAD},
+    student={"name": "efficientnet_lite0", **SCENE_HEAD},
+    epochs=6,
+    teacher_epochs=10,
+    core=("vanilla", "mld", "l2d", "l2d-bounded"),
     optim={"name": "adam", "lr": 1e-3, "weight_decay": 1e-4, "pct_start": 0.2, "head_lr_scale": 10.0},
     teacher_optim={"head_lr_scale": 1.0},
-    distill={"cache": "auto", "cache_view": "train"}, train={"diagnostics_every": 5})
+    distill={"cache": "auto", "cache_view": "train"},
+    train={"diagnostics_every": 5},
+)
 
 # Mosaics: mosaic size and the teacher / student networks per source (fixed a priori).
 MOSAIC_SOURCES: dict[str, dict[str, Any]] = {
@@ -86,10 +98,21 @@ def mosaic_setting(source: str) -> Setting:
     size = MOSAIC_SOURCES[source]
     return Setting(
         title=f"{MOSAIC_TEACHER['name']} -> {MOSAIC_STUDENT['name']} on {source} mosaics",
-        data={"name": "mosaic", "recipe": "none", "img_size": size["img_size"], "batch_size": 64, "num_workers": 0,
-              "options": {"source": source, "num_train": size["num_train"], "num_test": size["num_test"]}},
-        teacher=MOSAIC_TEACHER, student=MOSAIC_STUDENT, epochs=size["epochs"], teacher_epochs=size["epochs"],
-        core=("vanilla", "mld", "l2d", "l2d-validated", "l2d-bounded"), train={"diagnostics_every": 5})
+        data={
+            "name": "mosaic",
+            "recipe": "none",
+            "img_size": size["img_size"],
+            "batch_size": 64,
+            "num_workers": 0,
+            "options": {"source": source, "num_train": size["num_train"], "num_test": size["num_test"]},
+        },
+        teacher=MOSAIC_TEACHER,
+        student=MOSAIC_STUDENT,
+        epochs=size["epochs"],
+        teacher_epochs=size["epochs"],
+        core=("vanilla", "mld", "l2d", "l2d-validated", "l2d-bounded"),
+        train={"diagnostics_every": 5},
+    )
 
 
 def pick_source(source: str) -> str:
@@ -98,8 +121,10 @@ def pick_source(source: str) -> str:
         return source
     if fashion_mnist_available():
         return "fashion-mnist"
-    log.warning("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist); "
-                "the demo uses scikit-learn's digits instead")
+    log.warning(
+        "Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist); "
+        "the demo uses scikit-learn's digits instead"
+    )
     return "digits"
 
 
@@ -113,8 +138,17 @@ def setting_for(data: str, source: str) -> tuple[str, Setting]:
     raise ConfigError(f"--data: unknown demo setting {data!r}; use scenes or mosaic")
 
 
-def demo_config(setting: Setting, run_dir: Path, model: dict, method: str, teacher: str | None,
-                epochs: int, seed: int, device: str, optim: dict | None = None) -> dict:
+def demo_config(
+    setting: Setting,
+    run_dir: Path,
+    model: dict,
+    method: str,
+    teacher: str | None,
+    epochs: int,
+    seed: int,
+    device: str,
+    optim: dict | None = None,
+) -> dict:
     """The config dict of one demo run; ``method`` is a method name or a key of ``VARIANTS``;
     ``optim``: overrides of the setting's optim section (the teacher's)."""
     method, weights = VARIANTS.get(method, (method, {}))
@@ -126,9 +160,14 @@ def demo_config(setting: Setting, run_dir: Path, model: dict, method: str, teach
     if distill.get("cache_view") == "train":
         distill["cache_views"] = epochs  # a new augmentation of every image in every epoch
     optim = {**setting.optim, **(optim or {}), "epochs": epochs}
-    return {"run_dir": str(run_dir), "data": data, "model": copy.deepcopy(model),
-            "optim": optim, "distill": distill,
-            "train": {"seed": seed, "device": device, "eval_every": 0, "log_interval": 20, **setting.train}}
+    return {
+        "run_dir": str(run_dir),
+        "data": data,
+        "model": copy.deepcopy(model),
+        "optim": optim,
+        "distill": distill,
+        "train": {"seed": seed, "device": device, "eval_every": 0, "log_interval": 20, **setting.train},
+    }
 
 
 def row_name(method: str) -> str:
@@ -150,8 +189,10 @@ def _methods(methods: str, setting: Setting) -> tuple[str, ...]:
     names = tuple(name.strip() for name in methods.split(",") if name.strip())
     unknown = [name for name in names if name not in METHODS and name not in VARIANTS]
     if unknown or not names:
-        raise ConfigError(f"--methods: unknown method(s) {', '.join(unknown) or '(none given)'}; use core, "
-                          f"all or a comma list of {', '.join([*METHODS, *VARIANTS])}")
+        raise ConfigError(
+            f"--methods: unknown method(s) {', '.join(unknown) or '(none given)'}; use core, "
+            f"all or a comma list of {', '.join([*METHODS, *VARIANTS])}"
+        )
     return names
 
 
@@ -175,8 +216,10 @@ def _gradient_shares(runs: dict[str, Path], out_dir: Path) -> str:
     records = {label: run_records(run_dir) for label, run_dir in runs.items()}
     if not gradient_share_chart(records, out_dir / "gradient_shares.png", "each term's share of the gradient"):
         return ""
-    text = ("\n\nEach term's share of the gradient on the student outputs it reads, over training "
-            "(train.diagnostics_every):\n\n![gradient shares](gradient_shares.png)\n")
+    text = (
+        "\n\nEach term's share of the gradient on the student outputs it reads, over training "
+        "(train.diagnostics_every):\n\n![gradient shares](gradient_shares.png)\n"
+    )
     for label, recs in records.items():
         weights = effective_weights(recs[-1]) if recs else {}
         if weights:
@@ -186,19 +229,37 @@ def _gradient_shares(runs: dict[str, Path], out_dir: Path) -> str:
 
 
 #: The report's last line: what a user runs next, on their own data.
-NEXT_STEP = ("next, your own images: describe them as a `list` dataset (docs/datasets.md), train a teacher with "
-             "`mlkd train -c your.yaml`, then `mlkd distill -c your.yaml --method l2d-bounded --teacher RUN`")
+NEXT_STEP = (
+    "next, your own images: describe them as a `list` dataset (docs/datasets.md), train a teacher with "
+    "`mlkd train -c your.yaml`, then `mlkd distill -c your.yaml --method l2d-bounded --teacher RUN`"
+)
 
 
-def run_demo(out: str = "runs/demo", data: str = "scenes", source: str = "auto", methods: str = "core",
-             epochs: int | None = None, seed: int = 0, device: str = "auto") -> str:
+def run_demo(
+    out: str = "runs/demo",
+    data: str = "scenes",
+    source: str = "auto",
+    methods: str = "core",
+    epochs: int | None = None,
+    seed: int = 0,
+    device: str = "auto",
+) -> str:
     """Train (or reuse) the teacher and each student; write report.md + chart; return the table."""
     prefix, setting = setting_for(data, source)
     students = _methods(methods, setting)
     out_dir = Path(out)
     teacher_dir = out_dir / f"{prefix}-teacher"
-    teacher_cfg = demo_config(setting, teacher_dir, setting.teacher, "vanilla", None,
-                              epochs or setting.teacher_epochs, seed, device, setting.teacher_optim)
+    teacher_cfg = demo_config(
+        setting,
+        teacher_dir,
+        setting.teacher,
+        "vanilla",
+        None,
+        epochs or setting.teacher_epochs,
+        seed,
+        device,
+        setting.teacher_optim,
+    )
     records = {"Teacher": fit(config_from_dict(teacher_cfg, "demo"), resume=True)}
     teacher_ckpt = str(teacher_dir / "checkpoints" / "last.pt")
     distilled: dict[str, Path] = {}

@@ -43,8 +43,12 @@ class MLKDError(Exception):
     """
 
     def __init__(self, *args: object):
-        if len(args) == 1 and isinstance(args[0], str) and args[0].startswith("Caught ") \
-                and "\nOriginal Traceback" in args[0]:
+        if (
+            len(args) == 1
+            and isinstance(args[0], str)
+            and args[0].startswith("Caught ")
+            and "\nOriginal Traceback" in args[0]
+        ):
             marker = f"{type(self).__module__}.{type(self).__name__}: "
             where = args[0].split(".\n", 1)[0].replace("Caught ", "", 1)
             original = args[0].rpartition(marker)[2].strip()
@@ -85,8 +89,10 @@ class RunFolderError(MLKDError, OSError):
 
     @classmethod
     def cannot_write(cls, path: object, err: OSError) -> "RunFolderError":
-        return cls(f"cannot write {path} ({err.strerror or err}; disk full or over quota?); the checkpoints "
-                   "already written are intact: free space, then continue with --resume")
+        return cls(
+            f"cannot write {path} ({err.strerror or err}; disk full or over quota?); the checkpoints "
+            "already written are intact: free space, then continue with --resume"
+        )
 
 
 class NonFiniteLossError(MLKDError, FloatingPointError):

@@ -103,8 +103,7 @@ def parse_protocol(protocol: str | Protocol) -> Protocol:
     if isinstance(protocol, Protocol):
         return protocol
     if not isinstance(protocol, str):
-        raise ConfigError(f"metrics protocol must be a string, got {quote(protocol)}; "
-                          f"valid forms: {_VALID_FORMS}")
+        raise ConfigError(f"metrics protocol must be a string, got {quote(protocol)}; valid forms: {_VALID_FORMS}")
     text = protocol.strip()
     if text in ("oracle-k", "oracle-k-strict", CALIBRATED):
         return Protocol(text)
@@ -128,16 +127,17 @@ def _as_array(x: Any, name: str) -> np.ndarray:
     else:
         arr = np.asarray(x, dtype=np.float64)
     if arr.ndim != 2 or arr.shape[1] == 0:
-        raise ValueError(f"{name} must have shape [N, q] with q >= 1, got shape "
-                         f"{tuple(arr.shape)}")
+        raise ValueError(f"{name} must have shape [N, q] with q >= 1, got shape {tuple(arr.shape)}")
     return arr
 
 
 def _prepare_scores(scores: Any) -> np.ndarray:
     s = _as_array(scores, "scores")
     if np.isnan(s).any():
-        raise ValueError(f"scores contain {int(np.isnan(s).sum())} NaN values; metrics need "
-                         "numeric scores (check the model output for divergence)")
+        raise ValueError(
+            f"scores contain {int(np.isnan(s).sum())} NaN values; metrics need "
+            "numeric scores (check the model output for divergence)"
+        )
     return s
 
 
@@ -145,12 +145,10 @@ def _prepare(scores: Any, targets: Any) -> tuple[np.ndarray, np.ndarray]:
     s = _prepare_scores(scores)
     t = _as_array(targets, "targets")
     if s.shape != t.shape:
-        raise ValueError(f"scores {tuple(s.shape)} and targets {tuple(t.shape)} must have "
-                         "the same shape [N, q]")
+        raise ValueError(f"scores {tuple(s.shape)} and targets {tuple(t.shape)} must have the same shape [N, q]")
     bad = (t != 0) & (t != 1)
     if bad.any():
-        raise ValueError(f"targets must be 0/1, found {int(bad.sum())} other values "
-                         f"(e.g. {t[bad][0]!r})")
+        raise ValueError(f"targets must be 0/1, found {int(bad.sum())} other values (e.g. {t[bad][0]!r})")
     return s, t.astype(bool)
 
 
@@ -189,17 +187,25 @@ def binarize(scores: Any, protocol: str | Protocol, targets: Any = None, thresho
 def _thresholds(thresholds: Any, q: int) -> np.ndarray:
     """Per-class thresholds as float64 [q]; a ConfigError when absent or of another length."""
     if thresholds is None:
-        raise ConfigError("protocol 'calibrated' needs per-class thresholds: run `mlkd calibrate RUN` "
-                          "first (it writes RUN/thresholds.json)")
+        raise ConfigError(
+            "protocol 'calibrated' needs per-class thresholds: run `mlkd calibrate RUN` "
+            "first (it writes RUN/thresholds.json)"
+        )
     th = np.asarray(thresholds, dtype=np.float64).reshape(-1)
     if th.shape != (q,) or np.isnan(th).any():
-        raise ConfigError(f"protocol 'calibrated': {th.shape[0]} thresholds for {q} classes; "
-                          "recalibrate (mlkd calibrate RUN)")
+        raise ConfigError(
+            f"protocol 'calibrated': {th.shape[0]} thresholds for {q} classes; recalibrate (mlkd calibrate RUN)"
+        )
     return th
 
 
-def _predictions(p: Protocol, s: np.ndarray, t: Optional[np.ndarray],
-                 ranks: Optional[np.ndarray] = None, thresholds: Optional[np.ndarray] = None) -> np.ndarray:
+def _predictions(
+    p: Protocol,
+    s: np.ndarray,
+    t: Optional[np.ndarray],
+    ranks: Optional[np.ndarray] = None,
+    thresholds: Optional[np.ndarray] = None,
+) -> np.ndarray:
     """[N, q] bool under ``p``; ``t`` (bool targets) for the oracle-k rules, ``ranks`` = _ranks(s)
     when already computed, ``thresholds [q]`` for ``calibrated``."""
     if p.kind == "thr":
@@ -274,13 +280,15 @@ def _report(ap: np.ndarray, pred: np.ndarray, t: np.ndarray, name: str) -> dict[
     valid = ~np.isnan(ap)
     out: dict[str, Any] = {"mAP": float(ap[valid].mean()) if valid.any() else math.nan}
     out.update(_f1_from_predictions(pred, t))
-    out.update(AP=[float(a) for a in ap], protocol=name,
-               num_classes_excluded=int((~valid).sum()), num_images=int(t.shape[0]))
+    out.update(
+        AP=[float(a) for a in ap], protocol=name, num_classes_excluded=int((~valid).sum()), num_images=int(t.shape[0])
+    )
     return out
 
 
-def multilabel_metrics(scores: Any, targets: Any, protocol: str | Protocol = "thr@0.5",
-                       thresholds: Any = None) -> dict[str, Any]:
+def multilabel_metrics(
+    scores: Any, targets: Any, protocol: str | Protocol = "thr@0.5", thresholds: Any = None
+) -> dict[str, Any]:
     """All metrics for ``scores [N, q]`` and ``targets [N, q]`` (0/1) under one protocol.
 
     Returns a dict: ``mAP, OF1, CF1, CP, CR, OP, OR`` (python floats in [0, 1]; mAP is NaN
@@ -291,9 +299,9 @@ def multilabel_metrics(scores: Any, targets: Any, protocol: str | Protocol = "th
     return evaluate_protocols(scores, targets, (protocol,), thresholds)[parse_protocol(protocol).name]
 
 
-def evaluate_protocols(scores: Any, targets: Any,
-                       protocols: Iterable[str | Protocol] | str = DEFAULT_PROTOCOLS,
-                       thresholds: Any = None) -> dict[str, dict[str, Any]]:
+def evaluate_protocols(
+    scores: Any, targets: Any, protocols: Iterable[str | Protocol] | str = DEFAULT_PROTOCOLS, thresholds: Any = None
+) -> dict[str, dict[str, Any]]:
     """``{canonical protocol tag: multilabel_metrics(...)}`` for each protocol, AP computed once.
 
     ``scores [N, q]``, ``targets [N, q]`` (0/1), ``thresholds [q]`` (read by ``calibrated``

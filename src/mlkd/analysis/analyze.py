@@ -21,10 +21,18 @@ ANALYSES = {
 }
 
 
-def analyze(which: Sequence[str], specs: Sequence[str], out: str | Path, config: Optional[str] = None,
-            device: str = "auto", limit: Optional[int] = None, teacher: Optional[str] = None,
-            baseline: Optional[str] = None, batch_size: Optional[int] = None,
-            options: Optional[dict[str, dict[str, Any]]] = None) -> dict[str, dict]:
+def analyze(
+    which: Sequence[str],
+    specs: Sequence[str],
+    out: str | Path,
+    config: Optional[str] = None,
+    device: str = "auto",
+    limit: Optional[int] = None,
+    teacher: Optional[str] = None,
+    baseline: Optional[str] = None,
+    batch_size: Optional[int] = None,
+    options: Optional[dict[str, dict[str, Any]]] = None,
+) -> dict[str, dict]:
     """Run the analyses ``which`` (names of :data:`ANALYSES`, or ``all``) on the checkpoints
     ``specs`` (``[NAME=]PATH``); ``options[name]`` holds keyword arguments of that analysis.
     Returns {analysis name: summary}."""
@@ -32,8 +40,9 @@ def analyze(which: Sequence[str], specs: Sequence[str], out: str | Path, config:
     unknown = [n for n in names if n not in ANALYSES]
     if unknown:
         raise ConfigError(f"analyze: unknown analysis {unknown}; choose from {list(ANALYSES)} or all")
-    analysis = open_analysis(specs, config=config, device=device, limit=limit, teacher=teacher,
-                             baseline=baseline, batch_size=batch_size)
+    analysis = open_analysis(
+        specs, config=config, device=device, limit=limit, teacher=teacher, baseline=baseline, batch_size=batch_size
+    )
     out = Path(out)
     options = options or {}
     # Retrieval first: its forward pass also keeps the logits the others need, and it frees each

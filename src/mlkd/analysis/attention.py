@@ -66,12 +66,18 @@ def penultimate_layer(model: nn.Module, layer: Optional[str] = None) -> tuple[st
     return layer, module, -1
 
 
-def class_activation_maps(model: nn.Module, images: torch.Tensor, classes: Sequence[int], method: str = "layercam",
-                          layer: Optional[str] = None) -> np.ndarray:
+def class_activation_maps(
+    model: nn.Module,
+    images: torch.Tensor,
+    classes: Sequence[int],
+    method: str = "layercam",
+    layer: Optional[str] = None,
+) -> np.ndarray:
     """CAMs [B,H,W] float32 in [0,1] of ``images [B,3,H,W]`` for target logits ``classes [B]``."""
     grad_cam = optional.optional_import("pytorch_grad_cam", extra="analysis", purpose="attention maps")
-    model_targets = optional.optional_import("pytorch_grad_cam.utils.model_targets", extra="analysis",
-                                             purpose="attention maps")
+    model_targets = optional.optional_import(
+        "pytorch_grad_cam.utils.model_targets", extra="analysis", purpose="attention maps"
+    )
     GradCAM, LayerCAM = grad_cam.GradCAM, grad_cam.LayerCAM
     ClassifierOutputTarget = model_targets.ClassifierOutputTarget
 
@@ -90,8 +96,10 @@ def class_activation_maps(model: nn.Module, images: torch.Tensor, classes: Seque
     cam = cam_cls(model=_Logits(model), target_layers=[module], reshape_transform=to_nchw)
     try:
         with torch.enable_grad():
-            maps = cam(input_tensor=images.detach().clone().requires_grad_(True),
-                       targets=[ClassifierOutputTarget(int(c)) for c in classes])
+            maps = cam(
+                input_tensor=images.detach().clone().requires_grad_(True),
+                targets=[ClassifierOutputTarget(int(c)) for c in classes],
+            )
     finally:
         cam.activations_and_grads.release()
         model.zero_grad(set_to_none=True)
@@ -100,8 +108,9 @@ def class_activation_maps(model: nn.Module, images: torch.Tensor, classes: Seque
 
 
 @torch.no_grad()
-def cross_attention_maps(model: nn.Module, images: torch.Tensor,
-                         classes: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+def cross_attention_maps(
+    model: nn.Module, images: torch.Tensor, classes: Sequence[int]
+) -> tuple[np.ndarray, np.ndarray]:
     """(raw [B,h,w], upsampled [B,H,W]) head cross-attention of class ``classes[b]``'s query on
     image b. Each raw map sums to 1 over its h*w positions (softmax weights, mean over heads)."""
     was_training = model.training
@@ -110,7 +119,7 @@ def cross_attention_maps(model: nn.Module, images: torch.Tensor,
     model.train(was_training)
     if out.attention is None:
         raise ConfigError("attention: this model's head has no cross-attention (a linear head); use CAM only")
-    attn = out.attention.float()                                            # [B,q,T]
+    attn = out.attention.float()  # [B,q,T]
     t = attn.shape[-1]
     h, w = out.features[-1].shape[-2:] if out.features and out.features[-1].ndim == 4 else (0, 0)
     if h * w != t:
@@ -124,8 +133,9 @@ def cross_attention_maps(model: nn.Module, images: torch.Tensor,
     return raw.cpu().numpy(), up.cpu().numpy()
 
 
-def mosaic_class_masks(dataset, positions: Sequence[int], classes: Sequence[int],
-                       size: tuple[int, int]) -> Optional[np.ndarray]:
+def mosaic_class_masks(
+    dataset, positions: Sequence[int], classes: Sequence[int], size: tuple[int, int]
+) -> Optional[np.ndarray]:
     """bool [n,H,W]: the input-image pixels of the mosaic cells that hold class ``classes[j]`` in
     test image ``positions[j]``; None when ``dataset`` is not a mosaic dataset."""
     from mlkd.data.sources import load_source
@@ -135,13 +145,13 @@ def mosaic_class_masks(dataset, positions: Sequence[int], classes: Sequence[int]
         return None
     opts = base.options
     source = load_source(opts["source"], base.split, opts["source_dir"], opts["cell_size"])
-    cells = base.cells[np.asarray(positions)]                                 # [n, g*g]
+    cells = base.cells[np.asarray(positions)]  # [n, g*g]
     cell_class = np.where(cells >= 0, source.labels[np.maximum(cells, 0)], -1)
-    hit = cell_class == np.asarray(classes)[:, None]                          # [n, g*g]
+    hit = cell_class == np.asarray(classes)[:, None]  # [n, g*g]
     g, (height, width) = base.grid, size
     rows = np.minimum(np.arange(height) * g // height, g - 1)
     cols = np.minimum(np.arange(width) * g // width, g - 1)
-    cell_of_pixel = rows[:, None] * g + cols[None, :]                         # [H,W]
+    cell_of_pixel = rows[:, None] * g + cols[None, :]  # [H,W]
     return hit[:, cell_of_pixel]
 
 
@@ -167,13 +177,20 @@ def _nanmean(values: np.ndarray) -> float:
     return float(finite.mean()) if finite.size else math.nan
 
 
-def _maps(analysis: Analysis, name: str, positions: list[int], classes: list[int], method: str,
-          layer: Optional[str], batch: int = 32) -> tuple[np.ndarray, np.ndarray]:
+def _maps(
+    analysis: Analysis,
+    name: str,
+    positions: list[int],
+    classes: list[int],
+    method: str,
+    layer: Optional[str],
+    batch: int = 32,
+) -> tuple[np.ndarray, np.ndarray]:
     model = analysis.get(name).model
     cams, xattn = [], []
     for start in range(0, len(positions), batch):
-        images = analysis.input_batch(positions[start:start + batch])
-        chosen = classes[start:start + batch]
+        images = analysis.input_batch(positions[start : start + batch])
+        chosen = classes[start : start + batch]
         cams.append(class_activation_maps(model, images, chosen, method, layer))
         xattn.append(cross_attention_maps(model, images, chosen)[1])
     return np.concatenate(cams), np.concatenate(xattn)
@@ -208,8 +225,16 @@ def figure(analysis: Analysis, position: int, classes: list[int], maps: dict, pa
     plt.close(fig)
 
 
-def run(analysis: Analysis, out: Path, images: Optional[list[int]] = None, classes: Optional[list[str]] = None,
-        score_images: int = 64, method: str = "layercam", layer: Optional[str] = None, max_classes: int = 2) -> dict:
+def run(
+    analysis: Analysis,
+    out: Path,
+    images: Optional[list[int]] = None,
+    classes: Optional[list[str]] = None,
+    score_images: int = 64,
+    method: str = "layercam",
+    layer: Optional[str] = None,
+    max_classes: int = 2,
+) -> dict:
     """Write attention_<image>.png per chosen image and attention.json; return the numbers."""
     out.mkdir(parents=True, exist_ok=True)
     targets = analysis.targets().astype(bool)

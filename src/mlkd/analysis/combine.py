@@ -29,8 +29,9 @@ def folder_numbers(folder: Path) -> dict[str, dict[str, float]]:
 
     found = [name for name in FILES if (folder / name).is_file()]
     if not found:
-        raise ConfigError(f"analyze combine: {folder} holds none of {', '.join(FILES)} "
-                          "(give folders written by mlkd analyze --out)")
+        raise ConfigError(
+            f"analyze combine: {folder} holds none of {', '.join(FILES)} (give folders written by mlkd analyze --out)"
+        )
     read = {name: json.loads((folder / name).read_text()) for name in found}
     for model, value in read.get("per_class.json", {}).get("mAP", {}).items():
         put(model, "mAP", value)
@@ -56,18 +57,28 @@ def combine(folders: Sequence[str | Path]) -> dict:
         for model, values in numbers.items():
             for name, value in values.items():
                 models.setdefault(model, {}).setdefault(name, []).append(value)
-    result = {model: {name: {"mean": float(np.mean(v)), "std": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0,
-                             "n": len(v), "values": v} for name, v in values.items()}
-              for model, values in models.items()}
+    result = {
+        model: {
+            name: {
+                "mean": float(np.mean(v)),
+                "std": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0,
+                "n": len(v),
+                "values": v,
+            }
+            for name, v in values.items()
+        }
+        for model, values in models.items()
+    }
     return {"folders": [str(f) for f in folders], "models": result}
 
 
 def to_markdown(combined: dict) -> str:
     """Rows = models, columns = numbers, cells ``mean ± std`` (``(n=k)`` when n differs)."""
     models = combined["models"]
-    columns = sorted(dict.fromkeys(name for values in models.values() for name in values),
-                     key=lambda name: (0 if name == "mAP" else 1 if name == "correlation MAD"
-                                         else 2 if "@" in name else 3))
+    columns = sorted(
+        dict.fromkeys(name for values in models.values() for name in values),
+        key=lambda name: 0 if name == "mAP" else 1 if name == "correlation MAD" else 2 if "@" in name else 3,
+    )
     n_all = len(combined["folders"])
     lines = ["| model | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
     for model, values in models.items():

@@ -66,8 +66,10 @@ def parse_spec(spec: str) -> tuple[Optional[str], Path]:
         name, path = None, Path(spec)
     path = checkpoint_file(path)
     if not path.is_file():
-        raise ConfigError(f"analysis: checkpoint not found: {path} (give NAME=PATH with PATH a "
-                          "checkpoint file or a run folder holding checkpoints/last.pt)")
+        raise ConfigError(
+            f"analysis: checkpoint not found: {path} (give NAME=PATH with PATH a "
+            "checkpoint file or a run folder holding checkpoints/last.pt)"
+        )
     return name, path
 
 
@@ -89,8 +91,11 @@ def load_models(specs: Sequence[str], device: torch.device) -> list[LoadedModel]
         name, path = parse_spec(spec)
         model, state = model_from_checkpoint(path, device)
         distill = state["config"].get("distill", {})
-        loaded.append(LoadedModel(name or default_name(path), path, model, state,
-                                  distill.get("method", "vanilla"), distill.get("teacher")))
+        loaded.append(
+            LoadedModel(
+                name or default_name(path), path, model, state, distill.get("method", "vanilla"), distill.get("teacher")
+            )
+        )
     names = [m.name for m in loaded]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
@@ -98,8 +103,9 @@ def load_models(specs: Sequence[str], device: torch.device) -> list[LoadedModel]
     return loaded
 
 
-def infer_roles(models: list[LoadedModel], teacher: Optional[str] = None,
-                baseline: Optional[str] = None) -> tuple[str, Optional[str]]:
+def infer_roles(
+    models: list[LoadedModel], teacher: Optional[str] = None, baseline: Optional[str] = None
+) -> tuple[str, Optional[str]]:
     """(teacher name, baseline name or None when only the teacher is given); see module doc."""
     names = [m.name for m in models]
     for given, role in ((teacher, "teacher"), (baseline, "baseline")):
@@ -166,8 +172,9 @@ class Analysis:
         from mlkd.engine.runtime import resolve_precision
 
         precision = resolve_precision(Config.model_validate(loaded.state["config"]).train.amp, self.device)
-        cfg = (self.data_cfg.model_copy(update={"eval_batch_size": self.batch_size}) if self.batch_size
-               else self.data_cfg)
+        cfg = (
+            self.data_cfg.model_copy(update={"eval_batch_size": self.batch_size}) if self.batch_size else self.data_cfg
+        )
         loader = eval_loader(self.dataset, cfg, DistInfo(), self.device.type == "cuda")
         keep: dict[str, list] = {"logits": [], "pooled": [], "targets": [], "index": []}
         if embeddings:
@@ -216,10 +223,16 @@ class Analysis:
         return torch.stack([item[0] for item in items]).to(self.device)
 
 
-def open_analysis(specs: Sequence[str], config: Optional[str] = None, device: str = "auto",
-                  limit: Optional[int] = None, teacher: Optional[str] = None,
-                  baseline: Optional[str] = None, batch_size: Optional[int] = None,
-                  overrides: Sequence[str] = ()) -> Analysis:
+def open_analysis(
+    specs: Sequence[str],
+    config: Optional[str] = None,
+    device: str = "auto",
+    limit: Optional[int] = None,
+    teacher: Optional[str] = None,
+    baseline: Optional[str] = None,
+    batch_size: Optional[int] = None,
+    overrides: Sequence[str] = (),
+) -> Analysis:
     """Load the checkpoints and their shared test split (the first ``limit`` images when given)."""
     from mlkd.config import Config, load_config
     from mlkd.data.loaders import build_datasets
@@ -234,10 +247,15 @@ def open_analysis(specs: Sequence[str], config: Optional[str] = None, device: st
         data_cfg = Config.model_validate(models[0].state["config"]).data
         for m in models[1:]:
             other = Config.model_validate(m.state["config"]).data
-            if other.model_dump(exclude={"batch_size", "eval_batch_size", "num_workers"}) != \
-                    data_cfg.model_dump(exclude={"batch_size", "eval_batch_size", "num_workers"}):
-                log.warning("%s was trained with another data config than %s; every model is "
-                            "scored on %s's test split", m.name, models[0].name, models[0].name)
+            if other.model_dump(exclude={"batch_size", "eval_batch_size", "num_workers"}) != data_cfg.model_dump(
+                exclude={"batch_size", "eval_batch_size", "num_workers"}
+            ):
+                log.warning(
+                    "%s was trained with another data config than %s; every model is scored on %s's test split",
+                    m.name,
+                    models[0].name,
+                    models[0].name,
+                )
     _, test_set = build_datasets(data_cfg)
     for m in models:
         check_classes(m.state["classes"], list(test_set.classes), f"checkpoint {m.path}")

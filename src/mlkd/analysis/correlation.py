@@ -59,8 +59,7 @@ def correlation_difference(student: np.ndarray, teacher: np.ndarray) -> dict:
     off = ~np.eye(q, dtype=bool)
     finite = off & np.isfinite(diff)
     mad = float(np.abs(diff[finite]).mean()) if finite.any() else math.nan
-    return {"diff": diff, "mad": mad, "excluded_pairs": int((off & ~finite).sum() // 2),
-            "pairs": q * (q - 1) // 2}
+    return {"diff": diff, "mad": mad, "excluded_pairs": int((off & ~finite).sum() // 2), "pairs": q * (q - 1) // 2}
 
 
 def heatmaps(teacher_corr: np.ndarray, diffs: dict[str, dict], classes: list[str], teacher: str, path: Path) -> None:

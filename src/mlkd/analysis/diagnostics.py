@@ -55,11 +55,20 @@ def diagnostics_table(grid) -> str:
         if found is not None and found not in rows.setdefault(label, []):
             rows[label].append(found)
     # the distillation terms in the order the runs' objectives list them
-    terms = list(dict.fromkeys(key[:-len(" ratio")] for runs in rows.values() for r in runs
-                               for fig in (r[1], r[3]) for key in fig if key.endswith(" ratio")))
+    terms = list(
+        dict.fromkeys(
+            key[: -len(" ratio")]
+            for runs in rows.values()
+            for r in runs
+            for fig in (r[1], r[3])
+            for key in fig
+            if key.endswith(" ratio")
+        )
+    )
     geometry = ("student_cd", "student_id", "teacher_cd", "teacher_id")
-    header = (["row", "seeds", "epochs"] + [f"{t} / BCE (first → last)" for t in terms]
-              + [f"{g} (last)" for g in geometry])
+    header = (
+        ["row", "seeds", "epochs"] + [f"{t} / BCE (first → last)" for t in terms] + [f"{g} (last)" for g in geometry]
+    )
     lines = ["| " + " | ".join(header) + " |", "|---|---:|---|" + "---:|" * (len(header) - 3)]
     for label, runs in rows.items():
         firsts = sorted({r[0] for r in runs})
@@ -72,8 +81,10 @@ def diagnostics_table(grid) -> str:
             cells.append(f"{_cell(first)} → {_cell(last)}")
         cells += [_cell(_mean([r[3][g] for r in runs if g in r[3]])) for g in geometry]
         lines.append("| " + " | ".join(cells) + " |")
-    caption = (f"Term diagnostics of {grid.name} ({grid.dataset}): gradient norm of each weighted term on the "
-               "student outputs it reads over BCE's on the logits (median of the epoch's measurements), "
-               "and the label-embedding spread within class (cd) and image (id) groups over the mean norm; "
-               "means over seeds")
+    caption = (
+        f"Term diagnostics of {grid.name} ({grid.dataset}): gradient norm of each weighted term on the "
+        "student outputs it reads over BCE's on the logits (median of the epoch's measurements), "
+        "and the label-embedding spread within class (cd) and image (id) groups over the mean norm; "
+        "means over seeds"
+    )
     return caption + "\n\n" + "\n".join(lines) + "\n"

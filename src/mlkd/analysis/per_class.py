@@ -62,8 +62,14 @@ def markdown(header: list[str], rows: list[list], bold_best_from: int = 0) -> st
     return "\n".join(lines)
 
 
-def gain_chart(gains: dict[str, np.ndarray], classes: list[str], order: np.ndarray, baseline: str,
-               path: Path, teacher: Optional[str] = None) -> None:
+def gain_chart(
+    gains: dict[str, np.ndarray],
+    classes: list[str],
+    order: np.ndarray,
+    baseline: str,
+    path: Path,
+    teacher: Optional[str] = None,
+) -> None:
     """Grouped bars of AP gain (points) per class in ``order``, one bar per model; the teacher,
     when in ``gains``, is drawn as black markers instead of bars."""
     plt = pyplot()
@@ -75,12 +81,19 @@ def gain_chart(gains: dict[str, np.ndarray], classes: list[str], order: np.ndarr
     for i, name in enumerate(students):
         ax.bar(x - 0.4 + width * (i + 0.5), gains[name][order], width, label=name)
     if teacher in gains:
-        ax.plot(x, gains[teacher][order], "k_", markersize=12, mew=2,
-                label=teacher if "teacher" in teacher.lower() else f"{teacher} (teacher)")
+        ax.plot(
+            x,
+            gains[teacher][order],
+            "k_",
+            markersize=12,
+            mew=2,
+            label=teacher if "teacher" in teacher.lower() else f"{teacher} (teacher)",
+        )
     ax.axhline(0, color="#333333", lw=0.8)
     ax.set_xticks(x)
-    ax.set_xticklabels([classes[c] for c in order], rotation=60 if q > 8 else 0, ha="right" if q > 8 else "center",
-                       fontsize=8)
+    ax.set_xticklabels(
+        [classes[c] for c in order], rotation=60 if q > 8 else 0, ha="right" if q > 8 else "center", fontsize=8
+    )
     ax.set_ylabel(f"AP − AP({baseline}) (points)")
     ax.set_title(f"Per-class KD gain over {baseline} (classes by {baseline}'s AP, ascending)")
     ax.legend(fontsize=8, ncol=min(4, len(gains)))
@@ -92,16 +105,20 @@ def gain_chart(gains: dict[str, np.ndarray], classes: list[str], order: np.ndarr
 def run(analysis: Analysis, out: Path) -> dict:
     """Write per_class.md / .csv / .json and per_class_gain.png; return the summary numbers."""
     if analysis.baseline is None:
-        raise ConfigError("per-class: needs a baseline (vanilla student) besides the teacher; "
-                          "give two or more checkpoints")
+        raise ConfigError(
+            "per-class: needs a baseline (vanilla student) besides the teacher; give two or more checkpoints"
+        )
     out.mkdir(parents=True, exist_ok=True)
     classes = analysis.classes
-    aps = {name: per_class_ap(analysis.outputs(name)["scores"], analysis.outputs(name)["targets"])
-           for name in analysis.names}
+    aps = {
+        name: per_class_ap(analysis.outputs(name)["scores"], analysis.outputs(name)["targets"])
+        for name in analysis.names
+    }
     order = class_order(aps[analysis.baseline])
     # Teacher first, baseline second, then the others in the order given.
-    names = [analysis.teacher, analysis.baseline] + [n for n in analysis.names
-                                                     if n not in (analysis.teacher, analysis.baseline)]
+    names = [analysis.teacher, analysis.baseline] + [
+        n for n in analysis.names if n not in (analysis.teacher, analysis.baseline)
+    ]
     aps = {name: aps[name] for name in names}
     header, rows = table_rows(aps, classes, order)
     (out / "per_class.md").write_text(markdown(header, rows, bold_best_from=1) + "\n")

@@ -72,8 +72,10 @@ def caption(table: ResultTable) -> str:
     if table.published:
         what = "published numbers"
     elif table.paired_with:
-        what = (f"mean ± sample std of the per-seed differences (points), n = {n} seeds; [k/n]: the "
-                f"seeds where the row beats {table.paired_with}")
+        what = (
+            f"mean ± sample std of the per-seed differences (points), n = {n} seeds; [k/n]: the "
+            f"seeds where the row beats {table.paired_with}"
+        )
     elif n > 1:
         what = f"mean ± sample std over n = {n} seeds"
     else:
@@ -96,14 +98,16 @@ def to_markdown(table: ResultTable) -> str:
     for index, metric, paper in headers:
         name = f"{_column_name(table, index)} {metric}" if multi else metric
         names.append(f"{name} (paper)" if paper else name)
-    lines = [f"*{caption(table)}*", "", "| method | " + " | ".join(names) + " |",
-             "|---|" + "---:|" * len(names)]
+    lines = [f"*{caption(table)}*", "", "| method | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
     n = table.typical_n
     for row in table.rows:
         cells = []
         for index, metric, paper in headers:
-            text = _num(table.paper.get((row, index, metric))) if paper else \
-                _cell_text(table.cell(row, index, metric), n, "±", bool(table.paired_with))
+            text = (
+                _num(table.paper.get((row, index, metric)))
+                if paper
+                else _cell_text(table.cell(row, index, metric), n, "±", bool(table.paired_with))
+            )
             if text != "–" and _is_best(table, row, index, metric, paper):
                 text = f"**{text}**"
             cells.append(text)
@@ -115,8 +119,23 @@ def to_markdown(table: ResultTable) -> str:
 def to_csv(table: ResultTable) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["dataset", "teacher", "student", "method", "metric", "protocol", "mean", "std", "n",
-                     "values", "seeds", "paper", "best"])
+    writer.writerow(
+        [
+            "dataset",
+            "teacher",
+            "student",
+            "method",
+            "metric",
+            "protocol",
+            "mean",
+            "std",
+            "n",
+            "values",
+            "seeds",
+            "paper",
+            "best",
+        ]
+    )
     for index, col in enumerate(table.columns):
         for row in table.rows:
             for metric in table.metrics:
@@ -124,25 +143,53 @@ def to_csv(table: ResultTable) -> str:
                 paper = table.paper.get((row, index, metric))
                 if not cell.n and paper is None:
                     continue
-                writer.writerow([
-                    col.dataset, col.teacher or "", col.student or "", row, metric, table.protocol,
-                    f"{cell.mean:.4f}" if cell.n else "", f"{cell.std:.4f}" if cell.n > 1 else "", cell.n,
-                    ";".join(f"{v:.4f}" for v in cell.values), ";".join(str(s) for s in cell.seeds),
-                    "" if paper is None else f"{paper:.2f}",
-                    int(bool(cell.n) and _is_best(table, row, index, metric, False)),
-                ])
+                writer.writerow(
+                    [
+                        col.dataset,
+                        col.teacher or "",
+                        col.student or "",
+                        row,
+                        metric,
+                        table.protocol,
+                        f"{cell.mean:.4f}" if cell.n else "",
+                        f"{cell.std:.4f}" if cell.n > 1 else "",
+                        cell.n,
+                        ";".join(f"{v:.4f}" for v in cell.values),
+                        ";".join(str(s) for s in cell.seeds),
+                        "" if paper is None else f"{paper:.2f}",
+                        int(bool(cell.n) and _is_best(table, row, index, metric, False)),
+                    ]
+                )
     return buffer.getvalue()
 
 
 # Greek letters that row labels use (λ, Δ): as math, so the table compiles under pdflatex too.
-_GREEK = {"α": r"$\alpha$", "β": r"$\beta$", "γ": r"$\gamma$", "δ": r"$\delta$", "Δ": r"$\Delta$",
-          "λ": r"$\lambda$", "μ": r"$\mu$", "σ": r"$\sigma$", "τ": r"$\tau$"}
+_GREEK = {
+    "α": r"$\alpha$",
+    "β": r"$\beta$",
+    "γ": r"$\gamma$",
+    "δ": r"$\delta$",
+    "Δ": r"$\Delta$",
+    "λ": r"$\lambda$",
+    "μ": r"$\mu$",
+    "σ": r"$\sigma$",
+    "τ": r"$\tau$",
+}
 
 
 def _tex(text: str) -> str:
-    for char, escaped in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&"),
-                          ("#", r"\#"), ("->", r"$\rightarrow$"), ("±", r"$\pm$"), ("–", "--"),
-                          ("—", "---"), *_GREEK.items()):
+    for char, escaped in (
+        ("\\", r"\textbackslash{}"),
+        ("_", r"\_"),
+        ("%", r"\%"),
+        ("&", r"\&"),
+        ("#", r"\#"),
+        ("->", r"$\rightarrow$"),
+        ("±", r"$\pm$"),
+        ("–", "--"),
+        ("—", "---"),
+        *_GREEK.items(),
+    ):
         text = text.replace(char, escaped)
     return text
 
@@ -154,11 +201,18 @@ def to_latex(table: ResultTable) -> str:
     for index in range(len(table.columns)):
         width = sum(1 for h in headers if h[0] == index)
         spans.append((width, _tex(_column_name(table, index))))
-    lines = [r"\begin{table}[t]", r"\centering", r"\small",
-             r"\caption{" + _tex(caption(table)) + "}",
-             r"\begin{tabular}{l" + "r" * len(headers) + "}", r"\toprule"]
-    lines.append(" & ".join(["Teacher $\\rightarrow$ Student"] +
-                            [rf"\multicolumn{{{w}}}{{c}}{{{label}}}" for w, label in spans]) + r" \\")
+    lines = [
+        r"\begin{table}[t]",
+        r"\centering",
+        r"\small",
+        r"\caption{" + _tex(caption(table)) + "}",
+        r"\begin{tabular}{l" + "r" * len(headers) + "}",
+        r"\toprule",
+    ]
+    lines.append(
+        " & ".join(["Teacher $\\rightarrow$ Student"] + [rf"\multicolumn{{{w}}}{{c}}{{{label}}}" for w, label in spans])
+        + r" \\"
+    )
     start = 2
     rules = []
     for width, _ in spans:
@@ -170,8 +224,11 @@ def to_latex(table: ResultTable) -> str:
     for row in table.rows:
         cells = []
         for index, metric, paper in headers:
-            text = _num(table.paper.get((row, index, metric))) if paper else \
-                _cell_text(table.cell(row, index, metric), n, "±", bool(table.paired_with))
+            text = (
+                _num(table.paper.get((row, index, metric)))
+                if paper
+                else _cell_text(table.cell(row, index, metric), n, "±", bool(table.paired_with))
+            )
             text = _tex(text)
             if text != "--" and _is_best(table, row, index, metric, paper):
                 text = rf"\textbf{{{text}}}"

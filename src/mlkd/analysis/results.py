@@ -157,8 +157,20 @@ def load_run(run_dir: Path) -> RunResult:
     meta_path = run_dir / EXPERIMENT_FILE
     if meta_path.is_file():
         meta = json.loads(meta_path.read_text())
-        return RunResult(run_dir, meta["role"], meta["dataset"], meta["model"], meta["method"], meta["label"],
-                         int(meta["seed"]), meta.get("teacher"), meta.get("student"), finished, record, teacher_ckpt)
+        return RunResult(
+            run_dir,
+            meta["role"],
+            meta["dataset"],
+            meta["model"],
+            meta["method"],
+            meta["label"],
+            int(meta["seed"]),
+            meta.get("teacher"),
+            meta.get("student"),
+            finished,
+            record,
+            teacher_ckpt,
+        )
     method = distill.get("method", "vanilla")
     data = config.get("data", {})
     dataset = data.get("name", "?")
@@ -167,8 +179,20 @@ def load_run(run_dir: Path) -> RunResult:
     if method == "vanilla" and not distill.get("weights"):
         return RunResult(run_dir, "student", dataset, model, method, "Student", seed, None, None, finished, record)
     teacher_model = _teacher_model(teacher_ckpt)
-    return RunResult(run_dir, "distill", dataset, model, method, row_label(method, distill.get("weights") or {}),
-                     seed, teacher_model, model, finished, record, teacher_ckpt)
+    return RunResult(
+        run_dir,
+        "distill",
+        dataset,
+        model,
+        method,
+        row_label(method, distill.get("weights") or {}),
+        seed,
+        teacher_model,
+        model,
+        finished,
+        record,
+        teacher_ckpt,
+    )
 
 
 def _with_calibrated(run_dir: Path, record: dict) -> dict:
@@ -186,8 +210,12 @@ def _with_calibrated(run_dir: Path, record: dict) -> dict:
         log.warning("%s is unreadable; its calibrated metrics are left out", path)
         return record
     if epoch != record.get("epoch"):
-        log.warning("%s was calibrated at epoch %s, the run's record is epoch %s; rerun mlkd calibrate",
-                    path, epoch, record.get("epoch"))
+        log.warning(
+            "%s was calibrated at epoch %s, the run's record is epoch %s; rerun mlkd calibrate",
+            path,
+            epoch,
+            record.get("epoch"),
+        )
         return record
     return {**record, "eval": {**record["eval"], "calibrated": metrics}}
 
@@ -225,8 +253,13 @@ def _row_key(label: str) -> tuple:
     return (order.index(label), "") if label in order else (len(order), label)
 
 
-def build_table(runs: Sequence[RunResult], protocol: str = "thr@0.5", title: str = "",
-                columns: Optional[list[Column]] = None, rows: Optional[list[str]] = None) -> ResultTable:
+def build_table(
+    runs: Sequence[RunResult],
+    protocol: str = "thr@0.5",
+    title: str = "",
+    columns: Optional[list[Column]] = None,
+    rows: Optional[list[str]] = None,
+) -> ResultTable:
     """Aggregate finished runs into a ResultTable.
 
     columns / rows: the order to use (e.g. a grid's pairs and methods); by default the pairs of
@@ -236,8 +269,11 @@ def build_table(runs: Sequence[RunResult], protocol: str = "thr@0.5", title: str
     notes = []
     unfinished = [r for r in runs if not r.finished]
     if unfinished:
-        notes.append(f"{len(unfinished)} unfinished run(s) left out: "
-                     + ", ".join(str(r.run_dir) for r in unfinished[:5]) + (" ..." if len(unfinished) > 5 else ""))
+        notes.append(
+            f"{len(unfinished)} unfinished run(s) left out: "
+            + ", ".join(str(r.run_dir) for r in unfinished[:5])
+            + (" ..." if len(unfinished) > 5 else "")
+        )
     done = [r for r in runs if r.finished]
     if columns is None:
         columns = []
@@ -262,15 +298,18 @@ def build_table(runs: Sequence[RunResult], protocol: str = "thr@0.5", title: str
         for index, col in enumerate(table.columns):
             if col.dataset != run.dataset:
                 continue
-            fits = ((run.role == "teacher" and col.teacher == run.model) or
-                    (run.role == "student" and col.student == run.model) or
-                    (run.role == "distill" and (col.teacher, col.student) == (run.teacher, run.student)))
+            fits = (
+                (run.role == "teacher" and col.teacher == run.model)
+                or (run.role == "student" and col.student == run.model)
+                or (run.role == "distill" and (col.teacher, col.student) == (run.teacher, run.student))
+            )
             if not fits:
                 continue
             key = (run.label, index, run.seed)
             if key in seen and seen[key] != run.run_dir:
-                notes.append(f"{run.run_dir} repeats {run.label} / {col.label} / seed {run.seed} "
-                             f"of {seen[key]}; left out")
+                notes.append(
+                    f"{run.run_dir} repeats {run.label} / {col.label} / seed {run.seed} of {seen[key]}; left out"
+                )
                 continue
             seen[key] = run.run_dir
             for metric in table.metrics:
@@ -283,10 +322,19 @@ def build_table(runs: Sequence[RunResult], protocol: str = "thr@0.5", title: str
                 cell.seeds.append(run.seed)
     if missing_protocol:
         first = sorted(set(missing_protocol))[0]
-        notes.append(f"{len(set(missing_protocol))} run(s) did not log protocol {protocol} (e.g. {first}); "
-                     f"recompute with: mlkd eval RUN/checkpoints/last.pt -p {protocol}")
-    table.rows = [row for row in table.rows if any((row, i, m) in table.cells or (row, i, m) in table.paper
-                                                   for i in range(len(table.columns)) for m in table.metrics)]
+        notes.append(
+            f"{len(set(missing_protocol))} run(s) did not log protocol {protocol} (e.g. {first}); "
+            f"recompute with: mlkd eval RUN/checkpoints/last.pt -p {protocol}"
+        )
+    table.rows = [
+        row
+        for row in table.rows
+        if any(
+            (row, i, m) in table.cells or (row, i, m) in table.paper
+            for i in range(len(table.columns))
+            for m in table.metrics
+        )
+    ]
     return table
 
 
@@ -334,15 +382,22 @@ def paired_table(table: ResultTable, reference: str) -> ResultTable:
     if reference not in table.rows:
         raise ConfigError(f"--paired {reference!r}: no such row; rows: {', '.join(table.rows)}")
     rows = [row for row in table.rows if row != reference]
-    out = ResultTable(title=f"{table.title} — minus {reference}, paired by seed", protocol=table.protocol,
-                      columns=list(table.columns), rows=rows, metrics=table.metrics, paired_with=reference)
+    out = ResultTable(
+        title=f"{table.title} — minus {reference}, paired by seed",
+        protocol=table.protocol,
+        columns=list(table.columns),
+        rows=rows,
+        metrics=table.metrics,
+        paired_with=reference,
+    )
     for (row, column, metric), cell in table.cells.items():
         ref = table.cells.get((reference, column, metric))
         if row == reference or ref is None:
             continue
         ref_by_seed = dict(zip(ref.seeds, ref.values))
-        pairs = [(seed, value - ref_by_seed[seed]) for seed, value in zip(cell.seeds, cell.values)
-                 if seed in ref_by_seed]
+        pairs = [
+            (seed, value - ref_by_seed[seed]) for seed, value in zip(cell.seeds, cell.values) if seed in ref_by_seed
+        ]
         if pairs:
             out.cells[(row, column, metric)] = Cell([d for _, d in pairs], [s for s, _ in pairs])
     return out

@@ -46,8 +46,9 @@ def normalize_rows(x: torch.Tensor | np.ndarray) -> torch.Tensor:
     return torch.nn.functional.normalize(x.reshape(len(x), -1), dim=1)
 
 
-def knn(queries: torch.Tensor, gallery: torch.Tensor, k: int, leave_one_out: bool = True,
-        max_block: int = 2 ** 25) -> tuple[torch.Tensor, torch.Tensor]:
+def knn(
+    queries: torch.Tensor, gallery: torch.Tensor, k: int, leave_one_out: bool = True, max_block: int = 2**25
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-k gallery items by dot product, in chunks of queries.
 
     queries [Nq,d], gallery [Ng,d] (already normalised for cosine). With ``leave_one_out``
@@ -59,12 +60,13 @@ def knn(queries: torch.Tensor, gallery: torch.Tensor, k: int, leave_one_out: boo
         raise ValueError("leave_one_out needs the queries to be the gallery (same length)")
     available = ng - 1 if leave_one_out else ng
     if not 1 <= k <= available:
-        raise ConfigError(f"retrieval: k={k} needs 1 <= k <= {available} gallery items; lower --k or use more "
-                          "test images")
+        raise ConfigError(
+            f"retrieval: k={k} needs 1 <= k <= {available} gallery items; lower --k or use more test images"
+        )
     chunk = max(1, min(nq, max_block // max(1, ng)))
     indices, sims = [], []
     for start in range(0, nq, chunk):
-        block = queries[start:start + chunk] @ gallery.T                       # [c, Ng]
+        block = queries[start : start + chunk] @ gallery.T  # [c, Ng]
         if leave_one_out:
             rows = torch.arange(len(block))
             block[rows, rows + start] = -math.inf
@@ -78,7 +80,7 @@ def relevance(top: torch.Tensor | np.ndarray, query_labels: np.ndarray, gallery_
     """[Nq,k] bool: does retrieved item top[i,j] share >= 1 label with query i?
     ``query_labels [Nq,q]``, ``gallery_labels [Ng,q]`` (0/1)."""
     top = np.asarray(top)
-    g = np.asarray(gallery_labels, dtype=bool)[top]                           # [Nq,k,q]
+    g = np.asarray(gallery_labels, dtype=bool)[top]  # [Nq,k,q]
     return (g & np.asarray(query_labels, dtype=bool)[:, None, :]).any(axis=2)
 
 
@@ -106,8 +108,9 @@ def representation(outputs: dict, name: str) -> Optional[np.ndarray]:
     return None if x is None else x.reshape(len(x), -1)
 
 
-def grid_figure(analysis: Analysis, rep: str, queries: list[int], tops: dict[str, np.ndarray], path: Path,
-                shown: int = 5) -> None:
+def grid_figure(
+    analysis: Analysis, rep: str, queries: list[int], tops: dict[str, np.ndarray], path: Path, shown: int = 5
+) -> None:
     """Rows = (query, model); columns = the query then its top ``shown`` items. Each retrieved
     image is framed green when it shares a label with the query (red otherwise) and captioned
     with its labels, the shared ones marked with '*'."""
@@ -157,8 +160,14 @@ def markdown(results: dict[str, dict[str, dict[str, float]]], ks: Sequence[int])
     return "\n".join(lines)
 
 
-def run(analysis: Analysis, out: Path, ks: Sequence[int] = (5, 10), queries: Optional[list[int]] = None,
-        shown: int = 5, max_block: int = 2 ** 25) -> dict:
+def run(
+    analysis: Analysis,
+    out: Path,
+    ks: Sequence[int] = (5, 10),
+    queries: Optional[list[int]] = None,
+    shown: int = 5,
+    max_block: int = 2**25,
+) -> dict:
     """Write retrieval.md/.json and retrieval_<representation>.png; return the numbers (%)."""
     out.mkdir(parents=True, exist_ok=True)
     ks = sorted(set(int(k) for k in ks))
@@ -193,8 +202,12 @@ def run(analysis: Analysis, out: Path, ks: Sequence[int] = (5, 10), queries: Opt
             path = out / f"retrieval_{rep}.png"
             grid_figure(analysis, rep, queries, by_model, path, shown)
             files.append(str(path))
-    (out / "retrieval.md").write_text(markdown({m: {r: {k: v / 100 for k, v in d.items()} for r, d in reps.items()}
-                                                for m, reps in results.items()}, ks) + "\n")
+    (out / "retrieval.md").write_text(
+        markdown(
+            {m: {r: {k: v / 100 for k, v in d.items()} for r, d in reps.items()} for m, reps in results.items()}, ks
+        )
+        + "\n"
+    )
     summary = {
         "analysis": "retrieval",
         "protocol": "leave-one-out on the test split, cosine, relevant = shares >= 1 label",

@@ -11,11 +11,12 @@ from mlkd import optional
 
 
 def _title(names: Sequence[str], per_line: int = 2) -> str:
-    return "\n".join(", ".join(names[j:j + per_line]) for j in range(0, len(names), per_line))
+    return "\n".join(", ".join(names[j : j + per_line]) for j in range(0, len(names), per_line))
 
 
-def scene_figure(dataset, path, rows: int = 3, cols: int = 6,
-                 predicted: Optional[np.ndarray] = None, dpi: int = 90) -> Path:
+def scene_figure(
+    dataset, path, rows: int = 3, cols: int = 6, predicted: Optional[np.ndarray] = None, dpi: int = 90
+) -> Path:
     """Save the first ``rows * cols`` scenes of ``dataset`` (a ``coco_scenes`` split: ``images``
     [N, S, S, 3] uint8, ``classes``, ``labels_matrix()`` [N, q]) with their true labels.
 
@@ -28,8 +29,9 @@ def scene_figure(dataset, path, rows: int = 3, cols: int = 6,
     if count == 0:
         raise ValueError("scene_figure: the dataset has no images")
     labels = dataset.labels_matrix().astype(bool)
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 2.1, rows * (2.9 if predicted is not None else 2.55)),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(cols * 2.1, rows * (2.9 if predicted is not None else 2.55)), squeeze=False
+    )
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i >= count:
@@ -39,8 +41,16 @@ def scene_figure(dataset, path, rows: int = 3, cols: int = 6,
         if predicted is not None:
             wrong = [f"-{dataset.classes[c]}" for c in np.flatnonzero(labels[i] & ~predicted[i])]
             wrong += [f"+{dataset.classes[c]}" for c in np.flatnonzero(predicted[i] & ~labels[i])]
-            ax.text(0.5, -0.04, _title(wrong) if wrong else "all right", transform=ax.transAxes,
-                    ha="center", va="top", fontsize=6, color="#b03030" if wrong else "#307030")
+            ax.text(
+                0.5,
+                -0.04,
+                _title(wrong) if wrong else "all right",
+                transform=ax.transAxes,
+                ha="center",
+                va="top",
+                fontsize=6,
+                color="#b03030" if wrong else "#307030",
+            )
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=dpi)

@@ -24,8 +24,7 @@ def markdown_table(rows: dict[str, dict[str, float]], protocol: str, bold_best: 
     for column in METRIC_COLUMNS:
         values = [rows[name][column] for name in names[1:] if not math.isnan(rows[name][column])]
         best[column] = max(values) if values else math.nan
-    lines = [f"| method ({protocol}) | " + " | ".join(METRIC_COLUMNS) + " |",
-             "|---|" + "---:|" * len(METRIC_COLUMNS)]
+    lines = [f"| method ({protocol}) | " + " | ".join(METRIC_COLUMNS) + " |", "|---|" + "---:|" * len(METRIC_COLUMNS)]
     for name in names:
         cells = []
         for column in METRIC_COLUMNS:

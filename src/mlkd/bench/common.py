@@ -27,8 +27,19 @@ from mlkd.engine.runtime import resolve_precision
 #: Methods of the step and memory benchmarks; "l2d+cache" is L2D served by the teacher cache,
 #: "l2d+diagnostics" L2D with the term diagnostics measuring every step (``train.diagnostics_every`` 1),
 #: "l2d+bounded" L2D with bounded term weights measured every step (``distill.balance`` bounded).
-METHODS = ("vanilla", "rkd", "pkt", "reviewkd", "mse", "ps", "mld", "l2d", "l2d+cache", "l2d+diagnostics",
-           "l2d+bounded")
+METHODS = (
+    "vanilla",
+    "rkd",
+    "pkt",
+    "reviewkd",
+    "mse",
+    "ps",
+    "mld",
+    "l2d",
+    "l2d+cache",
+    "l2d+diagnostics",
+    "l2d+bounded",
+)
 
 
 class SyntheticImages(Dataset):
@@ -60,15 +71,24 @@ def batches_of(dataset: Dataset, batch_size: int) -> list[dict]:
     return [collate([dataset[i] for i in range(k * batch_size, (k + 1) * batch_size)]) for k in range(n)]
 
 
-def bench_config(student: str, img_size: int, batch_size: int, device: str, amp: str,
-                 channels_last: bool, head: Optional[dict] = None) -> Config:
+def bench_config(
+    student: str,
+    img_size: int,
+    batch_size: int,
+    device: str,
+    amp: str,
+    channels_last: bool,
+    head: Optional[dict] = None,
+) -> Config:
     """A Config for the benchmarks; ``head``: model-section overrides (embed_dim, ffn_dim, ...;
     default: the paper's label-wise head)."""
-    return Config.model_validate({
-        "data": {"img_size": img_size, "batch_size": batch_size},
-        "model": {"name": student, **(head or {})},
-        "train": {"device": device, "amp": amp, "channels_last": channels_last},
-    })
+    return Config.model_validate(
+        {
+            "data": {"img_size": img_size, "batch_size": batch_size},
+            "model": {"name": student, **(head or {})},
+            "train": {"device": device, "amp": amp, "channels_last": channels_last},
+        }
+    )
 
 
 def build_net(name: str, cfg: Config, num_classes: int, device: torch.device, seed: int) -> nn.Module:
@@ -80,8 +100,9 @@ def build_net(name: str, cfg: Config, num_classes: int, device: torch.device, se
     return model.to(device)
 
 
-def make_run(method: str, cfg: Config, num_classes: int, teacher: Optional[nn.Module],
-             cache=None, seed: int = 0) -> Run:
+def make_run(
+    method: str, cfg: Config, num_classes: int, teacher: Optional[nn.Module], cache=None, seed: int = 0
+) -> Run:
     """A Run for ``method`` (a METHODS name) with a freshly initialised student (same seed for
     every method), assembled as ``fit`` assembles its runs (``mlkd.engine.assembly.assemble``:
     objective, step, optimiser, schedule, scaler); ``l2d+cache`` is L2D served by ``cache``,
@@ -92,9 +113,16 @@ def make_run(method: str, cfg: Config, num_classes: int, teacher: Optional[nn.Mo
     name = method.split("+")[0]
     balance = "bounded" if method == "l2d+bounded" else cfg.distill.balance
     cfg = cfg.model_copy(update={"distill": cfg.distill.model_copy(update={"method": name, "balance": balance})})
-    return assemble(cfg, student, teacher, [f"c{k}" for k in range(num_classes)], device=device,
-                    precision=precision, cache=cache if method == "l2d+cache" else None,
-                    steps_per_epoch=10_000)
+    return assemble(
+        cfg,
+        student,
+        teacher,
+        [f"c{k}" for k in range(num_classes)],
+        device=device,
+        precision=precision,
+        cache=cache if method == "l2d+cache" else None,
+        steps_per_epoch=10_000,
+    )
 
 
 def diagnostics_of(method: str, run: Run) -> Optional[TermDiagnostics]:
@@ -123,8 +151,10 @@ def median(values: Sequence[float]) -> float:
 
 
 def machine(device: str) -> str:
-    return (f"{device}, {platform.machine() or '?'}, {os.cpu_count()} CPUs, torch threads "
-            f"{torch.get_num_threads()}, torch {torch.__version__}")
+    return (
+        f"{device}, {platform.machine() or '?'}, {os.cpu_count()} CPUs, torch threads "
+        f"{torch.get_num_threads()}, torch {torch.__version__}"
+    )
 
 
 def write_json(path: Optional[Path], payload) -> None:

@@ -49,8 +49,14 @@ def write_jpegs(folder: Path, num_images: int, size: tuple[int, int], seed: int 
 
 def _time_epochs(dataset, workers: int, batch_size: int, repeats: int) -> float:
     """Median seconds of ``repeats`` full epochs, after one warm-up batch."""
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
-                        collate_fn=collate, persistent_workers=workers > 0)
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        collate_fn=collate,
+        persistent_workers=workers > 0,
+    )
     next(iter(loader))  # warm-up: worker start-up and first decode are not timed
     times = []
     for _ in range(repeats):
@@ -62,10 +68,17 @@ def _time_epochs(dataset, workers: int, batch_size: int, repeats: int) -> float:
     return float(np.median(times))
 
 
-def bench_data(num_images: int = 256, workers: Sequence[int] = (0, 1, 2), img_size: int = 224,
-               batch_size: int = 32, image_size: tuple[int, int] = (500, 375),
-               recipe: str = "official", seed: int = 0, repeats: int = 3,
-               main_threads: int | None = None) -> list[dict]:
+def bench_data(
+    num_images: int = 256,
+    workers: Sequence[int] = (0, 1, 2),
+    img_size: int = 224,
+    batch_size: int = 32,
+    image_size: tuple[int, int] = (500, 375),
+    recipe: str = "official",
+    seed: int = 0,
+    repeats: int = 3,
+    main_threads: int | None = None,
+) -> list[dict]:
     """Images/s of decode + ``recipe`` train transforms for each worker count.
 
     ``seconds`` is the median of ``repeats`` epochs. ``main_threads`` sets torch's intra-op
@@ -77,9 +90,14 @@ def bench_data(num_images: int = 256, workers: Sequence[int] = (0, 1, 2), img_si
     with tempfile.TemporaryDirectory(prefix="mlkd-bench-data-") as tmp:
         paths = write_jpegs(Path(tmp), num_images, image_size, seed)
         samples = [(p, (k % 3,)) for k, p in enumerate(paths)]
-        dataset = MultiLabelImageDataset(samples, ["a", "b", "c"],
-                                         build_transform(recipe, img_size, train=True),
-                                         name="bench", split="train", source=tmp)
+        dataset = MultiLabelImageDataset(
+            samples,
+            ["a", "b", "c"],
+            build_transform(recipe, img_size, train=True),
+            name="bench",
+            split="train",
+            source=tmp,
+        )
         torch.manual_seed(seed)
         previous = torch.get_num_threads()
         try:
@@ -87,13 +105,19 @@ def bench_data(num_images: int = 256, workers: Sequence[int] = (0, 1, 2), img_si
                 torch.set_num_threads(main_threads)
             for n in workers:
                 seconds = _time_epochs(dataset, n, batch_size, repeats)
-                rows.append({"workers": n, "main_threads": torch.get_num_threads(),
-                             "images": num_images, "seconds": round(seconds, 4),
-                             "images_per_s": round(num_images / seconds, 1),
-                             "img_size": img_size, "recipe": recipe,
-                             "source_size": f"{image_size[0]}x{image_size[1]}"})
-                logger.info("bench data: %d workers, %.1f images/s", n,
-                            rows[-1]["images_per_s"])
+                rows.append(
+                    {
+                        "workers": n,
+                        "main_threads": torch.get_num_threads(),
+                        "images": num_images,
+                        "seconds": round(seconds, 4),
+                        "images_per_s": round(num_images / seconds, 1),
+                        "img_size": img_size,
+                        "recipe": recipe,
+                        "source_size": f"{image_size[0]}x{image_size[1]}",
+                    }
+                )
+                logger.info("bench data: %d workers, %.1f images/s", n, rows[-1]["images_per_s"])
         finally:
             torch.set_num_threads(previous)
     return rows
@@ -102,11 +126,15 @@ def bench_data(num_images: int = 256, workers: Sequence[int] = (0, 1, 2), img_si
 def format_table(rows: Sequence[dict]) -> str:
     """Markdown table of ``bench_data`` rows, with the speed-up over the first row."""
     base = rows[0]["images_per_s"] if rows else 1.0
-    lines = ["| workers | main-process torch threads | images | seconds (median) | images/s "
-             "| vs first |", "|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| workers | main-process torch threads | images | seconds (median) | images/s | vs first |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
-        lines.append(f"| {r['workers']} | {r['main_threads']} | {r['images']} | {r['seconds']:.2f} "
-                     f"| {r['images_per_s']:.1f} | {r['images_per_s'] / base:.2f}x |")
+        lines.append(
+            f"| {r['workers']} | {r['main_threads']} | {r['images']} | {r['seconds']:.2f} "
+            f"| {r['images_per_s']:.1f} | {r['images_per_s'] / base:.2f}x |"
+        )
     return "\n".join(lines)
 
 
@@ -120,15 +148,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="epochs per row (median)")
     parser.add_argument("--json", type=Path, help="also write the rows to this JSON file")
     args = parser.parse_args(argv)
-    rows = bench_data(args.num_images, args.workers, args.img_size, args.batch_size,
-                      recipe=args.recipe, repeats=args.repeats)
+    rows = bench_data(
+        args.num_images, args.workers, args.img_size, args.batch_size, recipe=args.recipe, repeats=args.repeats
+    )
     if 0 in args.workers and torch.get_num_threads() > 1:  # in-process loading, 1 thread
-        rows += bench_data(args.num_images, [0], args.img_size, args.batch_size,
-                           recipe=args.recipe, repeats=args.repeats, main_threads=1)
+        rows += bench_data(
+            args.num_images,
+            [0],
+            args.img_size,
+            args.batch_size,
+            recipe=args.recipe,
+            repeats=args.repeats,
+            main_threads=1,
+        )
     src = rows[0]["source_size"] if rows else "-"
-    return report(f"Data loading: JPEG {src} decode + {args.recipe} train transforms at "
-                  f"{args.img_size}, batch {args.batch_size} ({machine('cpu')})",
-                  format_table(rows), rows, args.json)
+    return report(
+        f"Data loading: JPEG {src} decode + {args.recipe} train transforms at "
+        f"{args.img_size}, batch {args.batch_size} ({machine('cpu')})",
+        format_table(rows),
+        rows,
+        args.json,
+    )
 
 
 if __name__ == "__main__":

@@ -28,10 +28,17 @@ from mlkd.engine.evaluation import predict
 from mlkd.engine.runtime import resolve_precision
 
 
-def bench_eval(models: Sequence[str] = ("resnet18", "resnet34"), img_size: int = 224,
-               batch_size: int = 64, num_images: int = 128, num_classes: int = 80,
-               repeats: int = 3, device: str = "cpu", amp: str = "off",
-               head: dict | None = None) -> list[dict]:
+def bench_eval(
+    models: Sequence[str] = ("resnet18", "resnet34"),
+    img_size: int = 224,
+    batch_size: int = 64,
+    num_images: int = 128,
+    num_classes: int = 80,
+    repeats: int = 3,
+    device: str = "cpu",
+    amp: str = "off",
+    head: dict | None = None,
+) -> list[dict]:
     """One dict per (model, layout): median images/s and seconds of ``predict``. ``head``:
     model-section overrides (default: the paper's label-wise head)."""
     dev = torch.device(device)
@@ -50,17 +57,33 @@ def bench_eval(models: Sequence[str] = ("resnet18", "resnet34"), img_size: int =
         order = list(range(len(variants)))
         for k in order if r % 2 == 0 else order[::-1]:  # no variant always runs first
             _, _, model, channels_last = variants[k]
-            wall, _ = timed(lambda model=model, channels_last=channels_last:
-                            predict(model, loader, dev, precision, channels_last=channels_last), dev)
+            wall, _ = timed(
+                lambda model=model, channels_last=channels_last: predict(
+                    model, loader, dev, precision, channels_last=channels_last
+                ),
+                dev,
+            )
             if r:
                 seconds[k].append(wall)
     rows = []
     for k, (name, layout, _, _) in enumerate(variants):
         s = median(seconds[k])
-        rows.append({"model": name, "layout": layout, "images": num_images, "seconds": round(s, 4),
-                     "images_per_s": round(num_images / s, 1), "img_size": img_size,
-                     "batch_size": batch_size, "classes": num_classes, "device": device, "amp": amp,
-                     "repeats": repeats, "threads": torch.get_num_threads()})
+        rows.append(
+            {
+                "model": name,
+                "layout": layout,
+                "images": num_images,
+                "seconds": round(s, 4),
+                "images_per_s": round(num_images / s, 1),
+                "img_size": img_size,
+                "batch_size": batch_size,
+                "classes": num_classes,
+                "device": device,
+                "amp": amp,
+                "repeats": repeats,
+                "threads": torch.get_num_threads(),
+            }
+        )
     return rows
 
 
@@ -68,8 +91,10 @@ def format_table(rows: Sequence[dict]) -> str:
     lines = ["| model | layout | images/s (median) | seconds | vs NCHW |", "|---|---|---:|---:|---:|"]
     nchw = {r["model"]: r["images_per_s"] for r in rows if r["layout"] == "NCHW"}
     for r in rows:
-        lines.append(f"| {r['model']} | {r['layout']} | {r['images_per_s']:.1f} | {r['seconds']:.2f} "
-                     f"| {r['images_per_s'] / nchw[r['model']]:.2f}x |")
+        lines.append(
+            f"| {r['model']} | {r['layout']} | {r['images_per_s']:.1f} | {r['seconds']:.2f} "
+            f"| {r['images_per_s'] / nchw[r['model']]:.2f}x |"
+        )
     return "\n".join(lines)
 
 
@@ -86,12 +111,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--amp", default="off", choices=["off", "auto", "bf16", "fp16"])
     parser.add_argument("--json", type=Path, help="also write the rows to this JSON file")
     args = parse_args(parser, argv)
-    rows = bench_eval(args.models, args.img_size, args.batch_size, args.num_images, args.classes,
-                      args.repeats, args.device, args.amp)
-    return report(f"Evaluation (predict: forward + sigmoid, no_grad), {args.img_size}x{args.img_size}, "
-                  f"batch {args.batch_size}, q={args.classes}, amp {args.amp}, {args.num_images} "
-                  f"in-memory images; median of {args.repeats} rounds ({machine(args.device)})",
-                  format_table(rows), rows, args.json)
+    rows = bench_eval(
+        args.models, args.img_size, args.batch_size, args.num_images, args.classes, args.repeats, args.device, args.amp
+    )
+    return report(
+        f"Evaluation (predict: forward + sigmoid, no_grad), {args.img_size}x{args.img_size}, "
+        f"batch {args.batch_size}, q={args.classes}, amp {args.amp}, {args.num_images} "
+        f"in-memory images; median of {args.repeats} rounds ({machine(args.device)})",
+        format_table(rows),
+        rows,
+        args.json,
+    )
 
 
 if __name__ == "__main__":

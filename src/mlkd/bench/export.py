@@ -35,8 +35,11 @@ def model_size(net: torch.nn.Module, img_size: int) -> dict:
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
         net(torch.rand(1, 3, img_size, img_size))
-    return {"params_M": round(params / 1e6, 3), "weights_MB": round(weight_bytes / 2**20, 2),
-            "gflops": round(counter.get_total_flops() / 1e9, 3)}
+    return {
+        "params_M": round(params / 1e6, 3),
+        "weights_MB": round(weight_bytes / 2**20, 2),
+        "gflops": round(counter.get_total_flops() / 1e9, 3),
+    }
 
 
 def _synthetic_student(name: str, img_size: int, num_classes: int, head: Optional[dict]):
@@ -56,9 +59,17 @@ def _teacher_of_run(run: str, student) -> Optional[torch.nn.Module]:
     return model_from_checkpoint(path, torch.device("cpu"))[0].reparameterize()
 
 
-def bench_export(run: Optional[str] = None, student: str = "resnet18", teacher: Optional[str] = "resnet101",
-                 img_size: int = 224, num_classes: int = 80, batches: Sequence[int] = (1, 32),
-                 repeats: int = 5, head: Optional[dict] = None, out: Optional[Path] = None) -> dict:
+def bench_export(
+    run: Optional[str] = None,
+    student: str = "resnet18",
+    teacher: Optional[str] = "resnet101",
+    img_size: int = 224,
+    num_classes: int = 80,
+    batches: Sequence[int] = (1, 32),
+    repeats: int = 5,
+    head: Optional[dict] = None,
+    out: Optional[Path] = None,
+) -> dict:
     """{"latency": rows per (batch, runtime), "sizes": rows per model, "export": report}."""
     from mlkd.export.onnx_export import export_onnx, session
     from mlkd.export.source import fixed_batch, load_student
@@ -101,30 +112,58 @@ def bench_export(run: Optional[str] = None, student: str = "resnet18", teacher: 
         base = median(seconds["pytorch eager"])
         for name, _ in runners:
             s = median(seconds[name])
-            latency.append({"batch": batch, "runtime": name, "ms": round(1e3 * s, 3),
-                            "images_per_s": round(batch / s, 1), "speedup_vs_eager": round(base / s, 2)})
-    sizes = [{"role": "student", "model": names[0], **model_size(stud.net, img_size),
-              "onnx_MB": round(exported["bytes"] / 2**20, 2)}]
+            latency.append(
+                {
+                    "batch": batch,
+                    "runtime": name,
+                    "ms": round(1e3 * s, 3),
+                    "images_per_s": round(batch / s, 1),
+                    "speedup_vs_eager": round(base / s, 2),
+                }
+            )
+    sizes = [
+        {
+            "role": "student",
+            "model": names[0],
+            **model_size(stud.net, img_size),
+            "onnx_MB": round(exported["bytes"] / 2**20, 2),
+        }
+    ]
     if teach is not None:
         sizes.append({"role": "teacher", "model": names[1], **model_size(teach, img_size), "onnx_MB": None})
-    return {"latency": latency, "sizes": sizes, "img_size": img_size, "threads": torch.get_num_threads(),
-            "export": {k: exported[k] for k in ("opset", "max_abs_logit_diff", "max_abs_probability_diff")}}
+    return {
+        "latency": latency,
+        "sizes": sizes,
+        "img_size": img_size,
+        "threads": torch.get_num_threads(),
+        "export": {k: exported[k] for k in ("opset", "max_abs_logit_diff", "max_abs_probability_diff")},
+    }
 
 
 def format_tables(result: dict) -> str:
     lines = ["| batch | runtime | ms / batch (median) | images/s | vs PyTorch eager |", "|---:|---|---:|---:|---:|"]
     for r in result["latency"]:
-        lines.append(f"| {r['batch']} | {r['runtime']} | {r['ms']:.2f} | {r['images_per_s']:.1f} "
-                     f"| {r['speedup_vs_eager']:.2f}x |")
-    lines += ["", "| role | model | params (M) | weights (MB) | .onnx (MB) | GFLOPs / image |",
-              "|---|---|---:|---:|---:|---:|"]
+        lines.append(
+            f"| {r['batch']} | {r['runtime']} | {r['ms']:.2f} | {r['images_per_s']:.1f} "
+            f"| {r['speedup_vs_eager']:.2f}x |"
+        )
+    lines += [
+        "",
+        "| role | model | params (M) | weights (MB) | .onnx (MB) | GFLOPs / image |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
     for r in result["sizes"]:
         onnx_mb = "-" if r["onnx_MB"] is None else f"{r['onnx_MB']:.2f}"
-        lines.append(f"| {r['role']} | {r['model']} | {r['params_M']:.2f} | {r['weights_MB']:.2f} | {onnx_mb} "
-                     f"| {r['gflops']:.2f} |")
+        lines.append(
+            f"| {r['role']} | {r['model']} | {r['params_M']:.2f} | {r['weights_MB']:.2f} | {onnx_mb} "
+            f"| {r['gflops']:.2f} |"
+        )
     e = result["export"]
-    lines += ["", f"ONNX opset {e['opset']}; parity on the fixed batches: max |logit diff| "
-                  f"{e['max_abs_logit_diff']:.3g}, max |probability diff| {e['max_abs_probability_diff']:.3g}"]
+    lines += [
+        "",
+        f"ONNX opset {e['opset']}; parity on the fixed batches: max |logit diff| "
+        f"{e['max_abs_logit_diff']:.3g}, max |probability diff| {e['max_abs_probability_diff']:.3g}",
+    ]
     return "\n".join(lines)
 
 
@@ -140,11 +179,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, help="torch and ONNX Runtime intra-op threads (default: torch's)")
     parser.add_argument("--json", type=Path, help="also write the result to this JSON file")
     args = parse_args(parser, argv)
-    result = bench_export(args.run, args.student, args.teacher or None, args.img_size, args.classes,
-                          args.batches, args.repeats)
+    result = bench_export(
+        args.run, args.student, args.teacher or None, args.img_size, args.classes, args.batches, args.repeats
+    )
     source = f"run {args.run}" if args.run else f"random {args.student} / {args.teacher or '-'}"
-    return report(f"Exported student: ONNX Runtime vs PyTorch eager (CPU), {source}, {result['img_size']}px, "
-                  f"median of {args.repeats} rounds ({machine('cpu')})", format_tables(result), result, args.json)
+    return report(
+        f"Exported student: ONNX Runtime vs PyTorch eager (CPU), {source}, {result['img_size']}px, "
+        f"median of {args.repeats} rounds ({machine('cpu')})",
+        format_tables(result),
+        result,
+        args.json,
+    )
 
 
 if __name__ == "__main__":

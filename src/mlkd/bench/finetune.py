@@ -46,8 +46,9 @@ def _run(name: str, img_size: int, batch_size: int, num_classes: int, device: st
     return make_run("vanilla", cfg, num_classes, None)
 
 
-def bench_size(models: Sequence[str], img_size: int, batch_size: int, num_classes: int,
-               repeats: int, warmup: int, device: str) -> dict[str, tuple[list[float], list[float]]]:
+def bench_size(
+    models: Sequence[str], img_size: int, batch_size: int, num_classes: int, repeats: int, warmup: int, device: str
+) -> dict[str, tuple[list[float], list[float]]]:
     """model -> (wall seconds, CPU seconds) of each timed round at ``img_size``."""
     dev = torch.device(device)
     batches = batches_of(SyntheticImages(2 * batch_size, img_size, num_classes, 2.9), batch_size)
@@ -55,7 +56,7 @@ def bench_size(models: Sequence[str], img_size: int, batch_size: int, num_classe
     guards = {m: NonFiniteGuard(r.cfg.train.nonfinite, defers_checks(dev), r.optimizer) for m, r in runs.items()}
     times: dict[str, tuple[list[float], list[float]]] = {m: ([], []) for m in models}
     for r in range(warmup + repeats):
-        for m in (models if r % 2 == 0 else list(models)[::-1]):
+        for m in models if r % 2 == 0 else list(models)[::-1]:
             w, c = timed(lambda m=m, r=r: train_step(runs[m], batches[r % len(batches)], guards[m]), dev)
             if r >= warmup:
                 times[m][0].append(w)
@@ -65,9 +66,16 @@ def bench_size(models: Sequence[str], img_size: int, batch_size: int, num_classe
     return times
 
 
-def bench_finetune(models: Sequence[str] = MODELS, img_sizes: Sequence[int] = (64, 96, 128),
-                   batch_size: int = 32, num_classes: int = 80, repeats: int = 5, warmup: int = 1,
-                   reference: str = "resnet18", device: str = "cpu") -> list[dict]:
+def bench_finetune(
+    models: Sequence[str] = MODELS,
+    img_sizes: Sequence[int] = (64, 96, 128),
+    batch_size: int = 32,
+    num_classes: int = 80,
+    repeats: int = 5,
+    warmup: int = 1,
+    reference: str = "resnet18",
+    device: str = "cpu",
+) -> list[dict]:
     """One dict per (model, size): img/s, ms per step and ratios to ``reference`` (timed too)."""
     models = list(dict.fromkeys([*models, reference]))
     rows = []
@@ -76,26 +84,40 @@ def bench_finetune(models: Sequence[str] = MODELS, img_sizes: Sequence[int] = (6
         ref_wall, ref_cpu = times[reference]
         for m in models:
             wall, cpu = times[m]
-            rows.append({
-                "model": m, "img_size": size, "img_per_s": round(batch_size / median(wall), 2),
-                "ms": round(1e3 * median(wall), 1), "cpu_ms": round(1e3 * median(cpu), 1),
-                "speed_vs_ref": round(median([b / a for a, b in zip(wall, ref_wall)]), 3),
-                "cpu_speed_vs_ref": round(median([b / a for a, b in zip(cpu, ref_cpu)]), 3),
-                "reference": reference, "batch_size": batch_size, "classes": num_classes,
-                "repeats": repeats, "device": device, "threads": torch.get_num_threads(),
-                "wall_s": wall, "cpu_s": cpu,
-            })
+            rows.append(
+                {
+                    "model": m,
+                    "img_size": size,
+                    "img_per_s": round(batch_size / median(wall), 2),
+                    "ms": round(1e3 * median(wall), 1),
+                    "cpu_ms": round(1e3 * median(cpu), 1),
+                    "speed_vs_ref": round(median([b / a for a, b in zip(wall, ref_wall)]), 3),
+                    "cpu_speed_vs_ref": round(median([b / a for a, b in zip(cpu, ref_cpu)]), 3),
+                    "reference": reference,
+                    "batch_size": batch_size,
+                    "classes": num_classes,
+                    "repeats": repeats,
+                    "device": device,
+                    "threads": torch.get_num_threads(),
+                    "wall_s": wall,
+                    "cpu_s": cpu,
+                }
+            )
     return rows
 
 
 def format_table(rows: Sequence[dict]) -> str:
     """Markdown table of ``bench_finetune`` rows (speed ratio > 1: faster than the reference)."""
     ref = rows[0]["reference"] if rows else "?"
-    lines = [f"| model | input | img/s | ms / step | speed x {ref} | speed x {ref} (CPU time) |",
-             "|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"| model | input | img/s | ms / step | speed x {ref} | speed x {ref} (CPU time) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
-        lines.append(f"| {r['model']} | {r['img_size']} | {r['img_per_s']:.1f} | {r['ms']:.0f} "
-                     f"| {r['speed_vs_ref']:.2f} | {r['cpu_speed_vs_ref']:.2f} |")
+        lines.append(
+            f"| {r['model']} | {r['img_size']} | {r['img_per_s']:.1f} | {r['ms']:.0f} "
+            f"| {r['speed_vs_ref']:.2f} | {r['cpu_speed_vs_ref']:.2f} |"
+        )
     return "\n".join(lines)
 
 
@@ -115,11 +137,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", type=Path, help="also write the rows to this JSON file")
     args = parse_args(parser, argv)
-    rows = bench_finetune(args.models, args.img_sizes, args.batch_size, args.classes, args.repeats,
-                          args.warmup, args.reference, args.device)
-    return report(f"Fine-tuning step (train_step: label-wise head D=768, q={args.classes}, BCE, "
-                  f"backward, Adam), batch {args.batch_size}; median of {args.repeats} interleaved "
-                  f"rounds per size ({machine(args.device)})", format_table(rows), rows, args.json)
+    rows = bench_finetune(
+        args.models,
+        args.img_sizes,
+        args.batch_size,
+        args.classes,
+        args.repeats,
+        args.warmup,
+        args.reference,
+        args.device,
+    )
+    return report(
+        f"Fine-tuning step (train_step: label-wise head D=768, q={args.classes}, BCE, "
+        f"backward, Adam), batch {args.batch_size}; median of {args.repeats} interleaved "
+        f"rounds per size ({machine(args.device)})",
+        format_table(rows),
+        rows,
+        args.json,
+    )
 
 
 if __name__ == "__main__":

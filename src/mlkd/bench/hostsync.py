@@ -47,13 +47,25 @@ def _sync_errors(device: torch.device):
             yield
         finally:
             torch.cuda.set_sync_debug_mode("default")
+
     return errors()
 
 
-def check_host_syncs(teacher: str = "resnet34", student: str = "resnet18", img_size: int = 64,
-                     batch_size: int = 64, num_classes: int = 20, positives: float = 2.9,
-                     methods: Sequence[str] = METHODS, steps: int = 3, warmup: int = 2, device: str = "cpu",
-                     amp: str = "off", channels_last: bool = False, head: Optional[dict] = None) -> list[dict]:
+def check_host_syncs(
+    teacher: str = "resnet34",
+    student: str = "resnet18",
+    img_size: int = 64,
+    batch_size: int = 64,
+    num_classes: int = 20,
+    positives: float = 2.9,
+    methods: Sequence[str] = METHODS,
+    steps: int = 3,
+    warmup: int = 2,
+    device: str = "cpu",
+    amp: str = "off",
+    channels_last: bool = False,
+    head: Optional[dict] = None,
+) -> list[dict]:
     """One row per method: {"method", "checked", "steps", "syncs": "none" | first error line}.
     ``head``: model-section overrides for both networks (default: the paper's head)."""
     cfg = bench_config(student, img_size, batch_size, device, amp, channels_last, head)
@@ -61,8 +73,7 @@ def check_host_syncs(teacher: str = "resnet34", student: str = "resnet18", img_s
     dataset = SyntheticImages(2 * batch_size, img_size, num_classes, positives)
     batches = batches_of(dataset, batch_size)
     if dev.type == "cuda":
-        batches = [{k: v.pin_memory() if isinstance(v, torch.Tensor) else v for k, v in b.items()}
-                   for b in batches]
+        batches = [{k: v.pin_memory() if isinstance(v, torch.Tensor) else v for k, v in b.items()} for b in batches]
     teacher_net = build_teacher(teacher, cfg, num_classes, dev)
     rows = []
     with tempfile.TemporaryDirectory(prefix="mlkd-bench-hostsync-") as tmp:
@@ -80,8 +91,17 @@ def check_host_syncs(teacher: str = "resnet34", student: str = "resnet18", img_s
             except RuntimeError as err:
                 found = " ".join(str(err).split())[:200]
             guard.check(run)
-            rows.append({"method": method, "checked": dev.type == "cuda", "steps": steps, "syncs": found,
-                         "device": device, "amp": amp, "deferred_checks": defers_checks(dev)})
+            rows.append(
+                {
+                    "method": method,
+                    "checked": dev.type == "cuda",
+                    "steps": steps,
+                    "syncs": found,
+                    "device": device,
+                    "amp": amp,
+                    "deferred_checks": defers_checks(dev),
+                }
+            )
     return rows
 
 
@@ -98,13 +118,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=3, help="steps checked per method")
     parser.add_argument("--warmup", type=int, default=2, help="steps first, unchecked (allocations, autotuning)")
     args = parse_args(parser, argv)
-    rows = check_host_syncs(args.teacher, args.student, args.img_size, args.batch_size, args.classes,
-                            args.positives, args.methods, args.steps, args.warmup, args.device, args.amp,
-                            args.channels_last)
-    status = report(f"Host syncs in train_step under torch.cuda.set_sync_debug_mode('error'), teacher "
-                    f"{args.teacher} -> student {args.student}, {args.img_size}x{args.img_size}, batch "
-                    f"{args.batch_size}, amp {args.amp} ({machine(args.device)})",
-                    format_table(rows), rows, args.json)
+    rows = check_host_syncs(
+        args.teacher,
+        args.student,
+        args.img_size,
+        args.batch_size,
+        args.classes,
+        args.positives,
+        args.methods,
+        args.steps,
+        args.warmup,
+        args.device,
+        args.amp,
+        args.channels_last,
+    )
+    status = report(
+        f"Host syncs in train_step under torch.cuda.set_sync_debug_mode('error'), teacher "
+        f"{args.teacher} -> student {args.student}, {args.img_size}x{args.img_size}, batch "
+        f"{args.batch_size}, amp {args.amp} ({machine(args.device)})",
+        format_table(rows),
+        rows,
+        args.json,
+    )
     return status or int(any(r["checked"] and r["syncs"] != "none" for r in rows))
 
 

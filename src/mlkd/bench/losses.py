@@ -53,8 +53,7 @@ def _median_ms(fn: Callable, student, teacher, targets, repeats: int) -> tuple[f
     return 1e3 * statistics.median(times), loss.detach()
 
 
-def bench_losses(repeats: int = 7, device: str = "cpu",
-                 shapes: Sequence[tuple] | None = None) -> list[dict]:
+def bench_losses(repeats: int = 7, device: str = "cpu", shapes: Sequence[tuple] | None = None) -> list[dict]:
     """One dict per shape (default ``SHAPES``, (B, q, D, positives per image)): B, q, D,
     positives/image, fast/loop median ms, speed-up, relative difference of the values.
 
@@ -67,21 +66,36 @@ def bench_losses(repeats: int = 7, device: str = "cpu",
         fast_ms, fast_value = _median_ms(led_loss, s, t, y, repeats)
         loop_ms, loop_value = _median_ms(led_loss_loop, s, t, y, repeats)
         rel = float((fast_value - loop_value).abs() / loop_value.abs().clamp(min=1e-12))
-        rows.append({"B": B, "q": q, "D": D, "positives_per_image": round(float(y.sum()) / B, 2),
-                     "fast_ms": round(fast_ms, 3), "loop_ms": round(loop_ms, 3),
-                     "speedup": round(loop_ms / fast_ms, 1), "rel_diff": rel,
-                     "device": device, "threads": torch.get_num_threads(), "repeats": repeats})
+        rows.append(
+            {
+                "B": B,
+                "q": q,
+                "D": D,
+                "positives_per_image": round(float(y.sum()) / B, 2),
+                "fast_ms": round(fast_ms, 3),
+                "loop_ms": round(loop_ms, 3),
+                "speedup": round(loop_ms / fast_ms, 1),
+                "rel_diff": rel,
+                "device": device,
+                "threads": torch.get_num_threads(),
+                "repeats": repeats,
+            }
+        )
     return rows
 
 
 def format_table(rows: Sequence[dict]) -> str:
     """Markdown table of ``bench_losses`` rows."""
-    lines = ["| B | q | D | positives/image | led_loss ms | loop ms | speed-up | rel. diff |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| B | q | D | positives/image | led_loss ms | loop ms | speed-up | rel. diff |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
-        lines.append(f"| {r['B']} | {r['q']} | {r['D']} | {r['positives_per_image']:.2f} "
-                     f"| {r['fast_ms']:.2f} | {r['loop_ms']:.1f} | {r['speedup']:.1f}x "
-                     f"| {r['rel_diff']:.1e} |")
+        lines.append(
+            f"| {r['B']} | {r['q']} | {r['D']} | {r['positives_per_image']:.2f} "
+            f"| {r['fast_ms']:.2f} | {r['loop_ms']:.1f} | {r['speedup']:.1f}x "
+            f"| {r['rel_diff']:.1e} |"
+        )
     return "\n".join(lines)
 
 
@@ -93,9 +107,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the rows to this JSON file")
     args = parse_args(parser, argv)
     rows = bench_losses(args.repeats, args.device)
-    return report(f"led_loss (official, fp32) forward + backward vs the loop reference, median "
-                  f"of {args.repeats} ({machine(args.device)})",
-                  format_table(rows), rows, args.json)
+    return report(
+        f"led_loss (official, fp32) forward + backward vs the loop reference, median "
+        f"of {args.repeats} ({machine(args.device)})",
+        format_table(rows),
+        rows,
+        args.json,
+    )
 
 
 if __name__ == "__main__":

@@ -89,10 +89,19 @@ def peak_bytes(fn: Callable[[], None], device: torch.device) -> int:
     return peak
 
 
-def bench_memory(teacher: str = "resnet34", student: str = "resnet18", img_size: int = 64,
-                 batch_size: int = 64, num_classes: int = 20, positives: float = 2.9,
-                 methods: Sequence[str] = METHODS, device: str = "cpu", amp: str = "off",
-                 channels_last: bool = False, head: dict | None = None) -> list[dict]:
+def bench_memory(
+    teacher: str = "resnet34",
+    student: str = "resnet18",
+    img_size: int = 64,
+    batch_size: int = 64,
+    num_classes: int = 20,
+    positives: float = 2.9,
+    methods: Sequence[str] = METHODS,
+    device: str = "cpu",
+    amp: str = "off",
+    channels_last: bool = False,
+    head: dict | None = None,
+) -> list[dict]:
     """One dict per method: resident and step-peak MiB (see the module docstring)."""
     cfg = bench_config(student, img_size, batch_size, device, amp, channels_last, head)
     dev = torch.device(device)
@@ -108,40 +117,70 @@ def bench_memory(teacher: str = "resnet34", student: str = "resnet18", img_size:
             train_step(run, batches[0], guard, diagnostics_of(method, run))  # Adam's state exists from here on
             run.optimizer.zero_grad(set_to_none=True)  # what the step does first, outside the profile
             resident = resident_bytes(run)
-            peak = peak_bytes(lambda run=run, guard=guard, method=method:
-                              train_step(run, batches[1], guard, diagnostics_of(method, run)), dev)
-            rows.append({"method": method, "teacher": "cache" if method == "l2d+cache" else
-                         ("-" if method == "vanilla" else teacher),
-                         "resident_mib": round(resident / MiB, 1), "step_peak_mib": round(peak / MiB, 1),
-                         "total_mib": round((resident + peak) / MiB, 1), "student": student,
-                         "img_size": img_size, "batch_size": batch_size, "classes": num_classes,
-                         "device": device, "amp": amp})
+            peak = peak_bytes(
+                lambda run=run, guard=guard, method=method: train_step(
+                    run, batches[1], guard, diagnostics_of(method, run)
+                ),
+                dev,
+            )
+            rows.append(
+                {
+                    "method": method,
+                    "teacher": "cache" if method == "l2d+cache" else ("-" if method == "vanilla" else teacher),
+                    "resident_mib": round(resident / MiB, 1),
+                    "step_peak_mib": round(peak / MiB, 1),
+                    "total_mib": round((resident + peak) / MiB, 1),
+                    "student": student,
+                    "img_size": img_size,
+                    "batch_size": batch_size,
+                    "classes": num_classes,
+                    "device": device,
+                    "amp": amp,
+                }
+            )
             del run, guard
     return rows
 
 
 def format_table(rows: Sequence[dict]) -> str:
     base = {r["method"]: r for r in rows}.get("vanilla")
-    lines = ["| method | teacher | resident MiB | step peak MiB | total MiB | step peak x BCE-only |",
-             "|---|---|---:|---:|---:|---:|"]
+    lines = [
+        "| method | teacher | resident MiB | step peak MiB | total MiB | step peak x BCE-only |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
     for r in rows:
         ratio = f"{r['step_peak_mib'] / base['step_peak_mib']:.2f}" if base and base["step_peak_mib"] else "-"
-        lines.append(f"| {r['method']} | {r['teacher']} | {r['resident_mib']:.1f} | {r['step_peak_mib']:.1f} "
-                     f"| {r['total_mib']:.1f} | {ratio} |")
+        lines.append(
+            f"| {r['method']} | {r['teacher']} | {r['resident_mib']:.1f} | {r['step_peak_mib']:.1f} "
+            f"| {r['total_mib']:.1f} | {ratio} |"
+        )
     return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = step_parser("mlkd bench memory", __doc__.splitlines()[0])
     args = parse_args(parser, argv)
-    rows = bench_memory(args.teacher, args.student, args.img_size, args.batch_size, args.classes,
-                        args.positives, args.methods, args.device, args.amp, args.channels_last)
-    how = "torch.cuda.max_memory_allocated" if args.device.startswith("cuda") else \
-        "torch.profiler allocation timeline"
-    return report(f"Memory of one training step, teacher {args.teacher} -> student {args.student}, "
-                  f"{args.img_size}x{args.img_size}, batch {args.batch_size}, q={args.classes}, amp "
-                  f"{args.amp}; step peak by {how} ({machine(args.device)})",
-                  format_table(rows), rows, args.json)
+    rows = bench_memory(
+        args.teacher,
+        args.student,
+        args.img_size,
+        args.batch_size,
+        args.classes,
+        args.positives,
+        args.methods,
+        args.device,
+        args.amp,
+        args.channels_last,
+    )
+    how = "torch.cuda.max_memory_allocated" if args.device.startswith("cuda") else "torch.profiler allocation timeline"
+    return report(
+        f"Memory of one training step, teacher {args.teacher} -> student {args.student}, "
+        f"{args.img_size}x{args.img_size}, batch {args.batch_size}, q={args.classes}, amp "
+        f"{args.amp}; step peak by {how} ({machine(args.device)})",
+        format_table(rows),
+        rows,
+        args.json,
+    )
 
 
 if __name__ == "__main__":

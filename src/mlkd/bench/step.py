@@ -66,15 +66,25 @@ def build_cache(folder: Path, teacher, dataset, cfg, device):
 
     precision = resolve_precision(cfg.train.amp, device)
     fp = tc.fingerprint(teacher, precision.dtype, dataset, "bench-synthetic", {}, "eval", 1, 0)
-    return tc.build_cache(folder, teacher, dataset, fp, 1, DistInfo(), device, precision,
-                          cfg.data.batch_size, 0)
+    return tc.build_cache(folder, teacher, dataset, fp, 1, DistInfo(), device, precision, cfg.data.batch_size, 0)
 
 
-def bench_step(teacher: str = "resnet34", student: str = "resnet18", img_size: int = 64,
-               batch_size: int = 64, num_classes: int = 20, positives: float = 2.9,
-               methods: Sequence[str] = METHODS, repeats: int = 7, warmup: int = 2,
-               device: str = "cpu", amp: str = "off", channels_last: bool = False,
-               num_batches: int = 2, head: Optional[dict] = None) -> list[dict]:
+def bench_step(
+    teacher: str = "resnet34",
+    student: str = "resnet18",
+    img_size: int = 64,
+    batch_size: int = 64,
+    num_classes: int = 20,
+    positives: float = 2.9,
+    methods: Sequence[str] = METHODS,
+    repeats: int = 7,
+    warmup: int = 2,
+    device: str = "cpu",
+    amp: str = "off",
+    channels_last: bool = False,
+    num_batches: int = 2,
+    head: Optional[dict] = None,
+) -> list[dict]:
     """One dict per method: median wall / CPU milliseconds per step and ratios to ``vanilla``
     (which is always timed). ``head``: model-section overrides for both networks (default: the
     paper's head). See the module docstring."""
@@ -90,8 +100,7 @@ def bench_step(teacher: str = "resnet34", student: str = "resnet18", img_size: i
     with tempfile.TemporaryDirectory(prefix="mlkd-bench-step-") as tmp:
         cache = build_cache(Path(tmp) / "cache", teacher_net, dataset, cfg, dev) if "l2d+cache" in methods else None
         runs = {m: make_run(m, cfg, num_classes, teacher_net, cache) for m in methods}
-        guards = {m: NonFiniteGuard(cfg.train.nonfinite, defers_checks(dev), run.optimizer)
-                  for m, run in runs.items()}
+        guards = {m: NonFiniteGuard(cfg.train.nonfinite, defers_checks(dev), run.optimizer) for m, run in runs.items()}
         diagnostics = {m: diagnostics_of(m, run) for m, run in runs.items()}
         wall: dict[str, list[float]] = {m: [] for m in methods}
         cpu: dict[str, list[float]] = {m: [] for m in methods}
@@ -108,16 +117,29 @@ def bench_step(teacher: str = "resnet34", student: str = "resnet18", img_size: i
             guards[m].check(run)
     rows = []
     for m in methods:
-        rows.append({
-            "method": m, "teacher": "cache" if m == "l2d+cache" else ("-" if m == "vanilla" else teacher),
-            "ms": round(1e3 * median(wall[m]), 2), "ratio": round(paired_ratio(wall, m, "vanilla"), 3),
-            "cpu_ms": round(1e3 * median(cpu[m]), 2), "cpu_ratio": round(paired_ratio(cpu, m, "vanilla"), 3),
-            "min_ms": round(1e3 * min(wall[m]), 2), "wall_s": wall[m], "cpu_s": cpu[m],
-            "student": student, "img_size": img_size,
-            "batch_size": batch_size, "classes": num_classes, "positives": positives,
-            "repeats": repeats, "device": device, "amp": amp, "channels_last": channels_last,
-            "threads": torch.get_num_threads(),
-        })
+        rows.append(
+            {
+                "method": m,
+                "teacher": "cache" if m == "l2d+cache" else ("-" if m == "vanilla" else teacher),
+                "ms": round(1e3 * median(wall[m]), 2),
+                "ratio": round(paired_ratio(wall, m, "vanilla"), 3),
+                "cpu_ms": round(1e3 * median(cpu[m]), 2),
+                "cpu_ratio": round(paired_ratio(cpu, m, "vanilla"), 3),
+                "min_ms": round(1e3 * min(wall[m]), 2),
+                "wall_s": wall[m],
+                "cpu_s": cpu[m],
+                "student": student,
+                "img_size": img_size,
+                "batch_size": batch_size,
+                "classes": num_classes,
+                "positives": positives,
+                "repeats": repeats,
+                "device": device,
+                "amp": amp,
+                "channels_last": channels_last,
+                "threads": torch.get_num_threads(),
+            }
+        )
     return rows
 
 
@@ -136,18 +158,30 @@ def _ratio(rows: Sequence[dict], a: str, b: str, key: str = "wall_s") -> Optiona
 def format_table(rows: Sequence[dict]) -> str:
     """Markdown table of ``bench_step`` rows, then the two headline ratios (medians
     of per-round ratios)."""
-    lines = ["| method | teacher | step ms (median) | x BCE-only | CPU ms | x BCE-only (CPU) | min ms |",
-             "|---|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| method | teacher | step ms (median) | x BCE-only | CPU ms | x BCE-only (CPU) | min ms |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
-        lines.append(f"| {r['method']} | {r['teacher']} | {r['ms']:.1f} | {r['ratio']:.3f} "
-                     f"| {r['cpu_ms']:.1f} | {r['cpu_ratio']:.3f} | {r['min_ms']:.1f} |")
+        lines.append(
+            f"| {r['method']} | {r['teacher']} | {r['ms']:.1f} | {r['ratio']:.3f} "
+            f"| {r['cpu_ms']:.1f} | {r['cpu_ratio']:.3f} | {r['min_ms']:.1f} |"
+        )
     notes = []
-    for a, b, label in (("l2d", "mld", "L2D step / MLD step"),
-                        ("l2d+cache", "vanilla", "L2D step with the teacher cache / BCE-only step"),
-                        ("l2d+diagnostics", "l2d", "L2D step measured by the term diagnostics / L2D step "
-                         "(a run measures one step in train.diagnostics_every)"),
-                        ("l2d+bounded", "l2d", "L2D step with bounded weights measured every step / L2D step "
-                         "(distill.balance_every sets how often)")):
+    for a, b, label in (
+        ("l2d", "mld", "L2D step / MLD step"),
+        ("l2d+cache", "vanilla", "L2D step with the teacher cache / BCE-only step"),
+        (
+            "l2d+diagnostics",
+            "l2d",
+            "L2D step measured by the term diagnostics / L2D step (a run measures one step in train.diagnostics_every)",
+        ),
+        (
+            "l2d+bounded",
+            "l2d",
+            "L2D step with bounded weights measured every step / L2D step (distill.balance_every sets how often)",
+        ),
+    ):
         wall, cpu = _ratio(rows, a, b), _ratio(rows, a, b, "cpu_s")
         if wall is not None:
             notes.append(f"- {label}: {wall:.3f} (wall), {cpu:.3f} (CPU time)")
@@ -159,15 +193,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=7, help="timed rounds (median)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed rounds first")
     args = parse_args(parser, argv)
-    rows = bench_step(args.teacher, args.student, args.img_size, args.batch_size, args.classes,
-                      args.positives, args.methods, args.repeats, args.warmup, args.device, args.amp,
-                      args.channels_last)
-    return report(f"Training step (train_step: forward + backward + Adam + schedule), teacher "
-                  f"{args.teacher} -> student {args.student}, {args.img_size}x{args.img_size}, batch "
-                  f"{args.batch_size}, q={args.classes}, {args.positives} positives/image, amp "
-                  f"{args.amp}{', channels_last' if args.channels_last else ''}; median of "
-                  f"{args.repeats} interleaved rounds ({machine(args.device)})",
-                  format_table(rows), rows, args.json)
+    rows = bench_step(
+        args.teacher,
+        args.student,
+        args.img_size,
+        args.batch_size,
+        args.classes,
+        args.positives,
+        args.methods,
+        args.repeats,
+        args.warmup,
+        args.device,
+        args.amp,
+        args.channels_last,
+    )
+    return report(
+        f"Training step (train_step: forward + backward + Adam + schedule), teacher "
+        f"{args.teacher} -> student {args.student}, {args.img_size}x{args.img_size}, batch "
+        f"{args.batch_size}, q={args.classes}, {args.positives} positives/image, amp "
+        f"{args.amp}{', channels_last' if args.channels_last else ''}; median of "
+        f"{args.repeats} interleaved rounds ({machine(args.device)})",
+        format_table(rows),
+        rows,
+        args.json,
+    )
 
 
 if __name__ == "__main__":

@@ -26,8 +26,9 @@ def shuffled_batches(num_items: int, batch_size: int, num_batches: int, seed: in
     return order[: num_batches * batch_size].reshape(num_batches, batch_size)
 
 
-def batch_label_statistics(labels: np.ndarray, batch_size: int = 64, num_batches: int = 500,
-                           seed: int = 0) -> dict[str, Any]:
+def batch_label_statistics(
+    labels: np.ndarray, batch_size: int = 64, num_batches: int = 500, seed: int = 0
+) -> dict[str, Any]:
     """Mean per-batch label statistics of ``labels`` [N, q] (0/1) over shuffled batches of B.
 
     Returns (means over batches): ``positives_per_class`` (a class's positives in a batch,
@@ -40,10 +41,10 @@ def batch_label_statistics(labels: np.ndarray, batch_size: int = 64, num_batches
     """
     labels = np.asarray(labels) > 0.5
     batches = shuffled_batches(len(labels), batch_size, num_batches, seed)
-    in_batch = labels[batches]                                   # [nb, B, q]
-    per_class = in_batch.sum(axis=1)                             # [nb, q]
-    per_image = in_batch.sum(axis=2)                             # [nb, B]
-    positives = per_class.sum(axis=1)                            # [nb]
+    in_batch = labels[batches]  # [nb, B, q]
+    per_class = in_batch.sum(axis=1)  # [nb, q]
+    per_image = in_batch.sum(axis=2)  # [nb, B]
+    positives = per_class.sum(axis=1)  # [nb]
     in_groups3 = np.where(per_class >= 3, per_class, 0).sum(axis=1)
     return {
         "batch_size": batch_size,

@@ -37,8 +37,7 @@ _NAMES = (
     "potted_plant bed dining_table toilet tv laptop mouse remote keyboard cell_phone microwave "
     "oven toaster sink refrigerator book clock vase scissors teddy_bear hair_drier toothbrush"
 ).split()
-_IDS = (*range(1, 12), *range(13, 26), 27, 28, *range(31, 45), *range(46, 66), 67, 70,
-        *range(72, 83), *range(84, 91))
+_IDS = (*range(1, 12), *range(13, 26), 27, 28, *range(31, 45), *range(46, 66), 67, 70, *range(72, 83), *range(84, 91))
 #: The 80 COCO categories as (category id, name), in category-id order.
 COCO_CATEGORIES = tuple((cid, name.replace("_", " ")) for cid, name in zip(_IDS, _NAMES))
 COCO_CLASSES = [name for _, name in COCO_CATEGORIES]
@@ -53,7 +52,7 @@ def alphabetical_to_category_order(classes: list[str] = COCO_CLASSES) -> list[in
 
 
 def other_year_hint(root: Path, year: str) -> str:
-    """"; <root> holds COCO <other year>: use data.name=coco<other>" when ``root`` has the other
+    """ "; <root> holds COCO <other year>: use data.name=coco<other>" when ``root`` has the other
     year's instances files or image folders, else ""."""
     for other in YEARS:
         marks = [root / "annotations" / f"instances_{part}{other}.json" for part in _PARTS.values()]
@@ -69,16 +68,17 @@ def load_instances(path: Path, name: str = "coco2014", hint: str = "") -> COCO:
     ``hint`` ends the not-found message (default: where the file is expected)."""
     if not path.is_file():
         year = name[-4:]
-        hint = hint or (f"; set root to the folder holding train{year}/, val{year}/ and "
-                        "annotations/ (or give list_file: {train: path, test: path})")
+        hint = hint or (
+            f"; set root to the folder holding train{year}/, val{year}/ and "
+            "annotations/ (or give list_file: {train: path, test: path})"
+        )
         raise DataError(f"{name}: instances file not found: {path}{hint}")
     coco_api = optional_import("pycocotools.coco", extra="coco", purpose="the COCO loader")
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
             return coco_api.COCO(str(path))
     except Exception as err:  # json errors, "annotation file format ... not supported", ...
-        raise DataError(f"{name}: cannot read instances file {path} "
-                        f"({type(err).__name__}: {err})") from err
+        raise DataError(f"{name}: cannot read instances file {path} ({type(err).__name__}: {err})") from err
 
 
 def samples_from_instances(coco: COCO, path: Path, image_dir: Path, name: str = "coco2014"):
@@ -92,8 +92,10 @@ def samples_from_instances(coco: COCO, path: Path, image_dir: Path, name: str = 
         position = {int(c["id"]): k for k, c in enumerate(cats)}
         images = coco.dataset["images"]
     except (KeyError, TypeError, ValueError) as err:
-        raise DataError(f"{name}: malformed instances file {path}: bad or missing "
-                        f"'categories'/'images' ({type(err).__name__}: {err})") from err
+        raise DataError(
+            f"{name}: malformed instances file {path}: bad or missing "
+            f"'categories'/'images' ({type(err).__name__}: {err})"
+        ) from err
     if not classes:
         raise DataError(f"{name}: instances file {path} lists no categories")
     samples = []
@@ -101,8 +103,10 @@ def samples_from_instances(coco: COCO, path: Path, image_dir: Path, name: str = 
         labels = set()
         for ann in coco.imgToAnns.get(info["id"], []):
             if ann.get("category_id") not in position:
-                raise DataError(f"{name}: annotation {ann.get('id')} in {path} has category_id "
-                                f"{ann.get('category_id')!r}, which is not in its categories")
+                raise DataError(
+                    f"{name}: annotation {ann.get('id')} in {path} has category_id "
+                    f"{ann.get('category_id')!r}, which is not in its categories"
+                )
             labels.add(position[ann["category_id"]])
         samples.append((str(image_dir / info["file_name"]), tuple(labels)))
     return classes, samples
@@ -121,21 +125,29 @@ def samples_from_list(path: Path, classes: list[str], image_dir: Path, name: str
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise DataError(f"{name}: malformed JSON in list file {path}: {err}") from err
     if not isinstance(entries, list):
-        raise DataError(f"{name}: list file {path} must hold a JSON list of "
-                        '{"file_name": ..., "labels": [indices]} objects')
+        raise DataError(
+            f'{name}: list file {path} must hold a JSON list of {{"file_name": ..., "labels": [indices]}} objects'
+        )
     to_ours = alphabetical_to_category_order(classes)
     samples = []
     for k, entry in enumerate(entries):
-        if (not isinstance(entry, dict) or not isinstance(entry.get("file_name"), str)
-                or not isinstance(entry.get("labels"), list)):
-            raise DataError(f"{name}: entry {k} of list file {path} must be "
-                            f'{{"file_name": str, "labels": [int]}}, got {entry!r:.80}')
+        if (
+            not isinstance(entry, dict)
+            or not isinstance(entry.get("file_name"), str)
+            or not isinstance(entry.get("labels"), list)
+        ):
+            raise DataError(
+                f"{name}: entry {k} of list file {path} must be "
+                f'{{"file_name": str, "labels": [int]}}, got {entry!r:.80}'
+            )
         labels = []
         for j in entry["labels"]:
             if isinstance(j, bool) or not isinstance(j, int) or not 0 <= j < len(classes):
-                raise DataError(f"{name}: entry {k} ({entry['file_name']}) of list file "
-                                f"{path} has label {j!r}; expected an index in "
-                                f"[0, {len(classes)}) into the alphabetical class names")
+                raise DataError(
+                    f"{name}: entry {k} ({entry['file_name']}) of list file "
+                    f"{path} has label {j!r}; expected an index in "
+                    f"[0, {len(classes)}) into the alphabetical class names"
+                )
             labels.append(to_ours[j])
         samples.append((str(image_dir / entry["file_name"]), tuple(labels)))
     return samples
@@ -150,10 +162,12 @@ def check_list_subset(samples, path: Path, subset: str, split: str, name: str) -
     for image, _ in samples:
         found = _SUBSET_IN_NAME.search(Path(image).name)
         if found and found.group(1) + found.group(2) != subset:
-            raise DataError(f"{name} {split}: list file {path} (list_file.{split}) names "
-                            f"{found.group(1)}{found.group(2)} images ({Path(image).name}), not "
-                            f"{subset}; give each split its own file: list_file: "
-                            "{train: <train list>, test: <val list>}")
+            raise DataError(
+                f"{name} {split}: list file {path} (list_file.{split}) names "
+                f"{found.group(1)}{found.group(2)} images ({Path(image).name}), not "
+                f"{subset}; give each split its own file: list_file: "
+                "{train: <train list>, test: <val list>}"
+            )
 
 
 def list_path(list_file: Any, split: str, name: str) -> Path:
@@ -162,15 +176,15 @@ def list_path(list_file: Any, split: str, name: str) -> Path:
     folder)."""
     if isinstance(list_file, Mapping):
         if split not in list_file or not list_file[split]:
-            raise ConfigError(f"{name}: list_file has no {split!r} entry; give "
-                              "list_file: {train: path, test: path}")
+            raise ConfigError(f"{name}: list_file has no {split!r} entry; give list_file: {{train: path, test: path}}")
         return Path(list_file[split]).expanduser()
     if isinstance(list_file, (str, Path)):
-        raise ConfigError(f"{name}: list_file is one path ({list_file}), which would be read for "
-                          "both the train and the test split; give one file per split: "
-                          f"list_file: {{train: <train list>, test: <val list>}}")
-    raise ConfigError(f"{name}: list_file must be {{train: path, test: path}}, "
-                      f"got {list_file!r:.80}")
+        raise ConfigError(
+            f"{name}: list_file is one path ({list_file}), which would be read for "
+            "both the train and the test split; give one file per split: "
+            f"list_file: {{train: <train list>, test: <val list>}}"
+        )
+    raise ConfigError(f"{name}: list_file must be {{train: path, test: path}}, got {list_file!r:.80}")
 
 
 def image_folder(root: Path, subset: str) -> Path:
@@ -181,9 +195,17 @@ def image_folder(root: Path, subset: str) -> Path:
     return root / subset
 
 
-def build_coco(year: str, split: str, transform: Callable | None, *, root: str,
-               list_file: Any = None, keep_empty: bool = False, on_missing: str = "error",
-               on_bad_image: str = "error") -> MultiLabelImageDataset:
+def build_coco(
+    year: str,
+    split: str,
+    transform: Callable | None,
+    *,
+    root: str,
+    list_file: Any = None,
+    keep_empty: bool = False,
+    on_missing: str = "error",
+    on_bad_image: str = "error",
+) -> MultiLabelImageDataset:
     """COCO ``year`` ("2014" | "2017"), split "train" or "test" (val); options as
     :func:`build_coco2014`."""
     name = f"coco{year}"
@@ -205,17 +227,31 @@ def build_coco(year: str, split: str, transform: Callable | None, *, root: str,
     if not keep_empty:
         before = len(samples)
         samples = [s for s in samples if s[1]]
-        logger.info("%s %s: dropped %d images without labels (keep_empty=False)",
-                    name, split, before - len(samples))
-    return MultiLabelImageDataset(samples, classes, transform, on_bad_image=on_bad_image,
-                                  on_missing=on_missing, name=name, split=split, source=source)
+        logger.info("%s %s: dropped %d images without labels (keep_empty=False)", name, split, before - len(samples))
+    return MultiLabelImageDataset(
+        samples,
+        classes,
+        transform,
+        on_bad_image=on_bad_image,
+        on_missing=on_missing,
+        name=name,
+        split=split,
+        source=source,
+    )
 
 
 @DATASETS.register("coco2014")
 @dataset_builder("coco2014")
-def build_coco2014(split: str, transform: Callable | None = None, *, root: str,
-                   list_file: Any = None, keep_empty: bool = False, on_missing: str = "error",
-                   on_bad_image: str = "error") -> MultiLabelImageDataset:
+def build_coco2014(
+    split: str,
+    transform: Callable | None = None,
+    *,
+    root: str,
+    list_file: Any = None,
+    keep_empty: bool = False,
+    on_missing: str = "error",
+    on_bad_image: str = "error",
+) -> MultiLabelImageDataset:
     """MS-COCO 2014 (the paper's), split "train" (train2014) or "test" (val2014).
 
     Options:
@@ -231,15 +267,30 @@ def build_coco2014(split: str, transform: Callable | None = None, *, root: str,
         construction, one stat per image) | "unchecked" (labels only: the files are not looked at).
       on_bad_image: "error" (default) | "skip" for images that fail to decode when loaded.
     """
-    return build_coco("2014", split, transform, root=root, list_file=list_file,
-                      keep_empty=keep_empty, on_missing=on_missing, on_bad_image=on_bad_image)
+    return build_coco(
+        "2014",
+        split,
+        transform,
+        root=root,
+        list_file=list_file,
+        keep_empty=keep_empty,
+        on_missing=on_missing,
+        on_bad_image=on_bad_image,
+    )
 
 
 @DATASETS.register("coco2017")
 @dataset_builder("coco2017")
-def build_coco2017(split: str, transform: Callable | None = None, *, root: str,
-                   list_file: Any = None, keep_empty: bool = False, on_missing: str = "error",
-                   on_bad_image: str = "error") -> MultiLabelImageDataset:
+def build_coco2017(
+    split: str,
+    transform: Callable | None = None,
+    *,
+    root: str,
+    list_file: Any = None,
+    keep_empty: bool = False,
+    on_missing: str = "error",
+    on_bad_image: str = "error",
+) -> MultiLabelImageDataset:
     """MS-COCO 2017, split "train" (train2017) or "test" (val2017): the same 80 categories and
     class order as 2014 (the paper used 2014; its numbers are not comparable with 2017's).
 
@@ -247,5 +298,13 @@ def build_coco2017(split: str, transform: Callable | None = None, *, root: str,
     ``000000000139.jpg``); labelled images: 117,266 / 4,952 of 118,287 / 5,000. The other options
     are those of ``coco2014`` (an L2D-style list_file: ``{train: path, test: path}``).
     """
-    return build_coco("2017", split, transform, root=root, list_file=list_file,
-                      keep_empty=keep_empty, on_missing=on_missing, on_bad_image=on_bad_image)
+    return build_coco(
+        "2017",
+        split,
+        transform,
+        root=root,
+        list_file=list_file,
+        keep_empty=keep_empty,
+        on_missing=on_missing,
+        on_bad_image=on_bad_image,
+    )

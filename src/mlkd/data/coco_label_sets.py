@@ -36,14 +36,20 @@ def derive_from_official_json(path: Path) -> dict[str, np.ndarray]:
     for k, entry in enumerate(entries):
         name, raw = entry.get("file_name", ""), entry.get("labels")
         if not name.startswith(_FILE_PREFIX) or not raw or len(set(raw)) != len(raw):
-            raise DataError(f"entry {k} of {path} must be {{'file_name': 'COCO_val2014_<id>.jpg', "
-                            f"'labels': [distinct indices]}}, got {entry!r:.80}")
-        ids.append(int(name[len(_FILE_PREFIX):].split(".")[0]))
+            raise DataError(
+                f"entry {k} of {path} must be {{'file_name': 'COCO_val2014_<id>.jpg', "
+                f"'labels': [distinct indices]}}, got {entry!r:.80}"
+            )
+        ids.append(int(name[len(_FILE_PREFIX) :].split(".")[0]))
         mapped = np.sort(to_ours[np.asarray(raw)])
         counts.append(len(mapped))
         labels.append(mapped)
-    return {"image_ids": np.asarray(ids, np.int32), "counts": np.asarray(counts, np.uint8),
-            "labels": np.concatenate(labels).astype(np.uint8), "classes": np.array(COCO_CLASSES)}
+    return {
+        "image_ids": np.asarray(ids, np.int32),
+        "counts": np.asarray(counts, np.uint8),
+        "labels": np.concatenate(labels).astype(np.uint8),
+        "classes": np.array(COCO_CLASSES),
+    }
 
 
 @functools.lru_cache(maxsize=1)
@@ -53,13 +59,17 @@ def load_label_sets(path: Path = ASSET) -> tuple[tuple[int, ...], ...]:
         with np.load(path, allow_pickle=False) as data:
             counts, labels, classes = data["counts"], data["labels"], data["classes"]
     except (OSError, KeyError, ValueError) as err:
-        raise DataError(f"cannot read the shipped COCO label sets {path} ({err}); reinstall "
-                        "mlkd or rebuild it with scripts/derive_coco_label_sets.py") from err
+        raise DataError(
+            f"cannot read the shipped COCO label sets {path} ({err}); reinstall "
+            "mlkd or rebuild it with scripts/derive_coco_label_sets.py"
+        ) from err
     if list(classes) != COCO_CLASSES or int(counts.sum()) != len(labels):
-        raise DataError(f"{path} does not match mlkd's COCO class list or is truncated; rebuild "
-                        "it with scripts/derive_coco_label_sets.py")
+        raise DataError(
+            f"{path} does not match mlkd's COCO class list or is truncated; rebuild "
+            "it with scripts/derive_coco_label_sets.py"
+        )
     ends = np.cumsum(counts.astype(np.int64))
-    return tuple(tuple(int(c) for c in labels[e - n:e]) for n, e in zip(counts, ends))
+    return tuple(tuple(int(c) for c in labels[e - n : e]) for n, e in zip(counts, ends))
 
 
 def label_matrix(label_sets, num_classes: int = len(COCO_CLASSES)) -> np.ndarray:

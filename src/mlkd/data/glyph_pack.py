@@ -77,8 +77,10 @@ class GlyphPack:
             raise ConfigError(f"coco_scenes option fonts must be 'auto' or a list of font names, got {value!r}")
         missing = [n for n in names if n not in self.fonts]
         if missing:
-            raise ConfigError(f"coco_scenes option fonts: the glyph pack {self.path} has no font "
-                              f"{missing[0]!r} (it holds {', '.join(self.fonts)})")
+            raise ConfigError(
+                f"coco_scenes option fonts: the glyph pack {self.path} has no font "
+                f"{missing[0]!r} (it holds {', '.join(self.fonts)})"
+            )
         return sorted(set(names), key=sprites.FONT_NAMES.index)
 
     def versions_of(self, fonts: Sequence[str]) -> dict[str, str]:
@@ -103,8 +105,13 @@ def write_pack(path: str | Path, fonts: Sequence[str], versions: dict[str, str])
         drawn = sprites.font_sprites(name)
         digests[name] = _digest(drawn)
         arrays.update({_key(name, k): a for k, a in enumerate(drawn)})
-    header = {"format": FORMAT, "fonts": fonts, "versions": {n: str(versions[n]) for n in fonts},
-              "glyphs": _glyph_table(), "sha256": digests}
+    header = {
+        "format": FORMAT,
+        "fonts": fonts,
+        "versions": {n: str(versions[n]) for n in fonts},
+        "glyphs": _glyph_table(),
+        "sha256": digests,
+    }
     arrays[_HEADER] = np.frombuffer(json.dumps(header).encode(), np.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = make_temporary(path, prefix=path.stem)
@@ -120,8 +127,10 @@ def load_pack(path: str | Path) -> GlyphPack:
     wrong and how to rebuild it. Cached per file (path, size, modification time)."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise ConfigError(f"coco_scenes option glyph_pack: no file {path}; write one with "
-                          "mlkd.data.glyph_pack.write_pack on a machine with the emoji fonts")
+        raise ConfigError(
+            f"coco_scenes option glyph_pack: no file {path}; write one with "
+            "mlkd.data.glyph_pack.write_pack on a machine with the emoji fonts"
+        )
     stat = path.stat()
     return _load(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
 
@@ -139,8 +148,9 @@ def _load(path: str, size: int, mtime_ns: int) -> GlyphPack:
     if header.get("format") != FORMAT:
         raise ConfigError(f"glyph pack {path} has format {header.get('format')!r}, expected {FORMAT}; {problem}")
     if header.get("glyphs") != _glyph_table():
-        raise ConfigError(f"glyph pack {path} was drawn for another class / glyph table than "
-                          f"mlkd.data.glyphs; {problem}")
+        raise ConfigError(
+            f"glyph pack {path} was drawn for another class / glyph table than mlkd.data.glyphs; {problem}"
+        )
     unknown = [n for n in fonts if n not in sprites.FONT_NAMES]
     if unknown or not fonts:
         raise ConfigError(f"glyph pack {path} holds unknown font(s) {unknown or 'none'}; {problem}")

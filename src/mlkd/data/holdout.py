@@ -24,9 +24,14 @@ from mlkd.errors import DataError
 HOLDOUT_SEED = 0
 
 
-def holdout_positions(n: int, fraction: float, entropy: Optional[Sequence[int]] = None,
-                      what: str = "data.holdout", items: str = "training images",
-                      error: type[Exception] = DataError) -> tuple[np.ndarray, np.ndarray]:
+def holdout_positions(
+    n: int,
+    fraction: float,
+    entropy: Optional[Sequence[int]] = None,
+    what: str = "data.holdout",
+    items: str = "training images",
+    error: type[Exception] = DataError,
+) -> tuple[np.ndarray, np.ndarray]:
     """(kept [n - m], held out [m]) sorted positions of ``n`` items, m = round(fraction * n), from
     a permutation seeded by ``entropy`` (default ``[HOLDOUT_SEED, n]``). An empty side raises
     ``error`` naming ``what`` and the ``items``."""
@@ -34,8 +39,10 @@ def holdout_positions(n: int, fraction: float, entropy: Optional[Sequence[int]] 
     order = np.random.default_rng(seed).permutation(n)
     held = int(round(fraction * n))
     if not 0 < held < n:
-        raise error(f"{what}={fraction} leaves an empty split of the {n} {items}; "
-                    f"use a fraction between {1 / n:.2g} and {1 - 1 / n:.4g}")
+        raise error(
+            f"{what}={fraction} leaves an empty split of the {n} {items}; "
+            f"use a fraction between {1 / n:.2g} and {1 - 1 / n:.4g}"
+        )
     return np.sort(order[held:]), np.sort(order[:held])
 
 

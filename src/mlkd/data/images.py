@@ -58,8 +58,7 @@ Sample = tuple[str, tuple[int, ...]]
 def check_policy(value: str, option: str, dataset: str, allowed: Sequence[str] = POLICIES) -> str:
     """Return ``value`` if it is one of ``allowed``; a ConfigError otherwise."""
     if value not in allowed:
-        raise ConfigError(f"dataset {dataset!r}: option {option} must be one of "
-                          f"{', '.join(allowed)}, got {value!r}")
+        raise ConfigError(f"dataset {dataset!r}: option {option} must be one of {', '.join(allowed)}, got {value!r}")
     return value
 
 
@@ -76,8 +75,7 @@ def dataset_builder(name: str) -> Callable:
             try:
                 signature.bind(split, transform, **options)
             except TypeError as err:
-                raise ConfigError(f"dataset {name!r}: {err} in data.options; its options are: "
-                                  f"{valid}") from None
+                raise ConfigError(f"dataset {name!r}: {err} in data.options; its options are: {valid}") from None
             return func(split, transform, **options)
 
         return builder
@@ -130,10 +128,18 @@ class MultiLabelImageDataset(BaseDataset):
     or folder the samples came from (used in messages). Raises a DataError if no sample remains.
     """
 
-    def __init__(self, samples: Iterable[Sample], classes: Sequence[str],
-                 transform: Callable | None = None, *, on_bad_image: str = "error",
-                 on_missing: str = "error", name: str = "dataset", split: str = "",
-                 source: str = ""):
+    def __init__(
+        self,
+        samples: Iterable[Sample],
+        classes: Sequence[str],
+        transform: Callable | None = None,
+        *,
+        on_bad_image: str = "error",
+        on_missing: str = "error",
+        name: str = "dataset",
+        split: str = "",
+        source: str = "",
+    ):
         self.name, self.split, self.source = name, split, str(source)
         self.on_bad_image = check_policy(on_bad_image, "on_bad_image", name)
         check_policy(on_missing, "on_missing", name, MISSING_POLICIES)
@@ -143,21 +149,24 @@ class MultiLabelImageDataset(BaseDataset):
         self.unreadable_files: list[str] = []  # dropped by verify_images under "skip"
         samples = [(str(path), tuple(sorted(set(labels)))) for path, labels in samples]
         self.files_checked = on_missing != "unchecked"
-        self.missing_files = [path for path, _ in samples
-                              if self.files_checked and not os.path.isfile(path)]
+        self.missing_files = [path for path, _ in samples if self.files_checked and not os.path.isfile(path)]
         self.missing = len(self.missing_files)
         if self.missing:
             examples = ", ".join(self.missing_files[:3])
-            what = (f"{name} {split}: {self.missing} of {len(samples)} images listed in "
-                    f"{self.source} are missing on disk (e.g. {examples})")
+            what = (
+                f"{name} {split}: {self.missing} of {len(samples)} images listed in "
+                f"{self.source} are missing on disk (e.g. {examples})"
+            )
             if on_missing == "error":
                 raise DataError(f"{what}; fix the dataset folder or set on_missing: skip")
             logger.warning("%s; skipping them", what)
             absent = set(self.missing_files)
             samples = [s for s in samples if s[0] not in absent]
         if not samples:
-            raise DataError(f"{name} {split}: the split is empty (no usable image in "
-                            f"{self.source}); check the dataset root and its list files")
+            raise DataError(
+                f"{name} {split}: the split is empty (no usable image in "
+                f"{self.source}); check the dataset root and its list files"
+            )
         self.samples: list[Sample] = samples
 
     def __len__(self) -> int:
@@ -186,12 +195,13 @@ class MultiLabelImageDataset(BaseDataset):
         except Exception as err:  # any decode failure: PIL raises OSError, ValueError, ...
             reason = f"{type(err).__name__}: {err}"
         if self.on_bad_image == "error":
-            raise DataError(f"{self.name} {self.split}: cannot read image {path} ({reason}); "
-                            "replace or remove the file, or set on_bad_image: skip "
-                            "(data.verify_images: true finds such files before training)")
+            raise DataError(
+                f"{self.name} {self.split}: cannot read image {path} ({reason}); "
+                "replace or remove the file, or set on_bad_image: skip "
+                "(data.verify_images: true finds such files before training)"
+            )
         self.skipped += 1
-        logger.warning("%s %s: skipping unreadable image %s (%s)", self.name, self.split,
-                       path, reason)
+        logger.warning("%s %s: skipping unreadable image %s (%s)", self.name, self.split, path, reason)
         return None
 
     def verify_images(self, workers: int = 0) -> list[str]:
@@ -215,14 +225,15 @@ class MultiLabelImageDataset(BaseDataset):
             return []
         if self.on_bad_image == "error":
             path, reason = bad[0]
-            raise DataError(f"{self.name} {self.split}: cannot read image {path} ({reason}); "
-                            f"{len(bad)} of {len(paths)} images are unreadable; replace or remove "
-                            "them, or set on_bad_image: skip")
+            raise DataError(
+                f"{self.name} {self.split}: cannot read image {path} ({reason}); "
+                f"{len(bad)} of {len(paths)} images are unreadable; replace or remove "
+                "them, or set on_bad_image: skip"
+            )
         dropped = {path for path, _ in bad}
         for path, reason in bad:
             logger.warning("%s %s: dropping unreadable image %s (%s)", self.name, self.split, path, reason)
-        logger.warning("%s %s: %d of %d images unreadable and dropped", self.name, self.split,
-                       len(bad), len(paths))
+        logger.warning("%s %s: %d of %d images unreadable and dropped", self.name, self.split, len(bad), len(paths))
         self.samples = [sample for sample in self.samples if sample[0] not in dropped]
         self.unreadable_files += [path for path, _ in bad]
         if not self.samples:
@@ -237,5 +248,7 @@ class MultiLabelImageDataset(BaseDataset):
         return matrix
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}({self.name!r}, split={self.split!r}, "
-                f"images={len(self)}, classes={len(self.classes)}, missing={self.missing})")
+        return (
+            f"{type(self).__name__}({self.name!r}, split={self.split!r}, "
+            f"images={len(self)}, classes={len(self.classes)}, missing={self.missing})"
+        )

@@ -33,8 +33,10 @@ def read_classes(path: Path) -> list[str]:
         raise DataError(f"list: class list {path} repeats {', '.join(repeated)}")
     joined = [c for c in classes if LABEL_SEPARATOR in c]
     if joined:
-        raise DataError(f"list: class list {path}: {quote(joined[0])} contains the label separator "
-                        f"{LABEL_SEPARATOR!r} (CSV labels could never name it); rename the class")
+        raise DataError(
+            f"list: class list {path}: {quote(joined[0])} contains the label separator "
+            f"{LABEL_SEPARATOR!r} (CSV labels could never name it); rename the class"
+        )
     return classes
 
 
@@ -45,62 +47,81 @@ def split_entries(table: ListTable, split: str, values: Mapping[str, Any]) -> li
     entries = [e for e in table.entries if e.split in wanted]
     if not entries:
         found = sorted({e.split for e in table.entries})
-        raise DataError(f"list: no row of {table.path} has the split value "
-                        f"{' or '.join(sorted(wanted))} for the {split} split (values found: "
-                        f"{quote(found)}); set split_values: {{train: <value>, test: <value>}}")
+        raise DataError(
+            f"list: no row of {table.path} has the split value "
+            f"{' or '.join(sorted(wanted))} for the {split} split (values found: "
+            f"{quote(found)}); set split_values: {{train: <value>, test: <value>}}"
+        )
     return entries
 
 
-def choose_classes(tables: list[ListTable], classes_file: str | None, labels_as: str,
-                   list_file: Path) -> list[str]:
+def choose_classes(tables: list[ListTable], classes_file: str | None, labels_as: str, list_file: Path) -> list[str]:
     """The target order: classes_file, else a onehot header, else the sorted union of names."""
     header = tables[0].header_classes
     if classes_file:
         classes = read_classes(Path(classes_file).expanduser())
         if header is not None and set(header) != set(classes):
-            raise DataError(f"list: the class columns of {list_file} ({quote(header)}) are not the "
-                            f"classes of {classes_file}; make them the same names")
+            raise DataError(
+                f"list: the class columns of {list_file} ({quote(header)}) are not the "
+                f"classes of {classes_file}; make them the same names"
+            )
         return classes
     if header is not None:
         return header
     if labels_as == "indices":
-        raise ConfigError("list: labels_as: indices needs classes_file (the names, one per line, "
-                          "in index order)")
+        raise ConfigError("list: labels_as: indices needs classes_file (the names, one per line, in index order)")
     classes = sorted({n for table in tables for e in table.entries for n in e.labels})
     if not classes:
         raise DataError(f"list: {list_file} names no class at all; give classes_file")
     return classes
 
 
-def label_indices(entry: Entry, classes: list[str], labels_as: str, list_file: Path,
-                  classes_file: str | None) -> tuple[int, ...]:
+def label_indices(
+    entry: Entry, classes: list[str], labels_as: str, list_file: Path, classes_file: str | None
+) -> tuple[int, ...]:
     """The class indices of one entry; a DataError naming the file, the entry and the label."""
     if labels_as == "indices":
         out = []
         for token in entry.labels:
             if not token.isdecimal() or not int(token) < len(classes):
-                raise DataError(f"list: {list_file} {entry.where}: label {quote(token)} is not an "
-                                f"index in [0, {len(classes)}) into {classes_file}")
+                raise DataError(
+                    f"list: {list_file} {entry.where}: label {quote(token)} is not an "
+                    f"index in [0, {len(classes)}) into {classes_file}"
+                )
             out.append(int(token))
         return tuple(out)
     index = {name: k for k, name in enumerate(classes)}
     unknown = [n for n in entry.labels if n not in index]
     if unknown:
-        raise DataError(f"list: {list_file} {entry.where}: unknown class {unknown[0]!r} (not in "
-                        f"{classes_file or 'the class columns'}); fix the label or add the class "
-                        "to the class list")
+        raise DataError(
+            f"list: {list_file} {entry.where}: unknown class {unknown[0]!r} (not in "
+            f"{classes_file or 'the class columns'}); fix the label or add the class "
+            "to the class list"
+        )
     return tuple(index[n] for n in entry.labels)
 
 
 @DATASETS.register("list")
 @dataset_builder("list")
-def build_list(split: str, transform: Callable | None = None, *, train_file: str | None = None,
-               test_file: str | None = None, file: str | None = None, format: str = "auto",
-               classes_file: str | None = None, image_root: str | None = None,
-               labels_as: str = "names", path_column: str | None = None,
-               labels_column: str | None = None, split_column: str | None = None,
-               split_values: Mapping[str, Any] | None = None, keep_empty: bool = True,
-               on_missing: str = "error", on_bad_image: str = "error") -> MultiLabelImageDataset:
+def build_list(
+    split: str,
+    transform: Callable | None = None,
+    *,
+    train_file: str | None = None,
+    test_file: str | None = None,
+    file: str | None = None,
+    format: str = "auto",
+    classes_file: str | None = None,
+    image_root: str | None = None,
+    labels_as: str = "names",
+    path_column: str | None = None,
+    labels_column: str | None = None,
+    split_column: str | None = None,
+    split_values: Mapping[str, Any] | None = None,
+    keep_empty: bool = True,
+    on_missing: str = "error",
+    on_bad_image: str = "error",
+) -> MultiLabelImageDataset:
     """Images and labels from list files (formats in ``mlkd.data.listformats``).
 
     Options:
@@ -130,31 +151,32 @@ def build_list(split: str, transform: Callable | None = None, *, train_file: str
     if split not in files:
         raise ConfigError(f"list: split must be 'train' or 'test', got {split!r}")
     if labels_as not in LABELS_AS:
-        raise ConfigError(f"list: option labels_as must be one of {', '.join(LABELS_AS)}, "
-                          f"got {labels_as!r}")
+        raise ConfigError(f"list: option labels_as must be one of {', '.join(LABELS_AS)}, got {labels_as!r}")
     columns = Columns(path_column, labels_column, split_column, want_split=bool(file))
     if file:
         if train_file or test_file:
-            raise ConfigError("list: give either file (both splits, a split column) or "
-                              "train_file/test_file, not both")
+            raise ConfigError("list: give either file (both splits, a split column) or train_file/test_file, not both")
         list_file = Path(file).expanduser()
         table = read_list(list_file, format, columns)
         entries = split_entries(table, split, split_values or DEFAULT_SPLIT_VALUES)
         tables = [table]
     else:
         if split_column or split_values:
-            raise ConfigError("list: split_column / split_values choose rows of one file; give it "
-                              "as file (not train_file/test_file)")
+            raise ConfigError(
+                "list: split_column / split_values choose rows of one file; give it as file (not train_file/test_file)"
+            )
         if not files[split]:
-            raise ConfigError(f"list: option {split}_file is required to build the {split} split "
-                              "(or give file with a split column)")
+            raise ConfigError(
+                f"list: option {split}_file is required to build the {split} split (or give file with a split column)"
+            )
         list_file = Path(files[split]).expanduser()
         table = read_list(list_file, format, columns)
         entries, tables = table.entries, [table]
         other = files["test" if split == "train" else "train"]
         if other and Path(other).expanduser().resolve() == list_file.resolve():
-            logger.warning("list: train_file and test_file are the same file %s: the test split "
-                           "is the training set", list_file)
+            logger.warning(
+                "list: train_file and test_file are the same file %s: the test split is the training set", list_file
+            )
         elif other and not classes_file and table.header_classes is None:
             tables.append(read_list(Path(other).expanduser(), format, columns))
     classes = choose_classes(tables, classes_file, labels_as, list_file)
@@ -164,6 +186,13 @@ def build_list(split: str, transform: Callable | None = None, *, train_file: str
         labels = label_indices(entry, classes, labels_as, list_file, classes_file)
         if labels or keep_empty:
             samples.append((str(base / entry.path), labels))
-    return MultiLabelImageDataset(samples, classes, transform, on_bad_image=on_bad_image,
-                                  on_missing=on_missing, name="list", split=split,
-                                  source=list_file)
+    return MultiLabelImageDataset(
+        samples,
+        classes,
+        transform,
+        on_bad_image=on_bad_image,
+        on_missing=on_missing,
+        name="list",
+        split=split,
+        source=list_file,
+    )

@@ -31,8 +31,7 @@ from mlkd.errors import ConfigError, DataError, quote
 
 FORMATS = ("auto", "csv", "csv_list", "json", "txt", "onehot")
 LABEL_SEPARATOR = "|"
-PATH_COLUMNS = ("path", "filepath", "file_path", "filename", "file_name", "image", "image_path",
-                "img")
+PATH_COLUMNS = ("path", "filepath", "file_path", "filename", "file_name", "image", "image_path", "img")
 LABEL_COLUMNS = ("labels", "label", "tags")
 SPLIT_COLUMNS = ("split", "split_name", "subset")
 _ONE_HOT = {"0": False, "1": True, "0.0": False, "1.0": True}
@@ -77,8 +76,7 @@ def resolve_format(path: Path, fmt: str) -> str:
     suffix = path.suffix.lower()
     if suffix in (".csv", ".json"):
         return suffix[1:]
-    raise ConfigError(f"list: {path} is neither .csv nor .json; set the option format "
-                      f"({', '.join(FORMATS[1:])})")
+    raise ConfigError(f"list: {path} is neither .csv nor .json; set the option format ({', '.join(FORMATS[1:])})")
 
 
 def read_list(path: Path, fmt: str = "auto", columns: Columns | None = None) -> ListTable:
@@ -109,18 +107,18 @@ def _csv_rows(path: Path, text: str) -> tuple[list[tuple[int, list[str]]], list[
     return [(n, r) for n, r in rows[1:] if any(cell.strip() for cell in r)], header
 
 
-def find_column(path: Path, header: Sequence[str], asked: Optional[str], usual: Sequence[str],
-                option: str, required: bool = True) -> Optional[int]:
+def find_column(
+    path: Path, header: Sequence[str], asked: Optional[str], usual: Sequence[str], option: str, required: bool = True
+) -> Optional[int]:
     """The position of column ``asked`` (or of the first usual name) in ``header``."""
     lowered = [name.lower() for name in header]
-    for name in ([asked] if asked else usual):
+    for name in [asked] if asked else usual:
         if name.lower() in lowered:
             return lowered.index(name.lower())
     if not required and not asked:
         return None
     wanted = repr(asked) if asked else f"one of {', '.join(usual)}"
-    raise DataError(f"list: {path} has no column {wanted} (header: {quote(header)}); "
-                    f"set the option {option}")
+    raise DataError(f"list: {path} has no column {wanted} (header: {quote(header)}); set the option {option}")
 
 
 def _cell(row: list[str], k: int) -> str:
@@ -151,8 +149,10 @@ def _read_csv(path: Path, rows, header, columns: Columns, as_list: bool) -> list
 
 def _split_names(cell: str, path: Path, where: str) -> list[str]:
     if cell.startswith("[") and cell.endswith("]"):
-        raise DataError(f"list: {path} {where}: labels {quote(cell)} look like a Python/JSON "
-                        "list; set format: csv_list (format csv separates names with '|')")
+        raise DataError(
+            f"list: {path} {where}: labels {quote(cell)} look like a Python/JSON "
+            "list; set format: csv_list (format csv separates names with '|')"
+        )
     return [name.strip() for name in cell.split(LABEL_SEPARATOR) if name.strip()]
 
 
@@ -165,9 +165,12 @@ def parse_list_cell(cell: str, path: Path, where: str) -> list[str]:
     except (ValueError, SyntaxError, MemoryError, RecursionError):
         value = None
     if not isinstance(value, (list, tuple)) or not all(
-            isinstance(v, str) or (isinstance(v, int) and not isinstance(v, bool)) for v in value):
-        raise DataError(f"list: {path} {where}: labels {quote(cell)} are not a list of names "
-                        "such as ['dog', 'person'] (format csv_list)")
+        isinstance(v, str) or (isinstance(v, int) and not isinstance(v, bool)) for v in value
+    ):
+        raise DataError(
+            f"list: {path} {where}: labels {quote(cell)} are not a list of names "
+            "such as ['dog', 'person'] (format csv_list)"
+        )
     return [str(v).strip() for v in value if str(v).strip()]
 
 
@@ -179,8 +182,9 @@ def _read_onehot(path: Path, rows, header, columns: Columns) -> ListTable:
     class_at = [k for k in range(len(header)) if k not in (at_path, at_split)]
     classes = [header[k] for k in class_at]
     if not classes or any(not c for c in classes):
-        raise DataError(f"list: {path}: a onehot header names the path column and one column per "
-                        f"class; found {quote(header)}")
+        raise DataError(
+            f"list: {path}: a onehot header names the path column and one column per class; found {quote(header)}"
+        )
     table = ListTable(path, header_classes=classes)
     for number, row in rows:
         where = f"line {number}"
@@ -190,15 +194,13 @@ def _read_onehot(path: Path, rows, header, columns: Columns) -> ListTable:
         for k, name in zip(class_at, classes):
             value = _ONE_HOT.get(row[k].strip())
             if value is None:
-                raise DataError(f"list: {path} {where}: column {name!r} holds {quote(row[k])}; "
-                                "a onehot cell is 0 or 1")
+                raise DataError(f"list: {path} {where}: column {name!r} holds {quote(row[k])}; a onehot cell is 0 or 1")
             if value:
                 labels.append(name)
         image = _cell(row, at_path)
         if not image:
             raise DataError(f"list: {path} {where}: empty path")
-        table.entries.append(Entry(image, labels, where,
-                                   _cell(row, at_split) if at_split is not None else None))
+        table.entries.append(Entry(image, labels, where, _cell(row, at_split) if at_split is not None else None))
     if not columns.want_split:
         for entry in table.entries:
             entry.split = None
@@ -223,11 +225,13 @@ def _read_json(path: Path, text: str) -> list[Entry]:
         raise DataError(f'list: {path} must hold a JSON list of {{"path", "labels"}} objects')
     entries = []
     for k, item in enumerate(data):
-        if (not isinstance(item, dict) or not isinstance(item.get("path"), str)
-                or not item["path"].strip() or not isinstance(item.get("labels"), list)
-                or not all(isinstance(n, str) for n in item["labels"])):
-            raise DataError(f'list: {path} entry {k}: expected {{"path": str, "labels": [str]}}, '
-                            f"got {item!r:.80}")
-        entries.append(Entry(item["path"].strip(), [n.strip() for n in item["labels"]],
-                             f"entry {k}"))
+        if (
+            not isinstance(item, dict)
+            or not isinstance(item.get("path"), str)
+            or not item["path"].strip()
+            or not isinstance(item.get("labels"), list)
+            or not all(isinstance(n, str) for n in item["labels"])
+        ):
+            raise DataError(f'list: {path} entry {k}: expected {{"path": str, "labels": [str]}}, got {item!r:.80}')
+        entries.append(Entry(item["path"].strip(), [n.strip() for n in item["labels"]], f"entry {k}"))
     return entries

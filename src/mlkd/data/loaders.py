@@ -76,17 +76,30 @@ class ItemSeeded(DatasetView):
             return self.dataset[index]
 
 
-def _loader(dataset, batch_size: int, sampler, workers: int, drop_last: bool, pin: bool,
-            generator: torch.Generator | None = None) -> DataLoader:
+def _loader(
+    dataset,
+    batch_size: int,
+    sampler,
+    workers: int,
+    drop_last: bool,
+    pin: bool,
+    generator: torch.Generator | None = None,
+) -> DataLoader:
     return DataLoader(
-        dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
-        collate_fn=collate, pin_memory=pin, drop_last=drop_last, generator=generator,
-        persistent_workers=workers > 0, worker_init_fn=ignore_stop_signals,
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        collate_fn=collate,
+        pin_memory=pin,
+        drop_last=drop_last,
+        generator=generator,
+        persistent_workers=workers > 0,
+        worker_init_fn=ignore_stop_signals,
     )
 
 
-def train_loader(dataset, cfg: DataConfig, info: DistInfo, seed: int, pin: bool,
-                 wrap_sampler=None) -> DataLoader:
+def train_loader(dataset, cfg: DataConfig, info: DistInfo, seed: int, pin: bool, wrap_sampler=None) -> DataLoader:
     """Shuffled with (seed, epoch) via DistributedSampler.set_epoch; last partial batch dropped.
     With ``num_workers > 0`` augmentation is a function of (seed, epoch, item) (``ItemSeeded``):
     a resumed run, stopped at an epoch's end or mid-epoch, draws exactly what an uninterrupted one
@@ -97,8 +110,9 @@ def train_loader(dataset, cfg: DataConfig, info: DistInfo, seed: int, pin: bool,
     outermost sampler is a ``ResumableSampler`` (a pre-empted epoch continues mid-way).
     """
     per_rank = max(1, cfg.batch_size // info.world_size)
-    sampler = DistributedSampler(dataset, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=seed,
-                                 drop_last=True)
+    sampler = DistributedSampler(
+        dataset, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=seed, drop_last=True
+    )
     drop_last = len(sampler) >= per_rank
     if wrap_sampler is not None:
         sampler = wrap_sampler(sampler)
@@ -108,9 +122,15 @@ def train_loader(dataset, cfg: DataConfig, info: DistInfo, seed: int, pin: bool,
     # a generator of the loader's own for the base seed iter() draws, so that the global RNG
     # (dropout) is drawn by the model only.
     tag = wrap_sampler is None
-    return _loader(ItemSeeded(dataset, seed) if tag else dataset, per_rank,
-                   ResumableSampler(sampler, tag_epoch=tag), cfg.num_workers, drop_last, pin,
-                   torch.Generator().manual_seed(seed))
+    return _loader(
+        ItemSeeded(dataset, seed) if tag else dataset,
+        per_rank,
+        ResumableSampler(sampler, tag_epoch=tag),
+        cfg.num_workers,
+        drop_last,
+        pin,
+        torch.Generator().manual_seed(seed),
+    )
 
 
 def eval_loader(dataset, cfg: DataConfig, info: DistInfo, pin: bool) -> DataLoader:

@@ -52,9 +52,16 @@ _SPLIT_CODE = {"train": 0, "test": 1}
 _KEYS = ("images", "labels", "cells", "classes")
 
 
-def generate_mosaics(pool_images: np.ndarray, pool_labels: np.ndarray, num_classes: int,
-                     num: int, grid: int, min_items: int, max_items: int,
-                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def generate_mosaics(
+    pool_images: np.ndarray,
+    pool_labels: np.ndarray,
+    num_classes: int,
+    num: int,
+    grid: int,
+    min_items: int,
+    max_items: int,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Compose ``num`` mosaics from a pool (vectorised).
 
     pool_images uint8 [M, S, S], pool_labels int [M] in [0, num_classes).
@@ -63,9 +70,9 @@ def generate_mosaics(pool_images: np.ndarray, pool_labels: np.ndarray, num_class
     """
     m, s = len(pool_images), pool_images.shape[1]
     g = grid * grid
-    counts = rng.integers(min_items, max_items + 1, size=num)                 # [num]
-    rank = np.argsort(np.argsort(rng.random((num, g)), axis=1), axis=1)       # random cell order
-    picks = rng.integers(0, m, size=(num, g))                                 # [num, g]
+    counts = rng.integers(min_items, max_items + 1, size=num)  # [num]
+    rank = np.argsort(np.argsort(rng.random((num, g)), axis=1), axis=1)  # random cell order
+    picks = rng.integers(0, m, size=(num, g))  # [num, g]
     cells = np.where(rank < counts[:, None], picks, -1).astype(np.int32)
     # Index -1 selects the appended black cell / all-zero label row.
     padded = np.concatenate([pool_images, np.zeros((1, s, s), np.uint8)])
@@ -73,7 +80,7 @@ def generate_mosaics(pool_images: np.ndarray, pool_labels: np.ndarray, num_class
     images = np.ascontiguousarray(tiles.transpose(0, 1, 3, 2, 4)).reshape(num, grid * s, grid * s)
     onehot = np.zeros((m + 1, num_classes), np.uint8)
     onehot[np.arange(m), pool_labels] = 1
-    labels = onehot[cells].max(axis=1)                                        # [num, q]
+    labels = onehot[cells].max(axis=1)  # [num, q]
     return images, labels, cells
 
 
@@ -85,9 +92,17 @@ class MosaicDataset(BaseDataset):
     target [q] float32, i)``; with a transform, the transform gets a PIL RGB image.
     """
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, cells: np.ndarray,
-                 classes: list[str], split: str, options: dict[str, Any],
-                 transform: Callable | None = None, cache_path: Path | None = None):
+    def __init__(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray,
+        cells: np.ndarray,
+        classes: list[str],
+        split: str,
+        options: dict[str, Any],
+        transform: Callable | None = None,
+        cache_path: Path | None = None,
+    ):
         self.images = images
         self.targets = torch.from_numpy(labels.astype(np.float32))
         self.cells = cells
@@ -144,26 +159,38 @@ def _int_option(opts: dict, key: str, low: int, high: int | None = None) -> int:
 
 def resolve_options(**options: Any) -> dict[str, Any]:
     """Fill defaults and validate the mosaic options; a ConfigError names a bad key."""
-    known = {"source", "source_dir", "root", "num_train", "num_test", "grid", "cell_size",
-             "min_items", "max_items", "seed", "holdout", "cache_dir", "on_bad_image"}
+    known = {
+        "source",
+        "source_dir",
+        "root",
+        "num_train",
+        "num_test",
+        "grid",
+        "cell_size",
+        "min_items",
+        "max_items",
+        "seed",
+        "holdout",
+        "cache_dir",
+        "on_bad_image",
+    }
     unknown = sorted(set(options) - known)
     if unknown:
-        raise ConfigError(f"unknown mosaic option(s) {', '.join(unknown)}; "
-                          f"known: {', '.join(sorted(known))}")
+        raise ConfigError(f"unknown mosaic option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
     if options.get("root") is not None and options.get("source_dir") is not None:
         raise ConfigError("give the mosaic source folder as source_dir or root, not both")
     source = options.get("source", "fashion-mnist")
     if source not in sources.SOURCES:
-        raise ConfigError(f"unknown mosaic source {source!r}; "
-                          f"known: {', '.join(sorted(sources.SOURCES))}")
+        raise ConfigError(f"unknown mosaic source {source!r}; known: {', '.join(sorted(sources.SOURCES))}")
     opts = {
         "source": source,
         "source_dir": options.get("source_dir") or options.get("root"),
         "num_train": options.get("num_train", 6000),
         "num_test": options.get("num_test", 2000),
         "grid": options.get("grid", 2),
-        "cell_size": (options["cell_size"] if options.get("cell_size") is not None
-                      else 16 if source == "digits" else 28),
+        "cell_size": (
+            options["cell_size"] if options.get("cell_size") is not None else 16 if source == "digits" else 28
+        ),
         "min_items": options.get("min_items", 1),
         "seed": options.get("seed", 0),
         "holdout": options.get("holdout", 0.0),
@@ -177,14 +204,15 @@ def resolve_options(**options: Any) -> dict[str, Any]:
     _int_option(opts, "seed", 0)
     holdout = opts["holdout"]
     if isinstance(holdout, bool) or not isinstance(holdout, (int, float)) or not 0 <= holdout < 1:
-        raise ConfigError(f"mosaic option holdout must be a fraction in [0, 1) of the source's "
-                          f"train items set aside for a validation split, got {holdout!r}")
+        raise ConfigError(
+            f"mosaic option holdout must be a fraction in [0, 1) of the source's "
+            f"train items set aside for a validation split, got {holdout!r}"
+        )
     opts["holdout"] = float(holdout)
     if source == "digits":
         opts["source_dir"] = None  # not used; kept out of the cache key
     else:
-        opts["source_dir"] = str(Path(opts["source_dir"] or sources.DEFAULT_SOURCE_DIR)
-                                 .expanduser().resolve())
+        opts["source_dir"] = str(Path(opts["source_dir"] or sources.DEFAULT_SOURCE_DIR).expanduser().resolve())
     cache_dir = options.get("cache_dir")
     if cache_dir is None:
         root = os.environ.get("MLKD_CACHE")
@@ -203,9 +231,14 @@ def cache_key(opts: dict[str, Any], split: str) -> str:
 def _check_cache(num: int, side: int) -> Callable[[dict], None]:
     def check(arrays: dict) -> None:
         images, labels, cells = arrays["images"], arrays["labels"], arrays["cells"]
-        if (images.shape != (num, side, side) or images.dtype != np.uint8
-                or labels.shape != (num, len(arrays["classes"])) or len(cells) != num):
+        if (
+            images.shape != (num, side, side)
+            or images.dtype != np.uint8
+            or labels.shape != (num, len(arrays["classes"]))
+            or len(cells) != num
+        ):
             raise ValueError(f"unexpected shapes {images.shape}, {labels.shape}, {cells.shape}")
+
     return check
 
 
@@ -219,11 +252,16 @@ def source_pool(split: str, opts: dict[str, Any]) -> sources.Source:
     if not opts["holdout"]:
         return sources.load_source(opts["source"], split, opts["source_dir"], opts["cell_size"])
     full = sources.load_source(opts["source"], "train", opts["source_dir"], opts["cell_size"])
-    kept, held = holdout_positions(len(full.labels), opts["holdout"], [opts["seed"], 2], "mosaic option holdout",
-                                   f"{opts['source']} train items", ConfigError)
+    kept, held = holdout_positions(
+        len(full.labels),
+        opts["holdout"],
+        [opts["seed"], 2],
+        "mosaic option holdout",
+        f"{opts['source']} train items",
+        ConfigError,
+    )
     keep = held if split == "test" else kept
-    return sources.Source(full.name, split, np.ascontiguousarray(full.images[keep]),
-                          full.labels[keep], full.classes)
+    return sources.Source(full.name, split, np.ascontiguousarray(full.images[keep]), full.labels[keep], full.classes)
 
 
 def build_mosaic_arrays(split: str, opts: dict[str, Any]) -> tuple[dict[str, np.ndarray], Path]:
@@ -241,13 +279,11 @@ def build_mosaic_arrays(split: str, opts: dict[str, Any]) -> tuple[dict[str, np.
     start = time.perf_counter()
     src = source_pool(split, opts)
     rng = np.random.default_rng(np.random.SeedSequence([opts["seed"], _SPLIT_CODE[split]]))
-    images, labels, cells = generate_mosaics(src.images, src.labels, len(src.classes), num,
-                                             opts["grid"], opts["min_items"], opts["max_items"],
-                                             rng)
-    arrays = {"images": images, "labels": labels, "cells": cells,
-              "classes": np.array(src.classes)}
-    log.info("generated %d %s mosaics from %s in %.2fs", num, split, opts["source"],
-             time.perf_counter() - start)
+    images, labels, cells = generate_mosaics(
+        src.images, src.labels, len(src.classes), num, opts["grid"], opts["min_items"], opts["max_items"], rng
+    )
+    arrays = {"images": images, "labels": labels, "cells": cells, "classes": np.array(src.classes)}
+    log.info("generated %d %s mosaics from %s in %.2fs", num, split, opts["source"], time.perf_counter() - start)
     save_npz(path, arrays, "mosaic")
     return arrays, path
 
@@ -259,5 +295,13 @@ def build_mosaic(split: str, transform: Callable | None = None, **options: Any) 
         raise ConfigError(f"split must be 'train' or 'test', got {split!r}")
     opts = resolve_options(**options)
     arrays, path = build_mosaic_arrays(split, opts)
-    return MosaicDataset(arrays["images"], arrays["labels"], arrays["cells"],
-                         [str(c) for c in arrays["classes"]], split, opts, transform, path)
+    return MosaicDataset(
+        arrays["images"],
+        arrays["labels"],
+        arrays["cells"],
+        [str(c) for c in arrays["classes"]],
+        split,
+        opts,
+        transform,
+        path,
+    )

@@ -18,8 +18,7 @@ from mlkd.fileio import make_temporary
 log = logging.getLogger(__name__)
 
 
-def load_npz(path: Path, keys: Sequence[str], check: Callable[[dict], None],
-             what: str) -> dict[str, np.ndarray] | None:
+def load_npz(path: Path, keys: Sequence[str], check: Callable[[dict], None], what: str) -> dict[str, np.ndarray] | None:
     """The arrays ``keys`` of ``path``, or None when it is absent or damaged (a warning names
     it). ``check(arrays)`` raises (any exception) when the shapes are not the expected ones."""
     if not path.is_file():
@@ -30,8 +29,7 @@ def load_npz(path: Path, keys: Sequence[str], check: Callable[[dict], None],
         check(arrays)
         return arrays
     except Exception as err:  # any unreadable cache is rebuilt, never fatal
-        log.warning("%s cache %s is corrupt (%s: %s); regenerating it", what, path,
-                    type(err).__name__, err)
+        log.warning("%s cache %s is corrupt (%s: %s); regenerating it", what, path, type(err).__name__, err)
         return None
 
 

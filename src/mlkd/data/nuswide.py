@@ -56,8 +56,10 @@ def read_label_column(path: Path, expected: int) -> np.ndarray:
     if len(bad):
         raise DataError(f"nuswide: {path} line {bad[0] + 1}: {lines[bad[0]]!r} is not 0 or 1")
     if len(lines) != expected:
-        raise DataError(f"nuswide: {path} has {len(lines)} labels but the image list has "
-                        f"{expected} images; the two files must be aligned line by line")
+        raise DataError(
+            f"nuswide: {path} has {len(lines)} labels but the image list has "
+            f"{expected} images; the two files must be aligned line by line"
+        )
     return values == "1"
 
 
@@ -65,8 +67,7 @@ def image_relpath(line: str, list_file: Path, number: int) -> tuple[str, str]:
     """(concept folder, file name) of an image-list line (either separator)."""
     parts = [p for p in _SEPARATORS.split(line.strip()) if p]
     if len(parts) < 2:
-        raise DataError(f"nuswide: {list_file} line {number}: {line!r} is not "
-                        "'<concept folder>\\<file name>'")
+        raise DataError(f"nuswide: {list_file} line {number}: {line!r} is not '<concept folder>\\<file name>'")
     return parts[-2], parts[-1]
 
 
@@ -91,35 +92,36 @@ def choose_layout(layouts: dict[str, list[str]], probe: bool) -> tuple[str, list
     return best, layouts[best]
 
 
-def official_samples(root: Path, concepts_file: Path, split: str, images: Path | None,
-                     probe: bool):
+def official_samples(root: Path, concepts_file: Path, split: str, images: Path | None, probe: bool):
     """(classes, samples, source) from the official files."""
     classes = read_lines(concepts_file, "NUS-WIDE concept list")
     if len(set(classes)) != len(classes):
         raise DataError(f"nuswide: {concepts_file} lists a concept twice")
     part = _PARTS[split]
     list_file = root / "ImageList" / f"{part}Imagelist.txt"
-    rel = [image_relpath(line, list_file, n + 1)
-           for n, line in enumerate(read_lines(list_file, "NUS-WIDE image list"))]
-    label_dir = first_file(root, [f"{d}/Labels_{classes[0]}_{part}.txt" for d in
-                                  ("Groundtruth/TrainTestLabels", "TrainTestLabels")])
+    rel = [image_relpath(line, list_file, n + 1) for n, line in enumerate(read_lines(list_file, "NUS-WIDE image list"))]
+    label_dir = first_file(
+        root, [f"{d}/Labels_{classes[0]}_{part}.txt" for d in ("Groundtruth/TrainTestLabels", "TrainTestLabels")]
+    )
     label_dir = label_dir.parent if label_dir else root / "Groundtruth" / "TrainTestLabels"
     labels = np.zeros((len(rel), len(classes)), dtype=bool)
     for k, concept in enumerate(classes):
         labels[:, k] = read_label_column(label_dir / f"Labels_{concept}_{part}.txt", len(rel))
     folders, flat = images or root / "Flickr", images or root / "images"
-    layout, paths = choose_layout({
-        "concept folders": [str(folders / folder / name) for folder, name in rel],
-        "flat": [str(flat / name) for _, name in rel],
-        "flat by Flickr id": [str(flat / flickr_id(name)) for _, name in rel],
-    }, probe)
+    layout, paths = choose_layout(
+        {
+            "concept folders": [str(folders / folder / name) for folder, name in rel],
+            "flat": [str(flat / name) for _, name in rel],
+            "flat by Flickr id": [str(flat / flickr_id(name)) for _, name in rel],
+        },
+        probe,
+    )
     logger.info("nuswide %s: images in the %s layout", split, layout)
     samples = [(path, tuple(np.flatnonzero(row).tolist())) for path, row in zip(paths, labels)]
     return classes, samples, list_file
 
 
-def csv_samples(root: Path, csv_file: Path, concepts_file: Path | None, split: str,
-                images: Path | None, probe: bool):
+def csv_samples(root: Path, csv_file: Path, concepts_file: Path | None, split: str, images: Path | None, probe: bool):
     """(classes, samples, source) from an ASL / ML-Decoder ``nus_wid_data.csv``."""
     table = read_list(csv_file, "csv_list", Columns(want_split=True))
     entries = split_entries(table, split, _CSV_SPLITS)
@@ -132,8 +134,7 @@ def csv_samples(root: Path, csv_file: Path, concepts_file: Path | None, split: s
         unknown = [n for n in entry.labels if n not in index]
         if unknown:
             where = concepts_file or "the csv's own labels"
-            raise DataError(f"nuswide: {csv_file} {entry.where}: unknown concept {unknown[0]!r} "
-                            f"(not in {where})")
+            raise DataError(f"nuswide: {csv_file} {entry.where}: unknown concept {unknown[0]!r} (not in {where})")
     names = [Path(e.path.replace("\\", "/")).name for e in entries]
     flat = images or root / "images"
     layouts = {"as listed": [str(root / e.path) for e in entries]} if images is None else {}
@@ -147,10 +148,17 @@ def csv_samples(root: Path, csv_file: Path, concepts_file: Path | None, split: s
 
 @DATASETS.register("nuswide")
 @dataset_builder("nuswide")
-def build_nuswide(split: str, transform: Callable | None = None, *, root: str,
-                  image_dir: str | None = None, csv: str | None = None, keep_empty: bool = True,
-                  on_missing: str = "skip", on_bad_image: str = "error"
-                  ) -> MultiLabelImageDataset:
+def build_nuswide(
+    split: str,
+    transform: Callable | None = None,
+    *,
+    root: str,
+    image_dir: str | None = None,
+    csv: str | None = None,
+    keep_empty: bool = True,
+    on_missing: str = "skip",
+    on_bad_image: str = "error",
+) -> MultiLabelImageDataset:
     """NUS-WIDE with the 81 concepts, split "train" (161,789 listed) or "test" (107,859), or
     those of an ASL ``nus_wid_data.csv`` (its ``train`` / ``val`` rows).
 
@@ -180,18 +188,26 @@ def build_nuswide(split: str, transform: Callable | None = None, *, root: str,
     if csv_file is None and concepts_file is None and (root_dir / ASL_CSV).is_file():
         csv_file = root_dir / ASL_CSV
     if csv_file is not None:
-        classes, samples, source = csv_samples(root_dir, csv_file, concepts_file, split, images,
-                                               probe)
+        classes, samples, source = csv_samples(root_dir, csv_file, concepts_file, split, images, probe)
     elif concepts_file is None:
-        raise DataError(f"nuswide: no concept list under {root_dir} (looked for "
-                        f"{root_dir / 'ConceptsList' / 'Concepts81.txt'} and "
-                        f"{root_dir / 'Concepts81.txt'}) and no {ASL_CSV}; set root to the folder "
-                        "holding ConceptsList/, Groundtruth/ and ImageList/ (or give csv: "
-                        f"<path to {ASL_CSV}>)")
+        raise DataError(
+            f"nuswide: no concept list under {root_dir} (looked for "
+            f"{root_dir / 'ConceptsList' / 'Concepts81.txt'} and "
+            f"{root_dir / 'Concepts81.txt'}) and no {ASL_CSV}; set root to the folder "
+            "holding ConceptsList/, Groundtruth/ and ImageList/ (or give csv: "
+            f"<path to {ASL_CSV}>)"
+        )
     else:
         classes, samples, source = official_samples(root_dir, concepts_file, split, images, probe)
     if not keep_empty:
         samples = [s for s in samples if s[1]]
-    return MultiLabelImageDataset(samples, classes, transform, on_bad_image=on_bad_image,
-                                  on_missing=on_missing, name="nuswide", split=split,
-                                  source=source)
+    return MultiLabelImageDataset(
+        samples,
+        classes,
+        transform,
+        on_bad_image=on_bad_image,
+        on_missing=on_missing,
+        name="nuswide",
+        split=split,
+        source=source,
+    )

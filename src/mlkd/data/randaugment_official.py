@@ -35,25 +35,56 @@ import torch
 from PIL import Image, ImageEnhance, ImageOps
 
 OPERATIONS: tuple[str, ...] = (
-    "Invert", "Cutout", "Sharpness", "AutoContrast", "Posterize", "ShearX", "TranslateX",
-    "TranslateY", "ShearY", "Rotate", "Equalize", "Contrast", "Color", "Solarize", "Brightness")
+    "Invert",
+    "Cutout",
+    "Sharpness",
+    "AutoContrast",
+    "Posterize",
+    "ShearX",
+    "TranslateX",
+    "TranslateY",
+    "ShearY",
+    "Rotate",
+    "Equalize",
+    "Contrast",
+    "Color",
+    "Solarize",
+    "Brightness",
+)
 LEVELS: tuple[int, ...] = tuple(range(1, 10))  # of the 10-point scale 0..9; 0 is never drawn
 APPLY_PROBABILITY = 0.5
-FILL = (128, 128, 128)           # uncovered pixels of shear / translate / rotate
-CUTOUT_FILL = (125, 122, 113)    # the package's Cutout colour
+FILL = (128, 128, 128)  # uncovered pixels of shear / translate / rotate
+CUTOUT_FILL = (125, 122, 113)  # the package's Cutout colour
 
 #: (first, last) of each operation's 10-point scale; None: the operation takes no magnitude.
 _SCALES: dict[str, Optional[tuple[float, float]]] = {
-    "ShearX": (0.0, 0.3), "ShearY": (0.0, 0.3),
-    "TranslateX": (0.0, 150 / 331), "TranslateY": (0.0, 150 / 331),
+    "ShearX": (0.0, 0.3),
+    "ShearY": (0.0, 0.3),
+    "TranslateX": (0.0, 150 / 331),
+    "TranslateY": (0.0, 150 / 331),
     "Rotate": (0.0, 30.0),
-    "Color": (0.0, 0.9), "Contrast": (0.0, 0.9), "Sharpness": (0.0, 0.9), "Brightness": (0.0, 0.9),
-    "Posterize": (8.0, 4.0), "Solarize": (256.0, 0.0), "Cutout": (0.0, 20.0),
-    "AutoContrast": None, "Equalize": None, "Invert": None,
+    "Color": (0.0, 0.9),
+    "Contrast": (0.0, 0.9),
+    "Sharpness": (0.0, 0.9),
+    "Brightness": (0.0, 0.9),
+    "Posterize": (8.0, 4.0),
+    "Solarize": (256.0, 0.0),
+    "Cutout": (0.0, 20.0),
+    "AutoContrast": None,
+    "Equalize": None,
+    "Invert": None,
 }
 _ROUNDED = ("Posterize", "Cutout")  # integer scales (bits, pixels)
-SIGNED: tuple[str, ...] = ("ShearX", "ShearY", "TranslateX", "TranslateY",
-                           "Color", "Contrast", "Sharpness", "Brightness")
+SIGNED: tuple[str, ...] = (
+    "ShearX",
+    "ShearY",
+    "TranslateX",
+    "TranslateY",
+    "Color",
+    "Contrast",
+    "Sharpness",
+    "Brightness",
+)
 
 
 def magnitude(operation: str, level: int):

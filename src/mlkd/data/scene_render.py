@@ -47,11 +47,12 @@ def background(size: int, rng: np.random.Generator) -> np.ndarray:
         a, b = rng.uniform(0, 255, (2, 3))
         angle = rng.uniform(0, 2 * math.pi)
         ramp = np.linspace(-1, 1, size)
-        t = (np.cos(angle) * ramp[None, :] + np.sin(angle) * ramp[:, None]) / 2 ** 0.5 / 2 + 0.5
+        t = (np.cos(angle) * ramp[None, :] + np.sin(angle) * ramp[:, None]) / 2**0.5 / 2 + 0.5
         return (a + (b - a) * t[..., None]).astype(np.uint8)
     cells = (int(rng.integers(2, 6)),) * 2 + (1,)  # colour blotches around one random colour
-    coarse = np.clip(rng.uniform(40, 215, 3) + rng.uniform(-70, 70, cells) + rng.uniform(-25, 25, cells[:2] + (3,)),
-                     0, 255).astype(np.uint8)
+    coarse = np.clip(
+        rng.uniform(40, 215, 3) + rng.uniform(-70, 70, cells) + rng.uniform(-25, 25, cells[:2] + (3,)), 0, 255
+    ).astype(np.uint8)
     smooth = np.asarray(Image.fromarray(coarse).resize((size, size), Image.BICUBIC), np.float32)
     grain = rng.normal(0, rng.uniform(2, 14), (size, size, 1)).astype(np.float32)
     return np.clip(smooth + grain, 0, 255).astype(np.uint8)
@@ -74,7 +75,7 @@ def _fits(owner: np.ndarray, visible: np.ndarray, need: np.ndarray, box, mask) -
     """Pixels each placed instance would lose [n] if ``mask`` is pasted at ``box``, or None if
     one would fall below its need."""
     x, y = box
-    region = owner[y:y + mask.shape[0], x:x + mask.shape[1]]
+    region = owner[y : y + mask.shape[0], x : x + mask.shape[1]]
     lost = np.bincount(region[mask & (region >= 0)], minlength=len(visible))
     return None if np.any(visible - lost < need) else lost
 
@@ -119,8 +120,8 @@ def _try_layout(classes, required, sprite_sets, size, rng, scale) -> Scene | Non
         placed, (x, y), mask, lost = found
         canvas.paste(placed, (x, y), placed)
         h, w = mask.shape
-        owner[y:y + h, x:x + w][mask] = k
-        masks[k, y:y + h, x:x + w] = mask
+        owner[y : y + h, x : x + w][mask] = k
+        masks[k, y : y + h, x : x + w] = mask
         visible -= lost
         visible[k] = int(mask.sum())
         need[k] = math.ceil(VISIBLE_FRACTION * visible[k])
@@ -128,8 +129,14 @@ def _try_layout(classes, required, sprite_sets, size, rng, scale) -> Scene | Non
     return Scene(np.asarray(canvas), classes[kept], fonts[kept], masks[kept])
 
 
-def render_scene(labels: Sequence[int], sprite_sets: Sequence[Sequence[Image.Image]], size: int,
-                 rng: np.random.Generator, max_per_class: int = 3, max_objects: int = 12) -> Scene:
+def render_scene(
+    labels: Sequence[int],
+    sprite_sets: Sequence[Sequence[Image.Image]],
+    size: int,
+    rng: np.random.Generator,
+    max_per_class: int = 3,
+    max_objects: int = 12,
+) -> Scene:
     """One scene of the class indices ``labels`` (each drawn at least once) on a ``size`` px
     canvas; ``sprite_sets[f][c]`` is class c's RGBA sprite in font f."""
     classes, required = _instance_classes(labels, rng, max_per_class, max(max_objects, len(labels)))
@@ -139,6 +146,8 @@ def render_scene(labels: Sequence[int], sprite_sets: Sequence[Sequence[Image.Ima
         if scene is not None:
             return scene
         scale *= 0.7
-    raise DataError(f"coco_scenes: cannot place {len(classes)} objects of classes {list(labels)} "
-                    f"on a {size} px canvas with {VISIBLE_FRACTION:.0%} of each visible; use a "
-                    "larger img_size or a smaller max_objects")
+    raise DataError(
+        f"coco_scenes: cannot place {len(classes)} objects of classes {list(labels)} "
+        f"on a {size} px canvas with {VISIBLE_FRACTION:.0%} of each visible; use a "
+        "larger img_size or a smaller max_objects"
+    )

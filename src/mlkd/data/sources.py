@@ -29,8 +29,16 @@ from mlkd.errors import ConfigError, DataError
 from mlkd.optional import optional_import
 
 FASHION_MNIST_CLASSES = [
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
 ]
 DIGIT_CLASSES = [str(d) for d in range(10)]
 SOURCES = {"fashion-mnist": FASHION_MNIST_CLASSES, "mnist": DIGIT_CLASSES, "digits": DIGIT_CLASSES}
@@ -72,18 +80,19 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         raise DataError(f"cannot read IDX file {path}: {err}; re-download or re-install it") from err
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
         magic = int.from_bytes(raw[:4], "big") if len(raw) >= 4 else None
-        raise DataError(f"{path} is not an IDX file (magic {magic}; expected 2051 for images, "
-                        "2049 for labels)")
+        raise DataError(f"{path} is not an IDX file (magic {magic}; expected 2051 for images, 2049 for labels)")
     ndim = raw[3]
     header = 4 + 4 * ndim
     if len(raw) < header:
         raise DataError(f"IDX file {path} is truncated inside its header")
-    dims = tuple(int.from_bytes(raw[4 + 4 * k: 8 + 4 * k], "big") for k in range(ndim))
+    dims = tuple(int.from_bytes(raw[4 + 4 * k : 8 + 4 * k], "big") for k in range(ndim))
     dtype = np.dtype(_IDX_DTYPES[raw[2]])
     expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
     if len(raw) - header != expected:
-        raise DataError(f"IDX file {path} holds {len(raw) - header} data bytes, its header "
-                        f"{dims} says {expected}; the file is truncated or corrupt")
+        raise DataError(
+            f"IDX file {path} holds {len(raw) - header} data bytes, its header "
+            f"{dims} says {expected}; the file is truncated or corrupt"
+        )
     return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims)
 
 
@@ -98,26 +107,29 @@ def load_idx_split(source_dir: str | os.PathLike, split: str) -> tuple[np.ndarra
     """Read one split of an MNIST-format folder: images uint8 [M, 28, 28], labels int64 [M]."""
     folder = Path(source_dir).expanduser()
     if not folder.is_dir():
-        raise DataError(f"source folder {folder} does not exist; run `apt-get install "
-                        "dataset-fashion-mnist`, point `source_dir` at a folder holding the four "
-                        "Fashion-MNIST/MNIST IDX .gz files, or use `source: digits`")
+        raise DataError(
+            f"source folder {folder} does not exist; run `apt-get install "
+            "dataset-fashion-mnist`, point `source_dir` at a folder holding the four "
+            "Fashion-MNIST/MNIST IDX .gz files, or use `source: digits`"
+        )
     stems = _IDX_FILES[split]
     paths = [_find(folder, stem) for stem in stems]
     missing = [stem + ".gz" for stem, p in zip(stems, paths) if p is None]
     if missing:
-        raise DataError(f"source folder {folder} lacks {', '.join(missing)}; it must hold the "
-                        "four standard Fashion-MNIST/MNIST IDX .gz files (or use `source: digits`)")
+        raise DataError(
+            f"source folder {folder} lacks {', '.join(missing)}; it must hold the "
+            "four standard Fashion-MNIST/MNIST IDX .gz files (or use `source: digits`)"
+        )
     images, labels = read_idx(paths[0]), read_idx(paths[1])
     if images.ndim != 3 or images.dtype != np.uint8:
-        raise DataError(f"{paths[0]} must hold uint8 images [N, H, W], found {images.dtype} "
-                        f"{images.shape}")
+        raise DataError(f"{paths[0]} must hold uint8 images [N, H, W], found {images.dtype} {images.shape}")
     if labels.ndim != 1 or len(labels) != len(images):
-        raise DataError(f"{paths[1]} must hold {len(images)} labels (one per image in "
-                        f"{paths[0].name}), found shape {labels.shape}")
+        raise DataError(
+            f"{paths[1]} must hold {len(images)} labels (one per image in {paths[0].name}), found shape {labels.shape}"
+        )
     labels = labels.astype(np.int64)
     if len(labels) and (labels.min() < 0 or labels.max() > 9):
-        raise DataError(f"{paths[1]} has labels outside 0..9 (min {labels.min()}, "
-                        f"max {labels.max()})")
+        raise DataError(f"{paths[1]} has labels outside 0..9 (min {labels.min()}, max {labels.max()})")
     return images, labels
 
 
@@ -135,9 +147,9 @@ def load_digits_split(split: str) -> tuple[np.ndarray, np.ndarray]:
 
     digits = datasets.load_digits()
     index = np.arange(len(digits.target))
-    train_idx, test_idx = model_selection.train_test_split(index, test_size=DIGITS_TEST_FRACTION,
-                                           random_state=DIGITS_SPLIT_SEED,
-                                           stratify=digits.target)
+    train_idx, test_idx = model_selection.train_test_split(
+        index, test_size=DIGITS_TEST_FRACTION, random_state=DIGITS_SPLIT_SEED, stratify=digits.target
+    )
     chosen = np.sort(train_idx if split == "train" else test_idx)
     images = np.rint(digits.images[chosen] * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)
     return images, digits.target[chosen].astype(np.int64)
@@ -163,13 +175,13 @@ def resize_stack(images: np.ndarray, size: int) -> np.ndarray:
     if (h, w) == (size, size):
         return images
     wy, wx = _interp_matrix(h, size), _interp_matrix(w, size)
-    out = np.einsum("oh,mhw,pw->mop", wy, images.astype(np.float32), wx.astype(np.float32),
-                    optimize=True)
+    out = np.einsum("oh,mhw,pw->mop", wy, images.astype(np.float32), wx.astype(np.float32), optimize=True)
     return np.rint(out).clip(0, 255).astype(np.uint8)
 
 
-def load_source(name: str, split: str, source_dir: str | os.PathLike | None = None,
-                cell_size: int | None = None) -> Source:
+def load_source(
+    name: str, split: str, source_dir: str | os.PathLike | None = None, cell_size: int | None = None
+) -> Source:
     """Load ``split`` ("train"/"test") of source ``name``, resized to ``cell_size`` (default native)."""
     if name not in SOURCES:
         raise ConfigError(f"unknown mosaic source {name!r}; known: {', '.join(sorted(SOURCES))}")

@@ -80,8 +80,7 @@ def _sprites(path: str, size: int) -> tuple[np.ndarray, ...]:
         glyph = CLASS_GLYPHS[cls]
         sprite = _render(font, chr(glyph.codepoint), size) if glyph.codepoint in cmap else None
         if sprite is None or sprite.size == 0:
-            raise DataError(f"emoji font {path} has no glyph U+{glyph.codepoint:04X} "
-                            f"({glyph.name}) for class {cls!r}")
+            raise DataError(f"emoji font {path} has no glyph U+{glyph.codepoint:04X} ({glyph.name}) for class {cls!r}")
         sprites.append(sprite)
     log.debug("rendered %d sprites from %s", len(sprites), path)
     return tuple(sprites)

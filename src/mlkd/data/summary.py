@@ -27,9 +27,13 @@ def batch_summary(labels: np.ndarray, classes: list[str], batch_size: int, seed:
         return {"batch_size": batch_size, "note": f"needs at least {batch_size} images"}
     stats = batch_label_statistics(labels, batch_size, BATCHES, seed)
     per_class = (np.asarray(labels) > 0.5)[shuffled_batches(len(labels), batch_size, BATCHES, seed)].sum(axis=1)
-    stats["per_class"] = {c: {"positives": round(float(per_class[:, k].mean()), 3),
-                              "batches_with_3plus": round(float((per_class[:, k] >= 3).mean()), 3)}
-                          for k, c in enumerate(classes)}
+    stats["per_class"] = {
+        c: {
+            "positives": round(float(per_class[:, k].mean()), 3),
+            "batches_with_3plus": round(float((per_class[:, k] >= 3).mean()), 3),
+        }
+        for k, c in enumerate(classes)
+    }
     return stats
 
 
@@ -54,8 +58,7 @@ def summarize_dataset(dataset: MultiLabelDataset, batch_size: int | None = None)
         "classes": len(classes),
         "labels_per_image": round(float(per_image.mean()), 4) if len(labels) else 0.0,
         "max_labels": int(per_image.max()) if len(labels) else 0,
-        "labels_per_image_counts": {int(k): int(n) for k, n in
-                                    enumerate(np.bincount(per_image)) if n},
+        "labels_per_image_counts": {int(k): int(n) for k, n in enumerate(np.bincount(per_image)) if n},
         "images_without_labels": int((per_image == 0).sum()),
         "class_counts": {c: int(n) for c, n in zip(classes, counts)},
         "classes_without_images": [c for c, n in zip(classes, counts) if n == 0],
@@ -93,8 +96,7 @@ def summarize_config(cfg, labels_only: bool = False, batch_size: int | None = No
         data = data.model_copy(update={"options": options, "verify_images": False})
     train, test = build_datasets(data)
     held_out = "holdout (validation)" if data.holdout else "test"
-    return {"train": summarize_dataset(train, batch_size or data.batch_size),
-            held_out: summarize_dataset(test)}
+    return {"train": summarize_dataset(train, batch_size or data.batch_size), held_out: summarize_dataset(test)}
 
 
 def _files_cell(s: Mapping[str, Any], key: str) -> str:
@@ -106,13 +108,17 @@ def format_summary(summary_by_split: Mapping[str, Mapping[str, Any]]) -> str:
     column per split, plus the train split's per-batch figures), the batch statistics, and the
     missing / unreadable files' examples if any."""
     splits = list(summary_by_split)
-    rows = ["| split | images | classes | labels / image | max labels | no label "
-            "| missing files | skipped |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    rows = [
+        "| split | images | classes | labels / image | max labels | no label | missing files | skipped |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for split in splits:
         s = summary_by_split[split]
-        rows.append(f"| {split} | {s['images']} | {s['classes']} | {s['labels_per_image']:.3f} "
-                    f"| {s['max_labels']} | {s['images_without_labels']} "
-                    f"| {_files_cell(s, 'missing')} | {_files_cell(s, 'skipped')} |")
+        rows.append(
+            f"| {split} | {s['images']} | {s['classes']} | {s['labels_per_image']:.3f} "
+            f"| {s['max_labels']} | {s['images_without_labels']} "
+            f"| {_files_cell(s, 'missing')} | {_files_cell(s, 'skipped')} |"
+        )
     parts = ["## Splits", "", *rows]
     if not all(summary_by_split[s].get("files_checked", True) for s in splits):
         parts += ["", "Labels only: the image files were not looked at."]
@@ -122,23 +128,18 @@ def format_summary(summary_by_split: Mapping[str, Mapping[str, Any]]) -> str:
         parts += ["", *_batches(splits[0], batches)]
     for split in splits:
         s = summary_by_split[split]
-        for key, what in (("missing_examples", "Missing files"),
-                          ("skipped_examples", "Unreadable files (skipped)")):
+        for key, what in (("missing_examples", "Missing files"), ("skipped_examples", "Unreadable files (skipped)")):
             if s.get(key):
-                parts += ["", f"{what} in {split} (first {len(s[key])}): "
-                          + ", ".join(f"`{p}`" for p in s[key])]
+                parts += ["", f"{what} in {split} (first {len(s[key])}): " + ", ".join(f"`{p}`" for p in s[key])]
     return "\n".join(parts) + "\n"
 
 
 def _labels_per_image(summary_by_split) -> list[str]:
     splits = list(summary_by_split)
-    top = max((max(s.get("labels_per_image_counts") or {0: 0}) for s in summary_by_split.values()),
-              default=0)
-    table = ["## Labels per image", "", "| labels | " + " | ".join(splits) + " |",
-             "|---:|" + "---:|" * len(splits)]
+    top = max((max(s.get("labels_per_image_counts") or {0: 0}) for s in summary_by_split.values()), default=0)
+    table = ["## Labels per image", "", "| labels | " + " | ".join(splits) + " |", "|---:|" + "---:|" * len(splits)]
     for k in range(top + 1):
-        cells = [str((summary_by_split[s].get("labels_per_image_counts") or {}).get(k, 0))
-                 for s in splits]
+        cells = [str((summary_by_split[s].get("labels_per_image_counts") or {}).get(k, 0)) for s in splits]
         table.append(f"| {k} | " + " | ".join(cells) + " |")
     return table
 
@@ -150,31 +151,41 @@ def _per_class(summary_by_split) -> list[str]:
         classes += [c for c in summary_by_split[split]["class_counts"] if c not in classes]
     batches = summary_by_split[splits[0]].get("batches") or {}
     per_batch = batches.get("per_class")
-    extra = (f" | {splits[0]} positives / batch of {batches['batch_size']} "
-             "| batches with >= 3 |") if per_batch else " |"
-    table = ["## Images per class", "", "| class | " + " | ".join(splits) + extra,
-             "|---|" + "---:|" * (len(splits) + (2 if per_batch else 0))]
+    extra = (
+        (f" | {splits[0]} positives / batch of {batches['batch_size']} | batches with >= 3 |") if per_batch else " |"
+    )
+    table = [
+        "## Images per class",
+        "",
+        "| class | " + " | ".join(splits) + extra,
+        "|---|" + "---:|" * (len(splits) + (2 if per_batch else 0)),
+    ]
     for name in classes:
         cells = [str(summary_by_split[s]["class_counts"].get(name, "-")) for s in splits]
         if per_batch:
             figures = per_batch.get(name, {})
-            cells += [f"{figures.get('positives', 0):.2f}",
-                      f"{100 * figures.get('batches_with_3plus', 0):.1f}%"]
+            cells += [f"{figures.get('positives', 0):.2f}", f"{100 * figures.get('batches_with_3plus', 0):.1f}%"]
         table.append(f"| {name} | " + " | ".join(cells) + " |")
     return table
 
 
 def _batches(split: str, b: Mapping[str, Any]) -> list[str]:
-    head = [f"## Batches of {b['batch_size']} ({split} split, shuffled, the last partial batch "
-            f"dropped; means over {b.get('num_batches', BATCHES)} batches)", ""]
+    head = [
+        f"## Batches of {b['batch_size']} ({split} split, shuffled, the last partial batch "
+        f"dropped; means over {b.get('num_batches', BATCHES)} batches)",
+        "",
+    ]
     if "note" in b:
         return head + [f"Not computed: the split {b['note']}."]
-    rows = [("positives per class", "positives_per_class"), ("classes present", "classes_present"),
-            ("classes with exactly 2 positives (CD pair: no loss)", "cd_groups_2"),
-            ("classes with >= 3 positives (CD groups)", "cd_groups_3plus"),
-            ("share of positives in a CD group", "cd_share_of_positives"),
-            ("images with >= 2 labels (ID groups)", "id_groups_2plus"),
-            ("images with >= 3 labels", "id_groups_3plus"),
-            ("CD pairs", "cd_pairs"), ("ID pairs", "id_pairs")]
-    return head + ["| per batch | mean |", "|---|---:|",
-                   *[f"| {label} | {b[key]:.3f} |" for label, key in rows]]
+    rows = [
+        ("positives per class", "positives_per_class"),
+        ("classes present", "classes_present"),
+        ("classes with exactly 2 positives (CD pair: no loss)", "cd_groups_2"),
+        ("classes with >= 3 positives (CD groups)", "cd_groups_3plus"),
+        ("share of positives in a CD group", "cd_share_of_positives"),
+        ("images with >= 2 labels (ID groups)", "id_groups_2plus"),
+        ("images with >= 3 labels", "id_groups_3plus"),
+        ("CD pairs", "cd_pairs"),
+        ("ID pairs", "id_pairs"),
+    ]
+    return head + ["| per batch | mean |", "|---|---:|", *[f"| {label} | {b[key]:.3f} |" for label, key in rows]]

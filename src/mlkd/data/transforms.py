@@ -110,8 +110,7 @@ def no_augmentation() -> list[Callable]:
     return []
 
 
-def build_transform(recipe: str, img_size: int, train: bool,
-                    normalize: bool = False) -> Callable:
+def build_transform(recipe: str, img_size: int, train: bool, normalize: bool = False) -> Callable:
     """A callable PIL image -> float tensor [3, img_size, img_size] (values in [0, 1] unless
     ``normalize``). ``recipe``: a name in :data:`RECIPES`; ``train`` picks the augmenting side."""
     augment = RECIPES.get(recipe, "data.recipe")

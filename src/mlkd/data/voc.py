@@ -23,9 +23,26 @@ from mlkd.errors import ConfigError, DataError
 from mlkd.registries import DATASETS
 
 VOC_CLASSES = [
-    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
-    "train", "tvmonitor",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
 ]
 DIFFICULT_POLICIES = ("positive", "ignore", "negative")
 IMAGE_SETS = ("train", "val", "trainval", "test")
@@ -69,14 +86,19 @@ def find_voc(root: str | Path, year: str, image_set: str, name: str) -> Path:
             wrong.append((folder, found))
     if wrong:
         folder, found = wrong[0]
-        raise DataError(f"{name}: {folder} is a VOC{found} folder, not VOC{year}; {_OTHER_NAMES}, "
-                        f"or set root to the folder holding VOC{year}")
-    others = [str(p) for y in _ID_FORMS if y != year
-              for p in (root / "VOCdevkit" / f"VOC{y}", root / f"VOC{y}") if p.is_dir()]
+        raise DataError(
+            f"{name}: {folder} is a VOC{found} folder, not VOC{year}; {_OTHER_NAMES}, "
+            f"or set root to the folder holding VOC{year}"
+        )
+    others = [
+        str(p) for y in _ID_FORMS if y != year for p in (root / "VOCdevkit" / f"VOC{y}", root / f"VOC{y}") if p.is_dir()
+    ]
     hint = f" ({root} holds {', '.join(others)}: {_OTHER_NAMES})" if others else ""
-    raise DataError(f"{name}: no {rel} of VOC{year} under {root} (looked in "
-                    f"{', '.join(str(p) for p in tried)}){hint}; set root (and test_root if the "
-                    f"test set is extracted elsewhere) to a VOCdevkit or VOC{year} folder")
+    raise DataError(
+        f"{name}: no {rel} of VOC{year} under {root} (looked in "
+        f"{', '.join(str(p) for p in tried)}){hint}; set root (and test_root if the "
+        f"test set is extracted elsewhere) to a VOCdevkit or VOC{year} folder"
+    )
 
 
 def read_set_ids(path: Path) -> list[str]:
@@ -99,11 +121,9 @@ def parse_voc_xml(path: Path) -> list[tuple[str, bool]]:
             raise DataError(f"VOC: object {k} in {path} has no <name>")
         flag = (obj.findtext("difficult") or "0").strip()
         if flag not in ("0", "1"):
-            raise DataError(f"VOC: object {k} ({name}) in {path} has <difficult>{flag}"
-                            "</difficult>; expected 0 or 1")
+            raise DataError(f"VOC: object {k} ({name}) in {path} has <difficult>{flag}</difficult>; expected 0 or 1")
         objects.append((name, flag == "1"))
     return objects
-
 
 
 def read_voc_set(folder: Path, image_set: str, difficult: str, name: str):
@@ -116,8 +136,10 @@ def read_voc_set(folder: Path, image_set: str, difficult: str, name: str):
         plain, hard = set(), set()
         for cls, is_difficult in parse_voc_xml(xml_path):
             if cls not in index:
-                raise DataError(f"{name}: unknown class {cls!r} in {xml_path}; expected one "
-                                f"of the 20 VOC classes ({', '.join(VOC_CLASSES)})")
+                raise DataError(
+                    f"{name}: unknown class {cls!r} in {xml_path}; expected one "
+                    f"of the 20 VOC classes ({', '.join(VOC_CLASSES)})"
+                )
             (hard if is_difficult else plain).add(index[cls])
         labels = plain | hard if difficult == "positive" else plain
         samples.append((str(folder / "JPEGImages" / f"{image_id}.jpg"), tuple(labels)))
@@ -139,17 +161,21 @@ def _check_options(name: str, split: str, difficult: str, sets: dict[str, str]) 
     if split not in ("train", "test"):
         raise ConfigError(f"{name}: split must be 'train' or 'test', got {split!r}")
     if difficult not in DIFFICULT_POLICIES:
-        raise ConfigError(f"{name}: option difficult must be one of "
-                          f"{', '.join(DIFFICULT_POLICIES)}, got {difficult!r}")
+        raise ConfigError(f"{name}: option difficult must be one of {', '.join(DIFFICULT_POLICIES)}, got {difficult!r}")
     for option, value in sets.items():
         if value not in IMAGE_SETS:
-            raise ConfigError(f"{name}: option {option} must be one of {', '.join(IMAGE_SETS)}, "
-                              f"got {value!r}")
+            raise ConfigError(f"{name}: option {option} must be one of {', '.join(IMAGE_SETS)}, got {value!r}")
 
 
-def build_voc(name: str, split: str, transform: Callable | None,
-              parts: list[tuple[str, str, str]], difficult: str, on_missing: str,
-              on_bad_image: str) -> VOCDataset:
+def build_voc(
+    name: str,
+    split: str,
+    transform: Callable | None,
+    parts: list[tuple[str, str, str]],
+    difficult: str,
+    on_missing: str,
+    on_bad_image: str,
+) -> VOCDataset:
     """The VOCDataset of ``parts``: [(root, year, image set)] read one after the other."""
     samples, difficult_only, sources = [], [], []
     for root, year, image_set in parts:
@@ -158,8 +184,16 @@ def build_voc(name: str, split: str, transform: Callable | None,
         samples += part_samples
         difficult_only += part_difficult
         sources.append(str(folder / "ImageSets" / "Main" / f"{image_set}.txt"))
-    dataset = VOCDataset(samples, VOC_CLASSES, transform, on_bad_image=on_bad_image,
-                         on_missing=on_missing, name=name, split=split, source=" + ".join(sources))
+    dataset = VOCDataset(
+        samples,
+        VOC_CLASSES,
+        transform,
+        on_bad_image=on_bad_image,
+        on_missing=on_missing,
+        name=name,
+        split=split,
+        source=" + ".join(sources),
+    )
     kept = {path for path, _ in dataset.samples}
     dataset.difficult_only = [d for (path, _), d in zip(samples, difficult_only) if path in kept]
     dataset.difficult = difficult
@@ -168,10 +202,18 @@ def build_voc(name: str, split: str, transform: Callable | None,
 
 @DATASETS.register("voc2007")
 @dataset_builder("voc2007")
-def build_voc2007(split: str, transform: Callable | None = None, *, root: str,
-                  test_root: str | None = None, difficult: str = "positive",
-                  train_set: str = "trainval", test_set: str = "test",
-                  on_missing: str = "error", on_bad_image: str = "error") -> VOCDataset:
+def build_voc2007(
+    split: str,
+    transform: Callable | None = None,
+    *,
+    root: str,
+    test_root: str | None = None,
+    difficult: str = "positive",
+    train_set: str = "trainval",
+    test_set: str = "test",
+    on_missing: str = "error",
+    on_bad_image: str = "error",
+) -> VOCDataset:
     """Pascal VOC 2007, split "train" (trainval) or "test".
 
     Options:
@@ -197,15 +239,22 @@ def build_voc2007(split: str, transform: Callable | None = None, *, root: str,
     _check_options("voc2007", split, difficult, {"train_set": train_set, "test_set": test_set})
     where = test_root if (split == "test" and test_root) else root
     image_set = train_set if split == "train" else test_set
-    return build_voc("voc2007", split, transform, [(where, "2007", image_set)], difficult,
-                     on_missing, on_bad_image)
+    return build_voc("voc2007", split, transform, [(where, "2007", image_set)], difficult, on_missing, on_bad_image)
 
 
 @DATASETS.register("voc2012")
 @dataset_builder("voc2012")
-def build_voc2012(split: str, transform: Callable | None = None, *, root: str,
-                  difficult: str = "positive", train_set: str = "train", test_set: str = "val",
-                  on_missing: str = "error", on_bad_image: str = "error") -> VOCDataset:
+def build_voc2012(
+    split: str,
+    transform: Callable | None = None,
+    *,
+    root: str,
+    difficult: str = "positive",
+    train_set: str = "train",
+    test_set: str = "val",
+    on_missing: str = "error",
+    on_bad_image: str = "error",
+) -> VOCDataset:
     """Pascal VOC 2012, split "train" (``train``, 5,717 images) or "test" (``val``, 5,823).
 
     root: a VOCdevkit folder or a VOC2012 folder (a VOC2007 folder is refused). train_set /
@@ -215,19 +264,27 @@ def build_voc2012(split: str, transform: Callable | None = None, *, root: str,
     """
     _check_options("voc2012", split, difficult, {"train_set": train_set, "test_set": test_set})
     if "test" in (train_set, test_set):
-        raise ConfigError("voc2012: the VOC2012 test set has no public annotations (evaluation "
-                          "server only); use test_set: val, or data.name=voc0712 to test on VOC2007 test")
+        raise ConfigError(
+            "voc2012: the VOC2012 test set has no public annotations (evaluation "
+            "server only); use test_set: val, or data.name=voc0712 to test on VOC2007 test"
+        )
     image_set = train_set if split == "train" else test_set
-    return build_voc("voc2012", split, transform, [(root, "2012", image_set)], difficult,
-                     on_missing, on_bad_image)
+    return build_voc("voc2012", split, transform, [(root, "2012", image_set)], difficult, on_missing, on_bad_image)
 
 
 @DATASETS.register("voc0712")
 @dataset_builder("voc0712")
-def build_voc0712(split: str, transform: Callable | None = None, *, root: str,
-                  root2012: str | None = None, test_root: str | None = None,
-                  difficult: str = "positive", on_missing: str = "error",
-                  on_bad_image: str = "error") -> VOCDataset:
+def build_voc0712(
+    split: str,
+    transform: Callable | None = None,
+    *,
+    root: str,
+    root2012: str | None = None,
+    test_root: str | None = None,
+    difficult: str = "positive",
+    on_missing: str = "error",
+    on_bad_image: str = "error",
+) -> VOCDataset:
     """VOC "07+12": split "train" is VOC2007 trainval + VOC2012 trainval (16,551 images, 2007's
     first), "test" is VOC2007 test (4,952).
 

@@ -68,14 +68,29 @@ class Run:
 def objective_for(cfg: Config, student: nn.Module, teacher: Optional[nn.Module]) -> Objective:
     """``cfg.distill``'s objective, its terms set up with the models' output shapes."""
     d = cfg.distill
-    return build_objective(d.method, weights=d.weights, options=d.options,
-                           student_shapes=output_shapes(student), teacher_shapes=output_shapes(teacher))
+    return build_objective(
+        d.method,
+        weights=d.weights,
+        options=d.options,
+        student_shapes=output_shapes(student),
+        teacher_shapes=output_shapes(teacher),
+    )
 
 
-def assemble(cfg: Config, student: nn.Module, teacher: Optional[nn.Module], classes: list[str], *,
-             device: torch.device, precision: Precision, info: Optional[DistInfo] = None,
-             train_set: Any = None, test_set: Any = None, cache: Any = None,
-             steps_per_epoch: Optional[int] = None) -> Run:
+def assemble(
+    cfg: Config,
+    student: nn.Module,
+    teacher: Optional[nn.Module],
+    classes: list[str],
+    *,
+    device: torch.device,
+    precision: Precision,
+    info: Optional[DistInfo] = None,
+    train_set: Any = None,
+    test_set: Any = None,
+    cache: Any = None,
+    steps_per_epoch: Optional[int] = None,
+) -> Run:
     """The Run of ``cfg`` around ``student`` (on ``device``) and ``teacher`` (frozen, or None).
 
     train_set / test_set: the datasets (``fit``): loaders are built, ``cfg.distill.cache`` is
@@ -110,17 +125,31 @@ def assemble(cfg: Config, student: nn.Module, teacher: Optional[nn.Module], clas
     if cfg.train.compile:
         step = torch.compile(step)
     pin = device.type == "cuda"
-    loader = None if train_set is None else train_loader(
-        train_set, cfg.data, info, cfg.train.seed, pin, cache.wrap_sampler if cache is not None else None)
+    loader = (
+        None
+        if train_set is None
+        else train_loader(
+            train_set, cfg.data, info, cfg.train.seed, pin, cache.wrap_sampler if cache is not None else None
+        )
+    )
     optimizer = build_optimizer([student, objective], cfg.optim, fused=defers_checks(device))
     steps = len(loader) if loader is not None else steps_per_epoch
     if steps is None:
         raise ValueError("assemble: without a train_set, give steps_per_epoch (the schedule's length)")
     return Run(
-        cfg=cfg, info=info, device=device, precision=precision, classes=list(classes),
-        student=student, teacher=teacher, step=step, optimizer=optimizer,
+        cfg=cfg,
+        info=info,
+        device=device,
+        precision=precision,
+        classes=list(classes),
+        student=student,
+        teacher=teacher,
+        step=step,
+        optimizer=optimizer,
         scheduler=build_scheduler(optimizer, cfg.optim, steps),
         scaler=torch.amp.GradScaler(device.type, enabled=precision.use_scaler),
-        train_loader=loader, test_loader=None if test_set is None else eval_loader(test_set, cfg.data, info, pin),
-        teacher_cache=cache, balancer=build_balancer(cfg, objective, device, info),
+        train_loader=loader,
+        test_loader=None if test_set is None else eval_loader(test_set, cfg.data, info, pin),
+        teacher_cache=cache,
+        balancer=build_balancer(cfg, objective, device, info),
     )

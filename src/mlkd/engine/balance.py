@@ -60,15 +60,27 @@ class WeightBalancer:
     group (norms are averaged over it). State tensors live on ``device``.
     """
 
-    def __init__(self, weights: Mapping[str, float], ratio: float, momentum: float = 0.9, every: int = 1,
-                 device: Any = "cpu", info: Optional[DistInfo] = None, reference: str = REFERENCE):
+    def __init__(
+        self,
+        weights: Mapping[str, float],
+        ratio: float,
+        momentum: float = 0.9,
+        every: int = 1,
+        device: Any = "cpu",
+        info: Optional[DistInfo] = None,
+        reference: str = REFERENCE,
+    ):
         if reference not in weights:
-            raise ConfigError(f"distill.balance=bounded measures each distillation term against {reference}, "
-                              f"which the objective lacks (its terms: {', '.join(weights)}); add it "
-                              f"(distill.weights.{reference}=1) or set distill.balance=none")
+            raise ConfigError(
+                f"distill.balance=bounded measures each distillation term against {reference}, "
+                f"which the objective lacks (its terms: {', '.join(weights)}); add it "
+                f"(distill.weights.{reference}=1) or set distill.balance=none"
+            )
         if not ratio > 0 or not 0 <= momentum < 1 or int(every) < 1:
-            raise ConfigError(f"distill.balance_ratio must be > 0 (got {ratio}), distill.balance_momentum in "
-                              f"[0, 1) (got {momentum}), distill.balance_every >= 1 (got {every})")
+            raise ConfigError(
+                f"distill.balance_ratio must be > 0 (got {ratio}), distill.balance_momentum in "
+                f"[0, 1) (got {momentum}), distill.balance_every >= 1 (got {every})"
+            )
         self.reference, self.ratio, self.momentum, self.every = reference, float(ratio), float(momentum), int(every)
         self.weights = {name: float(w) for name, w in weights.items()}
         self.terms = [name for name in weights if name != reference]
@@ -93,8 +105,9 @@ class WeightBalancer:
 
         ``norms``: {term: 0-d tensor}, the gradient norm of (configured weight x term) on the
         outputs it reads, for the reference and every balanced term (``term_gradient_norms``)."""
-        measured = torch.stack([norms[self.reference].float().reshape(())]
-                               + [norms[t].float().reshape(()) for t in self.terms]).to(self.ema.device)
+        measured = torch.stack(
+            [norms[self.reference].float().reshape(())] + [norms[t].float().reshape(()) for t in self.terms]
+        ).to(self.ema.device)
         measured = all_reduce_mean(measured, self.info)
         ratio = measured[1:] / measured[0].clamp(min=1e-12)
         finite = torch.isfinite(ratio)
@@ -123,8 +136,7 @@ class WeightBalancer:
         """``norms`` (configured weights) as the weights now in force make them: each balanced
         term's norm times its factor."""
         factors = dict(zip(self.terms, self.factors().unbind()))
-        return {name: norm * factors[name].to(norm.device) if name in factors else norm
-                for name, norm in norms.items()}
+        return {name: norm * factors[name].to(norm.device) if name in factors else norm for name, norm in norms.items()}
 
     def summary(self) -> Optional[dict]:
         """The epoch's figures (one host read), then a fresh epoch; None when no step ran.
@@ -134,13 +146,30 @@ class WeightBalancer:
         "capped": bool}}}."""
         if not self._steps:
             return None
-        rows = torch.stack([self._sum / self._steps, self._min, self._base, self.ema, self.seen.float(),
-                            (self._min < self._base).float()]).cpu().tolist()
+        rows = (
+            torch.stack(
+                [
+                    self._sum / self._steps,
+                    self._min,
+                    self._base,
+                    self.ema,
+                    self.seen.float(),
+                    (self._min < self._base).float(),
+                ]
+            )
+            .cpu()
+            .tolist()
+        )
         terms = {}
         for i, name in enumerate(self.terms):
             mean, low, _, ema, seen, capped = (row[i] for row in rows)
-            terms[name] = {"weight": self.weights[name], "effective": mean, "min": low,
-                           "ratio": ema if seen else None, "capped": bool(capped)}
+            terms[name] = {
+                "weight": self.weights[name],
+                "effective": mean,
+                "min": low,
+                "ratio": ema if seen else None,
+                "capped": bool(capped),
+            }
         result = {"bound": self.ratio, "steps": self._steps, "terms": terms}
         self._sum.zero_()
         self._min.fill_(math.inf)
@@ -153,28 +182,44 @@ class WeightBalancer:
             return []
         capped = [name for name, entry in summary["terms"].items() if entry["capped"]]
         if capped:
-            parts = ", ".join(f"{n} {e['weight']:g} -> {e['effective']:.4g} (min {e['min']:.4g}; running "
-                              f"gradient ratio {e['ratio']:.3g}x BCE's)"
-                              for n, e in ((n, summary["terms"][n]) for n in capped))
-            log.info("epoch %d: distill.balance capped the weight of %s to keep each gradient at most "
-                     "%gx BCE's (distill.balance_ratio)", epoch, parts, self.ratio)
+            parts = ", ".join(
+                f"{n} {e['weight']:g} -> {e['effective']:.4g} (min {e['min']:.4g}; running "
+                f"gradient ratio {e['ratio']:.3g}x BCE's)"
+                for n, e in ((n, summary["terms"][n]) for n in capped)
+            )
+            log.info(
+                "epoch %d: distill.balance capped the weight of %s to keep each gradient at most "
+                "%gx BCE's (distill.balance_ratio)",
+                epoch,
+                parts,
+                self.ratio,
+            )
         return capped
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:
         """The state as CPU tensors (copies: the state goes on changing) and plain data
         (checkpoint ``balance``)."""
+
         def copy(tensor: Tensor) -> Tensor:
             return tensor.detach().to("cpu", copy=True)
 
-        return {"terms": list(self.terms), "ema": copy(self.ema), "seen": copy(self.seen),
-                "updates": self.updates, "epoch_sum": copy(self._sum), "epoch_min": copy(self._min),
-                "epoch_steps": self._steps}
+        return {
+            "terms": list(self.terms),
+            "ema": copy(self.ema),
+            "seen": copy(self.seen),
+            "updates": self.updates,
+            "epoch_sum": copy(self._sum),
+            "epoch_min": copy(self._min),
+            "epoch_steps": self._steps,
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         if list(state["terms"]) != self.terms:
-            raise ConfigError(f"the checkpoint's balanced terms {list(state['terms'])} differ from the "
-                              f"objective's {self.terms}; resume with the same distill config")
+            raise ConfigError(
+                f"the checkpoint's balanced terms {list(state['terms'])} differ from the "
+                f"objective's {self.terms}; resume with the same distill config"
+            )
         device = self.ema.device
 
         def copy(key: str) -> Tensor:

@@ -51,8 +51,9 @@ def stored_thresholds(path: str | Path, state: dict, required: bool = True) -> O
     except ValueError as err:
         raise ConfigError(str(err)) from None
     if data.get("checkpoint", {}).get("weights_sha256") != weights_digest(state):
-        raise ConfigError(f"{file} was chosen for other weights (the checkpoint changed since); "
-                          f"run `mlkd calibrate {path}` again")
+        raise ConfigError(
+            f"{file} was chosen for other weights (the checkpoint changed since); run `mlkd calibrate {path}` again"
+        )
     return data
 
 
@@ -64,8 +65,9 @@ def _scores(model, dataset, data_cfg, device, precision) -> dict:
     return predict(model, eval_loader(dataset, data_cfg, DistInfo(), device.type == "cuda"), device, precision)
 
 
-def calibrate_run(path: str | Path, holdout: Optional[float] = None, min_positives: int = DEFAULT_MIN_POSITIVES,
-                  device: str = "auto") -> dict:
+def calibrate_run(
+    path: str | Path, holdout: Optional[float] = None, min_positives: int = DEFAULT_MIN_POSITIVES, device: str = "auto"
+) -> dict:
     """Choose and store the thresholds of the checkpoint ``path`` (a file or a run folder).
 
     ``holdout``: the validation fraction of the training images (default: the run's
@@ -83,13 +85,19 @@ def calibrate_run(path: str | Path, holdout: Optional[float] = None, min_positiv
     cfg = saved_config(state, str(path))
     fraction = cfg.data.holdout if holdout is None else float(holdout)
     if not 0 < fraction < 1:
-        raise ConfigError(f"mlkd calibrate: {path} was trained with data.holdout=0, so it has no validation "
-                          "split; give --holdout F (a fraction of the training images, e.g. 0.1: the model "
-                          "saw them in training, so its thresholds may be optimistic)")
+        raise ConfigError(
+            f"mlkd calibrate: {path} was trained with data.holdout=0, so it has no validation "
+            "split; give --holdout F (a fraction of the training images, e.g. 0.1: the model "
+            "saw them in training, so its thresholds may be optimistic)"
+        )
     seen = fraction != cfg.data.holdout
     if seen:
-        log.warning("calibrate: the model was trained on the %.3g of training images held out here "
-                    "(its data.holdout is %s): the thresholds may be optimistic", fraction, cfg.data.holdout)
+        log.warning(
+            "calibrate: the model was trained on the %.3g of training images held out here "
+            "(its data.holdout is %s): the thresholds may be optimistic",
+            fraction,
+            cfg.data.holdout,
+        )
     precision = resolve_precision(cfg.train.amp, torch_device)
     _, validation = build_datasets(cfg.data.model_copy(update={"holdout": fraction}))
     check_classes(state["classes"], list(validation.classes), f"checkpoint {path}")
@@ -109,21 +117,34 @@ def calibrate_run(path: str | Path, holdout: Optional[float] = None, min_positiv
         "validation_positives": [int(p) for p in choice.positives],
         "min_positives": int(min_positives),
         "default_threshold": DEFAULT_THRESHOLD,
-        "validation": {"split": "data.holdout", "fraction": fraction, "images": int(len(val["index"])),
-                       "model_trained_on_it": seen},
-        "checkpoint": {"file": str(checkpoint_file(path)), "epoch": int(state["epoch"]),
-                       "weights_sha256": weights_digest(state)},
+        "validation": {
+            "split": "data.holdout",
+            "fraction": fraction,
+            "images": int(len(val["index"])),
+            "model_trained_on_it": seen,
+        },
+        "checkpoint": {
+            "file": str(checkpoint_file(path)),
+            "epoch": int(state["epoch"]),
+            "weights_sha256": weights_digest(state),
+        },
         "evaluated_split": split,
         "eval": {CALIBRATED: _plain(metrics[CALIBRATED])},
     }
     file = write_thresholds(thresholds_path(path), payload)
-    log.info("calibrate: %d of %d labels use their F1 threshold; wrote %s", choice.rules.count("f1"),
-             len(choice.rules), file)
+    log.info(
+        "calibrate: %d of %d labels use their F1 threshold; wrote %s", choice.rules.count("f1"), len(choice.rules), file
+    )
     return {"path": str(file), **payload}
 
 
 def _plain(metrics: dict) -> dict:
     """Metrics as JSON-safe values (NaN AP of a class without positives -> None)."""
-    return {k: ([None if np.isnan(a) else a for a in v] if k == "AP" else
-                (None if isinstance(v, float) and np.isnan(v) else v)) for k, v in metrics.items()}
-
+    return {
+        k: (
+            [None if np.isnan(a) else a for a in v]
+            if k == "AP"
+            else (None if isinstance(v, float) and np.isnan(v) else v)
+        )
+        for k, v in metrics.items()
+    }

@@ -57,8 +57,16 @@ _LEGACY_GLOBALS = [_reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))
 # damage of a checkpoint, these and nothing else. An AttributeError, ImportError or TypeError
 # says that the torch API differs from the one mlkd needs, not that the file is damaged: it
 # propagates, and ``--resume`` never sets an intact checkpoint aside for it.
-_DAMAGED_BYTES = (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, struct.error, RuntimeError,
-                  ValueError, LookupError, OverflowError)
+_DAMAGED_BYTES = (
+    pickle.UnpicklingError,
+    EOFError,
+    zipfile.BadZipFile,
+    struct.error,
+    RuntimeError,
+    ValueError,
+    LookupError,
+    OverflowError,
+)
 
 
 def _feed(digest: Any, obj: Any) -> None:
@@ -143,9 +151,10 @@ def save_rotating(state: dict[str, Any], folder: Path) -> Path:
     except (OSError, RuntimeError) as err:  # torch's zip writer raises RuntimeError on a short write
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         kept = " and ".join(str(p) for p in (last, prev) if p.exists())
-        raise CheckpointError(f"cannot write checkpoint {last} (disk full or over quota? "
-                              f"{type(err).__name__}: {reason}); nothing was replaced"
-                              + (f": {kept} are intact" if kept else "")) from None
+        raise CheckpointError(
+            f"cannot write checkpoint {last} (disk full or over quota? "
+            f"{type(err).__name__}: {reason}); nothing was replaced" + (f": {kept} are intact" if kept else "")
+        ) from None
     if last.exists():
         os.replace(last, prev)
     os.replace(tmp, last)
@@ -173,8 +182,10 @@ def _unpickle(path: Path, map_location: str | torch.device) -> Any:
     try:
         handle = open(path, "rb")
     except OSError as err:
-        raise CheckpointError(f"checkpoint {path} cannot be opened ({err.strerror or err}); it is not "
-                              "corrupt: fix its permissions (e.g. chmod a+r) and retry") from None
+        raise CheckpointError(
+            f"checkpoint {path} cannot be opened ({err.strerror or err}); it is not "
+            "corrupt: fix its permissions (e.g. chmod a+r) and retry"
+        ) from None
     with handle:
         # torch >= 2.5 (the declared floor); on an older torch this is an AttributeError, not "corrupt"
         allowed = torch.serialization.safe_globals(_LEGACY_GLOBALS)
@@ -191,9 +202,11 @@ def _raise_damaged(path: Path, err: Exception) -> NoReturn:
     if unsafe and "weights only" in str(err).lower():
         raise CheckpointError(
             f"checkpoint {path} refused: it would import {unsafe.group(1)} and loading could run "
-            "code; an mlkd checkpoint holds only tensors and plain data (load only files mlkd wrote)") from None
-    raise CheckpointCorruptError(f"checkpoint {path} is unreadable or corrupt "
-                                 f"({type(err).__name__}: {_torch_reason(err)})") from None
+            "code; an mlkd checkpoint holds only tensors and plain data (load only files mlkd wrote)"
+        ) from None
+    raise CheckpointCorruptError(
+        f"checkpoint {path} is unreadable or corrupt ({type(err).__name__}: {_torch_reason(err)})"
+    ) from None
 
 
 def _torch_reason(err: Exception) -> str:
@@ -201,8 +214,11 @@ def _torch_reason(err: Exception) -> str:
     advice (which recommend ``weights_only=False``, the very thing mlkd never does)."""
     text = str(err).split("Check the documentation of torch.load")[0]
     if "Weights only load failed" in text:
-        text = text.split("WeightsUnpickler error:")[-1] if "WeightsUnpickler error:" in text \
+        text = (
+            text.split("WeightsUnpickler error:")[-1]
+            if "WeightsUnpickler error:" in text
             else text.strip().split("\n\n")[-1]
+        )
     return shorten(text)
 
 
@@ -211,20 +227,24 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     file is a CheckpointError naming it."""
     path = checkpoint_file(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path} (give a checkpoint file or a run folder "
-                              "holding checkpoints/last.pt)")
+        raise CheckpointError(
+            f"checkpoint not found: {path} (give a checkpoint file or a run folder holding checkpoints/last.pt)"
+        )
     state = _unpickle(path, map_location)
     if not isinstance(state, dict) or any(key not in state for key in REQUIRED_KEYS):
         raise CheckpointError(f"checkpoint {path} is not an mlkd checkpoint (needs keys {', '.join(REQUIRED_KEYS)})")
     integrity = state.pop(INTEGRITY, None)
     if isinstance(integrity, dict) and integrity.get("sha256") != state_digest(state):
-        raise CheckpointCorruptError(f"checkpoint {path} is corrupt: its contents do not match the SHA-256 "
-                              "digest written with it (damaged on disk or in transfer)")
+        raise CheckpointCorruptError(
+            f"checkpoint {path} is corrupt: its contents do not match the SHA-256 "
+            "digest written with it (damaged on disk or in transfer)"
+        )
     return state
 
 
-def load_latest(folder: str | Path, map_location: str | torch.device = "cpu",
-                quarantine: bool = False) -> dict[str, Any] | None:
+def load_latest(
+    folder: str | Path, map_location: str | torch.device = "cpu", quarantine: bool = False
+) -> dict[str, Any] | None:
     """The newest readable checkpoint in ``folder`` (last, else prev), or None if there is none.
 
     Only a file with damaged bytes (CheckpointCorruptError) is skipped; any other

@@ -33,8 +33,9 @@ def _choose(kind: str, name: str, known: list[str]) -> None:
     from mlkd.losses.methods import unknown_name
 
     if name not in known:
-        raise ConfigError(unknown_name(kind, name, known) + " (a plugin module listed under 'plugins:' "
-                          "can register more)")
+        raise ConfigError(
+            unknown_name(kind, name, known) + " (a plugin module listed under 'plugins:' can register more)"
+        )
 
 
 def check_config(cfg: Config) -> None:
@@ -54,15 +55,22 @@ def check_config(cfg: Config) -> None:
     chosen = at_key("distill.weights", lambda: method_weights(d.method, d.weights))
     stray = [name for name in d.options if name not in chosen]
     if stray:
-        raise ConfigError(f"distill.options: options given for loss term(s) {stray} that method "
-                          f"{d.method!r} does not use (its terms: {list(chosen)}); add them with a "
-                          f"weight (distill.weights.{stray[0]}=1)")
-    terms = {name: at_key("distill.options", lambda name=name: build_term(name, d.options.get(name, {})))
-             for name in chosen}
+        raise ConfigError(
+            f"distill.options: options given for loss term(s) {stray} that method "
+            f"{d.method!r} does not use (its terms: {list(chosen)}); add them with a "
+            f"weight (distill.weights.{stray[0]}=1)"
+        )
+    terms = {
+        name: at_key("distill.options", lambda name=name: build_term(name, d.options.get(name, {}))) for name in chosen
+    }
     if method_needs_teacher(d.method, d.weights) and not d.teacher:
-        raise ConfigError(f"distill.teacher: method {d.method!r} distils from a teacher; give its "
-                          "checkpoint (distill.teacher=/path/to/last.pt or --teacher)")
+        raise ConfigError(
+            f"distill.teacher: method {d.method!r} distils from a teacher; give its "
+            "checkpoint (distill.teacher=/path/to/last.pt or --teacher)"
+        )
     reading = [name for name, term in terms.items() if "label_embeddings" in term.requires()]
     if cfg.model.head == "linear" and reading:
-        raise ConfigError(f"model.head: the {', '.join(reading)} term(s) of method {d.method!r} read "
-                          "label embeddings, which a linear head does not give; use model.head=label_wise")
+        raise ConfigError(
+            f"model.head: the {', '.join(reading)} term(s) of method {d.method!r} read "
+            "label embeddings, which a linear head does not give; use model.head=label_wise"
+        )

@@ -56,8 +56,12 @@ def term_gradient_norms(objective, values: Mapping[str, Tensor], student: ModelO
     """
     norms = {}
     for name, value in values.items():
-        inputs = [t for field in objective.terms[name].requires() for t in _tensors(getattr(student, field))
-                  if t.requires_grad]
+        inputs = [
+            t
+            for field in objective.terms[name].requires()
+            for t in _tensors(getattr(student, field))
+            if t.requires_grad
+        ]
         if not value.requires_grad or not inputs:
             norms[name] = torch.zeros((), device=value.device)
             continue
@@ -92,8 +96,7 @@ def embedding_geometry(embeddings: Tensor, targets: Tensor, plan=None) -> tuple[
 class TermDiagnostics:
     """The diagnostics of one epoch (see the module docstring); ``every`` 0 disables them."""
 
-    def __init__(self, every: int, warn_ratio: float, weights: Mapping[str, float],
-                 state: Optional[dict] = None):
+    def __init__(self, every: int, warn_ratio: float, weights: Mapping[str, float], state: Optional[dict] = None):
         self.every, self.warn_ratio, self.weights = int(every), float(warn_ratio), dict(weights)
         self._rows: list[Tensor] = []  # one [columns] tensor per measured step
         self._columns: list[str] = []
@@ -110,9 +113,16 @@ class TermDiagnostics:
         return self.every > 0 and step % self.every == 0
 
     @torch.compiler.disable
-    def measure(self, objective, values: Mapping[str, Tensor], student: ModelOutput,
-                teacher: Optional[ModelOutput], targets: Tensor, host_targets: Optional[Tensor] = None,
-                norms: Optional[Mapping[str, Tensor]] = None) -> None:
+    def measure(
+        self,
+        objective,
+        values: Mapping[str, Tensor],
+        student: ModelOutput,
+        teacher: Optional[ModelOutput],
+        targets: Tensor,
+        host_targets: Optional[Tensor] = None,
+        norms: Optional[Mapping[str, Tensor]] = None,
+    ) -> None:
         """Record one step: term values, gradient norms and ratios, geometry (on the device).
         ``norms``: the step's gradient norms when already taken (``term_gradient_norms``, scaled
         to the weights in force under ``distill.balance``); taken here when None."""
@@ -142,7 +152,7 @@ class TermDiagnostics:
         means over the measured steps (NaN measurements left out); "ratio" is the median."""
         if not self._rows:
             return None
-        table = torch.stack([row.detach().to('cpu', torch.float64) for row in self._rows])
+        table = torch.stack([row.detach().to("cpu", torch.float64) for row in self._rows])
         self._rows = []
         result: dict = {"steps": int(table.shape[0]), "terms": {}, "geometry": {}}
         for index, column in enumerate(self._columns):
@@ -163,17 +173,26 @@ class TermDiagnostics:
         """The distillation terms whose median gradient ratio exceeds ``warn_ratio``."""
         if not summary:
             return []
-        return [name for name, entry in summary["terms"].items()
-                if name != REFERENCE and entry.get("ratio") is not None and entry["ratio"] > self.warn_ratio]
+        return [
+            name
+            for name, entry in summary["terms"].items()
+            if name != REFERENCE and entry.get("ratio") is not None and entry["ratio"] > self.warn_ratio
+        ]
 
     def warn(self, summary: Optional[dict], epoch: int) -> list[str]:
         """Log one line naming each dominant term (see :meth:`dominant`); returns their names."""
         names = self.dominant(summary)
         if names:
-            parts = ", ".join(f"{n} (weight {self.weights.get(n, math.nan):g}, gradient "
-                              f"{summary['terms'][n]['ratio']:.3g}x BCE's)" for n in names)
-            log.warning("epoch %d: distillation term(s) %s outweigh BCE by more than %gx on the student "
-                        "outputs they read; the student may follow them instead of the labels "
-                        "(lower their weights; train.diagnostics_warn_ratio sets the threshold)",
-                        epoch, parts, self.warn_ratio)
+            parts = ", ".join(
+                f"{n} (weight {self.weights.get(n, math.nan):g}, gradient {summary['terms'][n]['ratio']:.3g}x BCE's)"
+                for n in names
+            )
+            log.warning(
+                "epoch %d: distillation term(s) %s outweigh BCE by more than %gx on the student "
+                "outputs they read; the student may follow them instead of the labels "
+                "(lower their weights; train.diagnostics_warn_ratio sets the threshold)",
+                epoch,
+                parts,
+                self.warn_ratio,
+            )
         return names

@@ -34,8 +34,13 @@ def init_distributed(device_type: str, timeout_s: float = 600.0) -> DistInfo:
         store, rank, world = next(dist.rendezvous("env://", timeout=join))
         store.set_timeout(join)
         # The prefix init_process_group puts on a store it makes itself (the store is shared).
-        dist.init_process_group(backend, store=dist.PrefixStore("default_pg", store), rank=rank,
-                                world_size=world, timeout=datetime.timedelta(seconds=timeout_s))
+        dist.init_process_group(
+            backend,
+            store=dist.PrefixStore("default_pg", store),
+            rank=rank,
+            world_size=world,
+            timeout=datetime.timedelta(seconds=timeout_s),
+        )
     return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 

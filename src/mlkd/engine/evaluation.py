@@ -17,8 +17,14 @@ log = logging.getLogger("mlkd")
 
 
 @torch.no_grad()
-def predict(model: nn.Module, loader, device: torch.device, precision: Precision,
-            info: DistInfo = DistInfo(), channels_last: bool = False) -> dict[str, np.ndarray]:
+def predict(
+    model: nn.Module,
+    loader,
+    device: torch.device,
+    precision: Precision,
+    info: DistInfo = DistInfo(),
+    channels_last: bool = False,
+) -> dict[str, np.ndarray]:
     """Probabilities of every sample, in dataset order, gathered from every rank.
 
     Returns {"index": [N], "scores": [N, q] float32 probabilities, "targets": [N, q] uint8}.
@@ -58,9 +64,16 @@ def predict(model: nn.Module, loader, device: torch.device, precision: Precision
     }
 
 
-def evaluate(model: nn.Module, loader, device: torch.device, precision: Precision,
-             protocols: list[str], info: DistInfo = DistInfo(), channels_last: bool = False,
-             thresholds=None) -> dict:
+def evaluate(
+    model: nn.Module,
+    loader,
+    device: torch.device,
+    precision: Precision,
+    protocols: list[str],
+    info: DistInfo = DistInfo(),
+    channels_last: bool = False,
+    thresholds=None,
+) -> dict:
     """Metrics of ``model`` on ``loader`` for every protocol: {protocol: metrics dict, ...}.
     ``thresholds [q]``: the per-class thresholds of the ``calibrated`` protocol.
 
@@ -70,14 +83,19 @@ def evaluate(model: nn.Module, loader, device: torch.device, precision: Precisio
     predictions = predict(model, loader, device, precision, info, channels_last)
     bad = int(np.isnan(predictions["scores"]).any(axis=1).sum())
     if bad:
-        raise NonFiniteLossError(f"evaluation: {bad} of {len(predictions['index'])} test images have NaN "
-                                 "scores (the model diverged; e.g. lower optim.lr)")
+        raise NonFiniteLossError(
+            f"evaluation: {bad} of {len(predictions['index'])} test images have NaN "
+            "scores (the model diverged; e.g. lower optim.lr)"
+        )
     result = evaluate_protocols(predictions["scores"], predictions["targets"], protocols, thresholds)
     result["num_images"] = int(len(predictions["index"]))
     result["skipped"] = predictions["skipped"]
     if result["skipped"] and info.is_main:
-        log.warning("evaluation: %d unreadable test image(s) skipped; the metrics cover the other %d",
-                    result["skipped"], result["num_images"])
+        log.warning(
+            "evaluation: %d unreadable test image(s) skipped; the metrics cover the other %d",
+            result["skipped"],
+            result["num_images"],
+        )
     return result
 
 
@@ -91,12 +109,20 @@ def saved_config(state: dict, path: str) -> Config:  # noqa: F821
     try:
         return config_from_dict(state["config"], f"checkpoint {path}: its saved config")
     except ConfigError as err:
-        raise CheckpointError(f"{err}; it was written by mlkd {state.get('mlkd_version', 'of another version')}, "
-                              f"this is mlkd {__version__}: use the version that wrote it") from None
+        raise CheckpointError(
+            f"{err}; it was written by mlkd {state.get('mlkd_version', 'of another version')}, "
+            f"this is mlkd {__version__}: use the version that wrote it"
+        ) from None
 
 
-def evaluate_checkpoint(path: str, protocols: list[str] | None = None, data_cfg=None,
-                        device: str = "auto", amp: str | None = None, overrides: list[str] | None = None) -> dict:
+def evaluate_checkpoint(
+    path: str,
+    protocols: list[str] | None = None,
+    data_cfg=None,
+    device: str = "auto",
+    amp: str | None = None,
+    overrides: list[str] | None = None,
+) -> dict:
     """Evaluate a saved model on the test split of its own data config (or ``data_cfg``);
     ``overrides`` (``key.sub=value``) change the checkpoint's own config first (e.g.
     ``data.holdout=0``: the real test split of a run that evaluated on a validation split).
@@ -130,5 +156,4 @@ def evaluate_checkpoint(path: str, protocols: list[str] | None = None, data_cfg=
     check_classes(state["classes"], list(test_set.classes), f"checkpoint {path}")
     precision = resolve_precision(amp or saved.train.amp, torch_device)
     loader = eval_loader(test_set, data_cfg, DistInfo(), torch_device.type == "cuda")
-    return evaluate(model, loader, torch_device, precision, protocols or saved.train.protocols,
-                    thresholds=thresholds)
+    return evaluate(model, loader, torch_device, precision, protocols or saved.train.protocols, thresholds=thresholds)

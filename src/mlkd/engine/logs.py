@@ -100,8 +100,10 @@ class TensorBoardLog:
             from mlkd.errors import ConfigError
             from mlkd.optional import install_hint
 
-            raise ConfigError("mlkd needs tensorboard for train.tensorboard=true: "
-                              f"{install_hint('tensorboard')} (or set train.tensorboard=false)") from None
+            raise ConfigError(
+                "mlkd needs tensorboard for train.tensorboard=true: "
+                f"{install_hint('tensorboard')} (or set train.tensorboard=false)"
+            ) from None
         self.writer = SummaryWriter(str(folder))
 
     def write(self, record: dict) -> None:

@@ -14,8 +14,9 @@ OPTIMIZERS.add("adam", torch.optim.Adam)  # L2 decay added to the gradient (the 
 OPTIMIZERS.add("adamw", torch.optim.AdamW)  # decoupled decay (the paper's text)
 
 
-def param_groups(modules: Iterable[nn.Module], weight_decay: float, lr: float = 1.0,
-                 head_lr_scale: float = 1.0) -> list[dict]:
+def param_groups(
+    modules: Iterable[nn.Module], weight_decay: float, lr: float = 1.0, head_lr_scale: float = 1.0
+) -> list[dict]:
     """Groups with their ``weight_decay`` and ``lr``: matrices/kernels get ``weight_decay``;
     biases, norms and 1-d params get none. With ``head_lr_scale != 1`` every parameter outside a
     module's ``backbone`` attribute (the label-wise head, a method's own layers) gets
@@ -34,13 +35,17 @@ def param_groups(modules: Iterable[nn.Module], weight_decay: float, lr: float = 
         for decays in (True, False):
             params = groups.get((new, decays), [])
             if params or not new:
-                out.append({"params": params, "weight_decay": weight_decay if decays else 0.0,
-                            "lr": lr * (head_lr_scale if new else 1.0)})
+                out.append(
+                    {
+                        "params": params,
+                        "weight_decay": weight_decay if decays else 0.0,
+                        "lr": lr * (head_lr_scale if new else 1.0),
+                    }
+                )
     return out
 
 
-def build_optimizer(modules: Iterable[nn.Module], cfg: OptimConfig,
-                    fused: bool | None = None) -> torch.optim.Optimizer:
+def build_optimizer(modules: Iterable[nn.Module], cfg: OptimConfig, fused: bool | None = None) -> torch.optim.Optimizer:
     """``adam``: L2 decay added to the gradient (official); ``adamw``: decoupled decay (paper).
 
     ``fused``: the fused implementation (one kernel per step, and it can skip a step on the
@@ -70,6 +75,9 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, steps_pe
     if float(pct_start * total) - 1 == 0:
         pct_start = (1 + 1e-6) / total
     return torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=[group["lr"] for group in optimizer.param_groups], epochs=cfg.epochs,
-        steps_per_epoch=steps_per_epoch, pct_start=pct_start,
+        optimizer,
+        max_lr=[group["lr"] for group in optimizer.param_groups],
+        epochs=cfg.epochs,
+        steps_per_epoch=steps_per_epoch,
+        pct_start=pct_start,
     )

@@ -33,8 +33,9 @@ class StopRequest:
 
     def __call__(self, signum, frame) -> None:
         if self.signum is None:
-            log.warning("received %s: stopping after the current step and saving a checkpoint",
-                        signal.Signals(signum).name)
+            log.warning(
+                "received %s: stopping after the current step and saving a checkpoint", signal.Signals(signum).name
+            )
         self.signum = signum
 
     def agreed(self, info: DistInfo, device: torch.device, batch: int, interval: int) -> bool:

@@ -42,15 +42,18 @@ def run_lock(run_dir: str | os.PathLike) -> Iterator[None]:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as err:
-        raise ConfigError(f"run_dir: cannot create the lock file {path} ({err.strerror or err}); "
-                          "choose a writable folder") from None
+        raise ConfigError(
+            f"run_dir: cannot create the lock file {path} ({err.strerror or err}); choose a writable folder"
+        ) from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         holder = _holder(fd)
         os.close(fd)
-        raise RunBusyError(f"{Path(run_dir)} is being trained by another process ({holder}); wait "
-                           f"for it to finish or use another run_dir") from None
+        raise RunBusyError(
+            f"{Path(run_dir)} is being trained by another process ({holder}); wait "
+            f"for it to finish or use another run_dir"
+        ) from None
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
     _held[path] = 1

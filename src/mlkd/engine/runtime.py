@@ -35,8 +35,9 @@ def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError as err:
-        raise ConfigError(f"train.device: {name!r} is not a device ({err}); use auto, cpu, cuda, cuda:N "
-                          "or mps") from None
+        raise ConfigError(
+            f"train.device: {name!r} is not a device ({err}); use auto, cpu, cuda, cuda:N or mps"
+        ) from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("train.device: cuda was asked for but CUDA is not available; use train.device=cpu")
     if device.type == "cuda" and device.index is None:

@@ -68,8 +68,7 @@ class StudentStep(nn.Module):
         super().__init__()
         self.student, self.objective = student, objective
 
-    def forward(self, images, targets, teacher_out, host_targets=None, diagnostics=None, balancer=None,
-                measure=False):
+    def forward(self, images, targets, teacher_out, host_targets=None, diagnostics=None, balancer=None, measure=False):
         student_out = self.student(images)
         if diagnostics is None and balancer is None:
             return self.objective(student_out, teacher_out, targets, host_targets)
@@ -128,8 +127,11 @@ class NonFiniteGuard:
             if not (bool(any_rank(torch.tensor(here, device=total.device), info)) if distributed else here):
                 return True
             bad = [name for name, value in terms.items() if not bool(torch.isfinite(value).all())] or ["total"]
-            where = (f"in term(s) {', '.join(bad)}" + (f" on rank {info.rank}" if distributed else "")
-                     if here else "on another rank")
+            where = (
+                f"in term(s) {', '.join(bad)}" + (f" on rank {info.rank}" if distributed else "")
+                if here
+                else "on another rank"
+            )
             return self._refuse(f"non-finite loss at epoch {run.epoch + 1} step {run.global_step} {where}")
         total = total.detach()
         bad = ~torch.isfinite(total)
@@ -139,8 +141,10 @@ class NonFiniteGuard:
             self._names = [*terms, GRADIENTS]
             self._count = torch.zeros((), dtype=torch.long, device=total.device)
             self._first = torch.full((2 + len(terms),), -1, dtype=torch.long, device=total.device)
-        flags = torch.stack([~torch.isfinite(v.detach().float()).all() for v in terms.values()]
-                            + [torch.zeros((), dtype=torch.bool, device=total.device)])
+        flags = torch.stack(
+            [~torch.isfinite(v.detach().float()).all() for v in terms.values()]
+            + [torch.zeros((), dtype=torch.bool, device=total.device)]
+        )
         record = torch.cat([torch.full((1,), run.global_step, device=total.device), flags.long()])
         self._bad = torch.zeros_like(bad)
         self._flag(bad, record)
@@ -162,8 +166,9 @@ class NonFiniteGuard:
             return True
         if not bool(bad):
             return True
-        return self._refuse(f"non-finite gradients at epoch {run.epoch + 1} step {run.global_step} "
-                            "(the loss was finite)")
+        return self._refuse(
+            f"non-finite gradients at epoch {run.epoch + 1} step {run.global_step} (the loss was finite)"
+        )
 
     def _refuse(self, message: str) -> bool:
         """Per-step mode, a bad step: raise under ``stop``; under ``skip`` warn, count, return False."""
@@ -214,22 +219,24 @@ class NonFiniteGuard:
         if new <= 0:
             return
         names = [name for name, flag in zip(self._names, flags) if flag] or ["total"]
-        message = (f"non-finite gradients at epoch {run.epoch + 1} step {first} (the loss was finite)"
-                   if names == [GRADIENTS] else
-                   f"non-finite loss at epoch {run.epoch + 1} step {first} in term(s) {', '.join(names)}")
+        message = (
+            f"non-finite gradients at epoch {run.epoch + 1} step {first} (the loss was finite)"
+            if names == [GRADIENTS]
+            else f"non-finite loss at epoch {run.epoch + 1} step {first} in term(s) {', '.join(names)}"
+        )
         if self.policy == "stop":
             later = run.global_step - first
             raise NonFiniteLossError(
                 message + f"; that step's update was not applied, {later} later step(s) were "
                 f"(on {run.device.type} the loss is checked every train.log_interval steps "
-                "without stalling the device; train.nonfinite=skip skips such steps)")
+                "without stalling the device; train.nonfinite=skip skips such steps)"
+            )
         log.warning("%s; %d step(s) skipped since the last check", message, new)
         self.skipped = count
         self._first.fill_(-1)
 
 
-def train_step(run, batch: dict, guard: NonFiniteGuard,
-               diagnostics=None) -> Optional[tuple[Tensor, dict[str, Tensor]]]:
+def train_step(run, batch: dict, guard: NonFiniteGuard, diagnostics=None) -> Optional[tuple[Tensor, dict[str, Tensor]]]:
     """One optimisation step of ``run`` on ``batch`` (a collated batch dict with images).
 
     Returns (total loss, detached term values), or None when the step was skipped by the

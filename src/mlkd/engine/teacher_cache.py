@@ -91,24 +91,42 @@ def weights_digest(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def fingerprint(teacher: nn.Module, teacher_dtype: Optional[torch.dtype], dataset: Dataset,
-                data_name: str, data_options: dict, policy: str, views: int, seed: int) -> dict:
+def fingerprint(
+    teacher: nn.Module,
+    teacher_dtype: Optional[torch.dtype],
+    dataset: Dataset,
+    data_name: str,
+    data_options: dict,
+    policy: str,
+    views: int,
+    seed: int,
+) -> dict:
     """What determines a cache's content (see the module docstring); JSON-serialisable."""
     base = dataset.dataset if isinstance(dataset, SeededViews) else dataset
     labels = base.labels_matrix()
     return {
         "format": FORMAT_VERSION,
-        "teacher": {"weights_sha256": weights_digest(teacher),
-                    "autocast": str(teacher_dtype) if teacher_dtype is not None else "off"},
+        "teacher": {
+            "weights_sha256": weights_digest(teacher),
+            "autocast": str(teacher_dtype) if teacher_dtype is not None else "off",
+        },
         "dataset": {
             "name": data_name,
             "options": {k: v for k, v in sorted(data_options.items()) if k != "cache_dir"},
-            "num_images": len(dataset), "classes": list(dataset.classes),
-            "labels_sha256": (hashlib.sha256(np.ascontiguousarray(labels, np.uint8).tobytes()).hexdigest()
-                              if labels is not None else None),
+            "num_images": len(dataset),
+            "classes": list(dataset.classes),
+            "labels_sha256": (
+                hashlib.sha256(np.ascontiguousarray(labels, np.uint8).tobytes()).hexdigest()
+                if labels is not None
+                else None
+            ),
         },
-        "view": {"policy": policy, "views": views, "seed": seed if policy == "train" else None,
-                 "transform": repr(getattr(dataset, "transform", None))},
+        "view": {
+            "policy": policy,
+            "views": views,
+            "seed": seed if policy == "train" else None,
+            "transform": repr(getattr(dataset, "transform", None)),
+        },
     }
 
 
@@ -151,8 +169,9 @@ class TeacherCache:
         try:
             self.meta = json.loads(meta_path.read_text())
         except FileNotFoundError:
-            raise DataError(f"teacher cache {self.folder} is incomplete (no {_META}): delete the folder "
-                            "and it is rebuilt") from None
+            raise DataError(
+                f"teacher cache {self.folder} is incomplete (no {_META}): delete the folder and it is rebuilt"
+            ) from None
         except (OSError, ValueError) as err:
             raise DataError(f"teacher cache {self.folder}: unreadable {_META} ({err}); delete the folder") from None
         if expected is not None and self.meta.get("fingerprint") != expected:
@@ -160,13 +179,13 @@ class TeacherCache:
             raise ConfigError(
                 f"distill.cache: {self.folder} was built for another {', '.join(parts)}; it cannot "
                 "serve this run. Use distill.cache=auto (one folder per fingerprint), another folder, "
-                "or delete this one to rebuild it")
+                "or delete this one to rebuild it"
+            )
         self.views = int(self.meta["views"])
         self.policy = self.meta["fingerprint"]["view"]["policy"]
         self.fields = list(self.meta["fields"])
         self._arrays = {name: np.load(self.folder / f"{name}.npy", mmap_mode="r") for name in self.fields}
-        self._offsets = {name: torch.from_numpy(np.load(self.folder / f"offset_{name}.npy"))
-                         for name in self.fields}
+        self._offsets = {name: torch.from_numpy(np.load(self.folder / f"offset_{name}.npy")) for name in self.fields}
         self._written = np.load(self.folder / "written.npy", mmap_mode="r")
 
     def __len__(self) -> int:
@@ -186,8 +205,10 @@ class TeacherCache:
             raise DataError(f"teacher cache {self.folder}: index out of range [0, {len(self)})")
         missing = idx[~self._written[view, idx].astype(bool)]
         if missing.size:
-            raise DataError(f"teacher cache {self.folder}: no entry for image(s) {missing[:5].tolist()} in "
-                            f"view {view} (unreadable when the cache was built?); delete the folder to rebuild")
+            raise DataError(
+                f"teacher cache {self.folder}: no entry for image(s) {missing[:5].tolist()} in "
+                f"view {view} (unreadable when the cache was built?); delete the folder to rebuild"
+            )
         device = torch.device(device)
         out = {}
         for name in SERVABLE:
@@ -199,8 +220,9 @@ class TeacherCache:
                 if offset.device != device:
                     offset = self._offsets[name] = offset.to(device)
                 out[name] = rows.to(device, non_blocking=True).float().add_(offset)
-        return ModelOutput(logits=out["logits"], label_embeddings=out.get("label_embeddings"),
-                           pooled=out["pooled"], features=[])
+        return ModelOutput(
+            logits=out["logits"], label_embeddings=out.get("label_embeddings"), pooled=out["pooled"], features=[]
+        )
 
 
 def _shapes(teacher: nn.Module) -> dict[str, tuple[int, ...]]:
@@ -234,14 +256,21 @@ def _offsets(teacher, dataset, fields, policy, device, precision, count: int = 6
 
 
 @torch.no_grad()
-def _fill(teacher, dataset, arrays, written, views, policy, info, device, precision, batch_size,
-          workers, offsets) -> None:
+def _fill(
+    teacher, dataset, arrays, written, views, policy, info, device, precision, batch_size, workers, offsets
+) -> None:
     """Write this rank's shard of every view into the (open, writable) arrays."""
     shard = ShardSampler(len(dataset), info.rank, info.world_size)
     for view in range(views):
         sampler = ViewSampler(shard, views, view) if policy == "train" else shard
-        loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
-                            collate_fn=collate, pin_memory=device.type == "cuda")
+        loader = DataLoader(
+            dataset,
+            batch_size=batch_size,
+            sampler=sampler,
+            num_workers=workers,
+            collate_fn=collate,
+            pin_memory=device.type == "cuda",
+        )
         for batch in loader:
             if batch["images"] is None:
                 continue
@@ -253,15 +282,26 @@ def _fill(teacher, dataset, arrays, written, views, policy, info, device, precis
                 half = value.astype(np.float16)
                 if not np.isfinite(half).all():
                     where = "is not finite" if not np.isfinite(value).all() else "overflows float16"
-                    raise DataError(f"teacher cache: the teacher's {name} {where} for image(s) "
-                                    f"{rows[:5].tolist()}; it cannot be cached (distill.cache=off)")
+                    raise DataError(
+                        f"teacher cache: the teacher's {name} {where} for image(s) "
+                        f"{rows[:5].tolist()}; it cannot be cached (distill.cache=off)"
+                    )
                 arrays[name][view, rows] = half
             written[view, rows] = 1
 
 
-def build_cache(folder: Path, teacher: nn.Module, dataset: Dataset, fp: dict, views: int,
-                info: DistInfo, device: torch.device, precision, batch_size: int,
-                workers: int) -> TeacherCache:
+def build_cache(
+    folder: Path,
+    teacher: nn.Module,
+    dataset: Dataset,
+    fp: dict,
+    views: int,
+    info: DistInfo,
+    device: torch.device,
+    precision,
+    batch_size: int,
+    workers: int,
+) -> TeacherCache:
     """Run ``teacher`` over every view of ``dataset`` and write the cache at ``folder``
     atomically (temporary folder + rename). Returns the opened cache."""
     folder = Path(folder)
@@ -273,8 +313,10 @@ def build_cache(folder: Path, teacher: nn.Module, dataset: Dataset, fp: dict, vi
         need = sum(views * n * int(np.prod(s)) * 2 for s in shapes.values()) + views * n
         free = shutil.disk_usage(folder.parent).free
         if need > free:
-            raise DataError(f"teacher cache: {need / 2**30:.1f} GiB needed at {folder.parent}, "
-                            f"{free / 2**30:.1f} GiB free; choose another distill.cache folder")
+            raise DataError(
+                f"teacher cache: {need / 2**30:.1f} GiB needed at {folder.parent}, "
+                f"{free / 2**30:.1f} GiB free; choose another distill.cache folder"
+            )
         tmp = folder.parent / f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}"
         tmp.mkdir()
         for name, shape in shapes.items():
@@ -293,16 +335,22 @@ def build_cache(folder: Path, teacher: nn.Module, dataset: Dataset, fp: dict, vi
                 np.save(tmp / f"offset_{name}.npy", offset.astype(np.float32))
         arrays = {name: np.load(tmp / f"{name}.npy", mmap_mode="r+") for name in shapes}
         written = np.load(tmp / "written.npy", mmap_mode="r+")
-        _fill(teacher, dataset, arrays, written, views, policy, info, device, precision, batch_size, workers,
-              offsets)
+        _fill(teacher, dataset, arrays, written, views, policy, info, device, precision, batch_size, workers, offsets)
         for array in (*arrays.values(), written):
             array.flush()
         del arrays, written
         barrier(info)
         if info.is_main:
-            meta = {"format": FORMAT_VERSION, "fingerprint": fp, "num_images": n, "views": views,
-                    "fields": {name: list(shape) for name, shape in shapes.items()}, "dtype": "float16",
-                    "build_seconds": round(time.perf_counter() - start, 3), "complete": True}
+            meta = {
+                "format": FORMAT_VERSION,
+                "fingerprint": fp,
+                "num_images": n,
+                "views": views,
+                "fields": {name: list(shape) for name, shape in shapes.items()},
+                "dtype": "float16",
+                "build_seconds": round(time.perf_counter() - start, 3),
+                "complete": True,
+            }
             with open(tmp / _META, "w") as handle:
                 json.dump(meta, handle, indent=1)
                 handle.flush()
@@ -321,9 +369,18 @@ def build_cache(folder: Path, teacher: nn.Module, dataset: Dataset, fp: dict, vi
     return TeacherCache(folder, fp)
 
 
-def open_or_build(location: str, teacher: nn.Module, dataset: Dataset, fp: dict, views: int,
-                  info: DistInfo, device: torch.device, precision, batch_size: int,
-                  workers: int) -> TeacherCache:
+def open_or_build(
+    location: str,
+    teacher: nn.Module,
+    dataset: Dataset,
+    fp: dict,
+    views: int,
+    info: DistInfo,
+    device: torch.device,
+    precision,
+    batch_size: int,
+    workers: int,
+) -> TeacherCache:
     """``location``: "auto" or a folder. A complete folder is opened (its fingerprint must
     equal ``fp``); an absent (or empty) one is built."""
     folder = auto_folder(fp) if location == "auto" else Path(location).expanduser()
@@ -344,8 +401,9 @@ def teacher_reads(terms) -> dict[str, set[str]]:
 def unservable_reads(terms) -> dict[str, list[str]]:
     """{term name: the teacher fields it reads that a cache does not store}, for the terms that
     read such a field (empty: a cache can serve them all)."""
-    return {name: sorted(fields - set(SERVABLE)) for name, fields in teacher_reads(terms).items()
-            if fields - set(SERVABLE)}
+    return {
+        name: sorted(fields - set(SERVABLE)) for name, fields in teacher_reads(terms).items() if fields - set(SERVABLE)
+    }
 
 
 def cache_can_serve(method: str, weights=None) -> bool:
@@ -355,8 +413,9 @@ def cache_can_serve(method: str, weights=None) -> bool:
     return not unservable_reads(LOSS_TERMS.get(name)() for name in method_weights(method, weights))
 
 
-def prepare(cfg, teacher: nn.Module, objective: nn.Module, train_set: Dataset, info: DistInfo,
-            device: torch.device, precision) -> tuple[Dataset, TeacherCache]:
+def prepare(
+    cfg, teacher: nn.Module, objective: nn.Module, train_set: Dataset, info: DistInfo, device: torch.device, precision
+) -> tuple[Dataset, TeacherCache]:
     """For ``fit``: check that the method can use a cache, then open or build it. Returns the
     training dataset to use (the cache's view of the images) and the cache."""
     from mlkd.data.transforms import build_transform
@@ -366,30 +425,47 @@ def prepare(cfg, teacher: nn.Module, objective: nn.Module, train_set: Dataset, i
     if unservable_by_term:
         terms = list(unservable_by_term)
         unservable = sorted(set().union(*unservable_by_term.values()))
-        raise ConfigError(f"distill.cache: method {d.method!r} (term(s) {', '.join(terms)}) reads the teacher's "
-                          f"{', '.join(unservable)}, which a teacher-output cache does not store; "
-                          "use distill.cache=off for this method")
+        raise ConfigError(
+            f"distill.cache: method {d.method!r} (term(s) {', '.join(terms)}) reads the teacher's "
+            f"{', '.join(unservable)}, which a teacher-output cache does not store; "
+            "use distill.cache=off for this method"
+        )
     if d.cache_view == "eval" and d.cache_views != 1:
-        raise ConfigError("distill.cache_views: the eval view is one view; use distill.cache_view=train "
-                          "for several augmented views")
+        raise ConfigError(
+            "distill.cache_views: the eval view is one view; use distill.cache_view=train for several augmented views"
+        )
     if d.cache_view == "train" and d.cache_views > cfg.optim.epochs:
-        log.warning("distill.cache_views=%d > optim.epochs=%d: the extra views are never used",
-                    d.cache_views, cfg.optim.epochs)
+        log.warning(
+            "distill.cache_views=%d > optim.epochs=%d: the extra views are never used", d.cache_views, cfg.optim.epochs
+        )
     data = cfg.data
     eval_transform = build_transform(data.recipe, data.img_size, False, data.normalize)
     dataset = view_dataset(train_set, eval_transform, d.cache_view, cfg.train.seed)
-    fp = fingerprint(teacher, precision.dtype, dataset, data.name, dict(data.options), d.cache_view,
-                     d.cache_views, cfg.train.seed)
+    fp = fingerprint(
+        teacher, precision.dtype, dataset, data.name, dict(data.options), d.cache_view, d.cache_views, cfg.train.seed
+    )
     # Building must not draw from the training RNG streams (the DataLoader draws a base seed):
     # a run is the same whether its cache existed or was built first.
     devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
-        cache = open_or_build(d.cache, teacher, dataset, fp, d.cache_views, info, device, precision,
-                              data.eval_batch_size or data.batch_size, data.num_workers)
+        cache = open_or_build(
+            d.cache,
+            teacher,
+            dataset,
+            fp,
+            d.cache_views,
+            info,
+            device,
+            precision,
+            data.eval_batch_size or data.batch_size,
+            data.num_workers,
+        )
     needed = set().union(*teacher_reads(objective.terms.values()).values())
     if "label_embeddings" in needed and "label_embeddings" not in cache.fields:
         raise ConfigError(f"distill.cache: method {d.method!r} needs label embeddings; the teacher has none")
     if d.cache_view == "eval":
-        log.info("teacher cache: the student trains on the eval view of the training images (no "
-                 "augmentation); distill.cache_view=train keeps the recipe's augmentation")
+        log.info(
+            "teacher cache: the student trains on the eval view of the training images (no "
+            "augmentation); distill.cache_view=train keeps the recipe's augmentation"
+        )
     return dataset, cache

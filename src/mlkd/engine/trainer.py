@@ -45,12 +45,14 @@ from mlkd.runrecord import METRICS_FILE
 log = logging.getLogger("mlkd")
 
 
-
 def _rng_state() -> dict:
     """Every RNG's state as tensors and plain data (a checkpoint holds nothing else)."""
     name, keys, *rest = np.random.get_state()
-    state = {"python": random.getstate(), "numpy": (name, torch.from_numpy(keys.astype(np.int64)), *rest),
-             "torch": torch.get_rng_state()}
+    state = {
+        "python": random.getstate(),
+        "numpy": (name, torch.from_numpy(keys.astype(np.int64)), *rest),
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -86,8 +88,17 @@ def build_run(cfg: Config) -> Run:
     check_normalisation(teacher, cfg.data.normalize, "teacher")
     if cfg.distill.teacher and not needs_teacher:
         log.warning("distill.teacher is ignored: method %s uses no teacher output", cfg.distill.method)
-    return assemble(cfg, student, teacher, classes, device=device, precision=precision, info=info,
-                    train_set=train_set, test_set=test_set)
+    return assemble(
+        cfg,
+        student,
+        teacher,
+        classes,
+        device=device,
+        precision=precision,
+        info=info,
+        train_set=train_set,
+        test_set=test_set,
+    )
 
 
 def _objective(run: Run) -> nn.Module:
@@ -99,12 +110,20 @@ def _objective(run: Run) -> nn.Module:
 
 def _state(run: Run) -> dict:
     return {
-        "model": run.student.state_dict(), "objective": _objective(run).state_dict(),
-        "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
-        "scaler": run.scaler.state_dict(), "epoch": run.epoch, "global_step": run.global_step,
-        "rng": _rng_state(), "config": run.cfg.to_dict(), "classes": run.classes,
-        "history": run.history, "metrics": run.history[-1] if run.history else None,
-        "partial": run.partial, "mlkd_version": __version__,
+        "model": run.student.state_dict(),
+        "objective": _objective(run).state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
+        "scaler": run.scaler.state_dict(),
+        "epoch": run.epoch,
+        "global_step": run.global_step,
+        "rng": _rng_state(),
+        "config": run.cfg.to_dict(),
+        "classes": run.classes,
+        "history": run.history,
+        "metrics": run.history[-1] if run.history else None,
+        "partial": run.partial,
+        "mlkd_version": __version__,
         **({"balance": run.balancer.state_dict()} if run.balancer is not None else {}),
     }
 
@@ -117,8 +136,10 @@ def restore(run: Run) -> bool:
         return False
     changed = config_differences(state["config"], run.cfg.to_dict(), RESUMABLE_KEYS)
     if changed:
-        raise ConfigError(f"--resume: the config differs from the checkpoint's in {', '.join(changed)}; "
-                          f"resume with the same config or start a new run_dir")
+        raise ConfigError(
+            f"--resume: the config differs from the checkpoint's in {', '.join(changed)}; "
+            f"resume with the same config or start a new run_dir"
+        )
     run.student.load_state_dict(state["model"])
     _objective(run).load_state_dict(state["objective"])
     run.optimizer.load_state_dict(state["optimizer"])
@@ -149,14 +170,16 @@ def train_one_epoch(run: Run) -> dict[str, float]:
     loader.sampler.start = done.get("batches", 0) * loader.batch_size
     run.step.train()
     guard = NonFiniteGuard(cfg.train.nonfinite, defers_checks(run.device), run.optimizer)
-    diagnostics = TermDiagnostics(cfg.train.diagnostics_every, cfg.train.diagnostics_warn_ratio,
-                                  _objective(run).weights, done.get("diagnostics"))
+    diagnostics = TermDiagnostics(
+        cfg.train.diagnostics_every, cfg.train.diagnostics_warn_ratio, _objective(run).weights, done.get("diagnostics")
+    )
     sums: dict[str, Any] = dict(done.get("sums", {}))
     batches, steps = done.get("batches", 0), done.get("steps", 0)
     images_seen, skipped = done.get("images", 0), done.get("skipped_images", 0)
     total_batches = batches + len(loader)
-    progress = Progress(total_batches, f"epoch {run.epoch + 1}", cfg.train.progress,
-                        cfg.train.log_interval, run.info.is_main)
+    progress = Progress(
+        total_batches, f"epoch {run.epoch + 1}", cfg.train.progress, cfg.train.log_interval, run.info.is_main
+    )
     start = time.perf_counter() - done.get("seconds", 0.0)
     rng = _rng_state() if done else None
     batch_iter = iter(loader)
@@ -182,11 +205,16 @@ def train_one_epoch(run: Run) -> dict[str, float]:
         if request is not None and request.agreed(run.info, run.device, batches, cfg.train.log_interval):
             guard.check(run)
             progress.close()
-            run.partial = {"batches": batches, "steps": steps, "images": images_seen, "skipped_images": skipped,
-                           "skipped_steps": done.get("skipped_steps", 0) + guard.skipped,
-                           "seconds": time.perf_counter() - start,
-                           "sums": {name: float(value) for name, value in sums.items()},
-                           "diagnostics": diagnostics.state()}
+            run.partial = {
+                "batches": batches,
+                "steps": steps,
+                "images": images_seen,
+                "skipped_images": skipped,
+                "skipped_steps": done.get("skipped_steps", 0) + guard.skipped,
+                "seconds": time.perf_counter() - start,
+                "sums": {name: float(value) for name, value in sums.items()},
+                "diagnostics": diagnostics.state(),
+            }
             _stop(run, f"at epoch {run.epoch + 1}, batch {batches} of {total_batches}")
     guard.check(run)
     progress.close()
@@ -194,9 +222,15 @@ def train_one_epoch(run: Run) -> dict[str, float]:
     skipped_steps = done.get("skipped_steps", 0) + guard.skipped
     applied = max(steps - skipped_steps, 1)
     means = {name: float(value) / applied for name, value in sums.items()}
-    means.update({"images_per_s": images_seen * run.info.world_size / max(seconds, 1e-9), "seconds": seconds,
-                  "skipped_images": skipped, "skipped_steps": skipped_steps,
-                  "lr": run.scheduler.get_last_lr()[0]})
+    means.update(
+        {
+            "images_per_s": images_seen * run.info.world_size / max(seconds, 1e-9),
+            "seconds": seconds,
+            "skipped_images": skipped,
+            "skipped_steps": skipped_steps,
+            "lr": run.scheduler.get_last_lr()[0],
+        }
+    )
     summary = diagnostics.summary()
     if summary is not None:
         means["diagnostics"] = summary
@@ -239,16 +273,19 @@ def prepare_run_dir(cfg: Config, resume: bool) -> Path:
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise ConfigError(f"run_dir: cannot create {run_dir} ({err.strerror or err}); "
-                          "choose a writable folder") from None
+        raise ConfigError(
+            f"run_dir: cannot create {run_dir} ({err.strerror or err}); choose a writable folder"
+        ) from None
     if not os.access(run_dir, os.W_OK | os.X_OK):
         raise ConfigError(f"run_dir: {run_dir} is not writable; choose a writable folder")
     history = run_history(run_dir, cfg)
     checkpoints = [item for item in history if item.endswith(".pt")]
     if history and not (resume and checkpoints):
         way_out = "continue it with --resume or" if checkpoints else "nothing to resume from:"
-        raise ConfigError(f"run_dir {run_dir} already holds a run ({', '.join(history)}); {way_out} move the "
-                          f"folder aside (mv {run_dir} {run_dir}.old) or choose another run_dir")
+        raise ConfigError(
+            f"run_dir {run_dir} already holds a run ({', '.join(history)}); {way_out} move the "
+            f"folder aside (mv {run_dir} {run_dir}.old) or choose another run_dir"
+        )
     return run_dir
 
 
@@ -276,8 +313,11 @@ def _data_report(run: Run) -> dict[str, dict[str, int]]:
     report = {}
     for split, loader in (("train", run.train_loader), ("test", run.test_loader)):
         dataset = loader.dataset
-        report[split] = {"images": len(dataset), "missing": int(dataset.missing),
-                         "unreadable": len(dataset.unreadable_files)}
+        report[split] = {
+            "images": len(dataset),
+            "missing": int(dataset.missing),
+            "unreadable": len(dataset.unreadable_files),
+        }
     return report
 
 
@@ -347,8 +387,10 @@ def _epochs(run: Run, stop: int, board: Optional[TensorBoardLog]) -> None:
             log.info("epoch %d/%d %s", run.epoch, stop, _summary(record))
         barrier(run.info)
         if failure is not None:
-            raise NonFiniteLossError(f"epoch {run.epoch} ({train_stats['skipped_steps']} non-finite steps skipped): "
-                                     f"{failure}; the epoch is saved in {run.run_dir / 'checkpoints' / ckpt.LAST}")
+            raise NonFiniteLossError(
+                f"epoch {run.epoch} ({train_stats['skipped_steps']} non-finite steps skipped): "
+                f"{failure}; the epoch is saved in {run.run_dir / 'checkpoints' / ckpt.LAST}"
+            )
         if run.epoch < stop and run.stop_request.agreed(run.info, run.device, 0, 1):
             _stop(run, f"after epoch {run.epoch}", save=False)
 
@@ -359,8 +401,15 @@ def _evaluate_epoch(run: Run) -> tuple[dict, Optional[NonFiniteLossError]]:
     model stays diverged: later steps would all be skipped under ``train.nonfinite=skip``)."""
     cfg = run.cfg
     try:
-        return evaluate(run.student, run.test_loader, run.device, run.precision, cfg.train.protocols,
-                        run.info, cfg.train.channels_last), None
+        return evaluate(
+            run.student,
+            run.test_loader,
+            run.device,
+            run.precision,
+            cfg.train.protocols,
+            run.info,
+            cfg.train.channels_last,
+        ), None
     except NonFiniteLossError as err:
         return {"error": str(err)}, err
 

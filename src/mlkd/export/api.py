@@ -27,8 +27,14 @@ def default_output(path: str | Path, fmt: str) -> Path:
     return run / "export" / ("model.onnx" if fmt == "onnx" else "safetensors")
 
 
-def export(path: str | Path, fmt: str = "onnx", out: Optional[str | Path] = None,
-           tolerance: Optional[float] = None, check_map: bool = False, map_limit: Optional[int] = None) -> dict:
+def export(
+    path: str | Path,
+    fmt: str = "onnx",
+    out: Optional[str | Path] = None,
+    tolerance: Optional[float] = None,
+    check_map: bool = False,
+    map_limit: Optional[int] = None,
+) -> dict:
     """Export the model of ``path`` (a run folder or checkpoint) as ``fmt``; returns the report
     (path, parity: max abs logit / probability differences, and with ``check_map`` the
     test-split mAP of both). Raises ExportError and writes nothing when parity fails."""
@@ -41,8 +47,9 @@ def export(path: str | Path, fmt: str = "onnx", out: Optional[str | Path] = None
     if fmt == "onnx":
         from mlkd.export.onnx_export import export_onnx
 
-        report = export_onnx(student, out, tolerance if tolerance is not None else LOGIT_TOLERANCE,
-                             check_map, map_limit)
+        report = export_onnx(
+            student, out, tolerance if tolerance is not None else LOGIT_TOLERANCE, check_map, map_limit
+        )
     else:
         from mlkd.export.parity import map_parity
         from mlkd.export.weights import export_safetensors, load_safetensors, torch_outputs_of
@@ -52,6 +59,7 @@ def export(path: str | Path, fmt: str = "onnx", out: Optional[str | Path] = None
             rebuilt, _ = load_safetensors(out)
             report["test_map"] = map_parity(student, lambda images: torch_outputs_of(rebuilt, images), map_limit)
     report.update(classes=len(student.classes), img_size=student.img_size, thresholds=student.threshold_source)
-    log.info("exported %s to %s (max |logit diff| %.3g)", student.checkpoint, report["path"],
-             report["max_abs_logit_diff"])
+    log.info(
+        "exported %s to %s (max |logit diff| %.3g)", student.checkpoint, report["path"], report["max_abs_logit_diff"]
+    )
     return report

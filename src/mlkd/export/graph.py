@@ -43,8 +43,10 @@ def _inputs_of(module: nn.Module, example: tuple) -> dict[str, tuple[tuple, dict
     seen: dict[str, tuple[tuple, dict]] = {}
     hooks = []
     for name, child in module.named_children():
+
         def hook(_, args, kwargs, name=name):
             seen.setdefault(name, (args, kwargs))
+
         hooks.append(child.register_forward_pre_hook(hook, with_kwargs=True))
     try:
         with torch.no_grad():
@@ -55,8 +57,13 @@ def _inputs_of(module: nn.Module, example: tuple) -> dict[str, tuple[tuple, dict
     return seen
 
 
-def failing_part(module: nn.Module, example: tuple, export: Callable[[nn.Module, tuple, dict], None],
-                 prefix: str = "", depth: int = 4) -> Optional[tuple[str, nn.Module, Exception]]:
+def failing_part(
+    module: nn.Module,
+    example: tuple,
+    export: Callable[[nn.Module, tuple, dict], None],
+    prefix: str = "",
+    depth: int = 4,
+) -> Optional[tuple[str, nn.Module, Exception]]:
     """The deepest submodule (dotted path, module, its error) whose own export fails, looking
     through the children ``module`` calls; None when every child exports (the failure is in
     ``module``'s own code between them)."""
@@ -78,5 +85,6 @@ def describe_failure(net: nn.Module, example: tuple, export: Callable, err: Exce
     found = failing_part(net, example, export)
     path, module, cause = found if found else ("the model", net, err)
     first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
-    return ExportError(f"cannot export to {fmt}: {path} ({type(module).__name__}) fails: "
-                       f"{type(cause).__name__}: {shorten(first, 300)}")
+    return ExportError(
+        f"cannot export to {fmt}: {path} ({type(module).__name__}) fails: {type(cause).__name__}: {shorten(first, 300)}"
+    )

@@ -32,8 +32,17 @@ log = logging.getLogger("mlkd")
 OPSET = 20
 INPUT, OUTPUTS = "images", ("logits", "probabilities")
 #: metadata_props keys (values are strings; lists and numbers as JSON).
-METADATA = ("mlkd.classes", "mlkd.thresholds", "mlkd.thresholds_source", "mlkd.img_size", "mlkd.input",
-            "mlkd.model", "mlkd.version", "mlkd.weights_sha256", "mlkd.parity")
+METADATA = (
+    "mlkd.classes",
+    "mlkd.thresholds",
+    "mlkd.thresholds_source",
+    "mlkd.img_size",
+    "mlkd.input",
+    "mlkd.model",
+    "mlkd.version",
+    "mlkd.weights_sha256",
+    "mlkd.parity",
+)
 
 
 def _need_onnx():
@@ -56,11 +65,11 @@ def _to_onnx(module: torch.nn.Module, args: tuple, kwargs: dict | None = None, n
 
     options = {}
     if names:
-        options = dict(input_names=[INPUT], output_names=list(OUTPUTS),
-                       dynamic_shapes=({0: Dim("batch", min=1)},))
+        options = dict(input_names=[INPUT], output_names=list(OUTPUTS), dynamic_shapes=({0: Dim("batch", min=1)},))
     with _quiet(), torch.no_grad():
-        return torch.onnx.export(module, args, None, kwargs=kwargs or None, dynamo=True, opset_version=OPSET,
-                                 verbose=False, **options)
+        return torch.onnx.export(
+            module, args, None, kwargs=kwargs or None, dynamo=True, opset_version=OPSET, verbose=False, **options
+        )
 
 
 def session(model_bytes: bytes, threads: int | None = None):
@@ -74,9 +83,11 @@ def session(model_bytes: bytes, threads: int | None = None):
 
 def runner(sess):
     """An ONNX Runtime session as a parity Runner (images -> logits, probabilities)."""
+
     def run(images: np.ndarray):
         logits, probs = sess.run(list(OUTPUTS), {INPUT: np.ascontiguousarray(images, dtype=np.float32)})
         return logits, probs
+
     return run
 
 
@@ -88,17 +99,23 @@ def metadata(student: Student, parity: dict) -> dict[str, str]:
         "mlkd.thresholds_source": student.threshold_source,
         "mlkd.img_size": json.dumps(size),
         "mlkd.input": f"{INPUT}: float32 [batch, 3, {size}, {size}], RGB in [0, 1] (resized to {size}x{size}); "
-                      "the graph normalises it",
-        "mlkd.model": json.dumps({**student.model_config, "epoch": student.epoch,
-                                  "checkpoint": student.checkpoint.name}),
+        "the graph normalises it",
+        "mlkd.model": json.dumps(
+            {**student.model_config, "epoch": student.epoch, "checkpoint": student.checkpoint.name}
+        ),
         "mlkd.version": __version__,
         "mlkd.weights_sha256": student.weights_sha256,
         "mlkd.parity": json.dumps(parity),
     }
 
 
-def export_onnx(student: Student, out: str | Path, tolerance: float = LOGIT_TOLERANCE,
-                check_map: bool = False, map_limit: int | None = None) -> dict:
+def export_onnx(
+    student: Student,
+    out: str | Path,
+    tolerance: float = LOGIT_TOLERANCE,
+    check_map: bool = False,
+    map_limit: int | None = None,
+) -> dict:
     """Export ``student`` to ``out`` (.onnx); returns the report (parity figures, opset, path).
 
     Refuses (ExportError, nothing written) when a part of the model cannot be exported (the

@@ -43,8 +43,9 @@ def fixed_batch_parity(student: Student, run: Runner, batches: Sequence[int] = P
         ref_logits, ref_probs = torch_outputs(student, images)
         logits, probs = run(images)
         if logits.shape != ref_logits.shape:
-            raise ExportError(f"export parity: logits of shape {logits.shape} at batch {batch}, "
-                              f"PyTorch gives {ref_logits.shape}")
+            raise ExportError(
+                f"export parity: logits of shape {logits.shape} at batch {batch}, PyTorch gives {ref_logits.shape}"
+            )
         logit_diff = max(logit_diff, float(np.abs(logits - ref_logits).max()))
         prob_diff = max(prob_diff, float(np.abs(probs - ref_probs).max()))
     return {"max_abs_logit_diff": logit_diff, "max_abs_probability_diff": prob_diff, "batches": list(batches)}
@@ -53,8 +54,10 @@ def fixed_batch_parity(student: Student, run: Runner, batches: Sequence[int] = P
 def check_tolerance(parity: dict, fmt: str, tolerance: float) -> None:
     diff = parity["max_abs_logit_diff"]
     if not diff <= tolerance:  # NaN fails too
-        raise ExportError(f"{fmt} export refused: its logits differ from PyTorch's by up to {diff:.3g} "
-                          f"(tolerance {tolerance:g}) on the fixed batches {parity['batches']}; nothing written")
+        raise ExportError(
+            f"{fmt} export refused: its logits differ from PyTorch's by up to {diff:.3g} "
+            f"(tolerance {tolerance:g}) on the fixed batches {parity['batches']}; nothing written"
+        )
 
 
 def map_parity(student: Student, run: Runner, limit: int | None = None) -> dict:
@@ -83,10 +86,17 @@ def map_parity(student: Student, run: Runner, limit: int | None = None) -> dict:
     target = np.concatenate(targets)
     export_map = 100 * multilabel_metrics(np.concatenate(ours), target)["mAP"]
     torch_map = 100 * multilabel_metrics(np.concatenate(theirs), target)["mAP"]
-    result = {"images": int(len(target)), "map_export": export_map, "map_pytorch": torch_map,
-              "map_diff_points": abs(export_map - torch_map), "max_abs_logit_diff": logit_diff,
-              "tolerance_points": MAP_TOLERANCE_POINTS}
+    result = {
+        "images": int(len(target)),
+        "map_export": export_map,
+        "map_pytorch": torch_map,
+        "map_diff_points": abs(export_map - torch_map),
+        "max_abs_logit_diff": logit_diff,
+        "tolerance_points": MAP_TOLERANCE_POINTS,
+    }
     if not result["map_diff_points"] <= MAP_TOLERANCE_POINTS:
-        raise ExportError(f"export mAP {export_map:.4f} vs PyTorch {torch_map:.4f} on the test split "
-                          f"({len(target)} images): differ by more than {MAP_TOLERANCE_POINTS} points")
+        raise ExportError(
+            f"export mAP {export_map:.4f} vs PyTorch {torch_map:.4f} on the test split "
+            f"({len(target)} images): differ by more than {MAP_TOLERANCE_POINTS} points"
+        )
     return result

@@ -73,8 +73,11 @@ def read_list(path: str | Path) -> list[str]:
     relative paths are relative to the list file's folder."""
     path = Path(path)
     lines = [line.strip() for line in path.read_text().splitlines()]
-    return [str(path.parent / line) if not Path(line).is_absolute() else line
-            for line in lines if line and not line.startswith("#")]
+    return [
+        str(path.parent / line) if not Path(line).is_absolute() else line
+        for line in lines
+        if line and not line.startswith("#")
+    ]
 
 
 def predict_files(predictor: Predictor, files: Sequence[str], batch_size: int = 16) -> list[dict]:
@@ -82,14 +85,24 @@ def predict_files(predictor: Predictor, files: Sequence[str], batch_size: int = 
     scoring >= their threshold, highest score first)."""
     rows = []
     for start in range(0, len(files), batch_size):
-        chunk = files[start:start + batch_size]
+        chunk = files[start : start + batch_size]
         images = np.stack([load_image(f, predictor.img_size) for f in chunk])
         for file, probs in zip(chunk, predictor.probabilities(images)):
             above = np.flatnonzero(probs >= predictor.thresholds)
             above = above[np.argsort(-probs[above], kind="stable")]
-            rows.append({"image": str(file), "labels": [
-                {"label": predictor.classes[k], "score": round(float(probs[k]), 6),
-                 "threshold": round(float(predictor.thresholds[k]), 6)} for k in above]})
+            rows.append(
+                {
+                    "image": str(file),
+                    "labels": [
+                        {
+                            "label": predictor.classes[k],
+                            "score": round(float(probs[k]), 6),
+                            "threshold": round(float(predictor.thresholds[k]), 6),
+                        }
+                        for k in above
+                    ],
+                }
+            )
     return rows
 
 

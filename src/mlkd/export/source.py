@@ -69,14 +69,25 @@ def load_student(path: str | Path) -> Student:
     if stored is not None:
         thresholds = [float(t) for t in stored["thresholds"]]
         val = stored.get("validation", {})
-        source = (f"calibrated on data.holdout={val.get('fraction')} ({val.get('images')} images; "
-                  f"{stored['rules'].count('f1')} labels by F1, the others {DEFAULT_THRESHOLD})")
+        source = (
+            f"calibrated on data.holdout={val.get('fraction')} ({val.get('images')} images; "
+            f"{stored['rules'].count('f1')} labels by F1, the others {DEFAULT_THRESHOLD})"
+        )
     else:
         thresholds, source = [DEFAULT_THRESHOLD] * len(classes), f"default {DEFAULT_THRESHOLD} (not calibrated)"
-    return Student(net=InferenceNet(model, data_normalisation(cfg)), weights=weights, classes=classes, config=cfg,
-                   img_size=int(cfg.data.img_size), data_norm=data_normalisation(cfg), thresholds=thresholds,
-                   threshold_source=source, weights_sha256=weights_digest(state),
-                   checkpoint=checkpoint_file(path), epoch=int(state["epoch"]))
+    return Student(
+        net=InferenceNet(model, data_normalisation(cfg)),
+        weights=weights,
+        classes=classes,
+        config=cfg,
+        img_size=int(cfg.data.img_size),
+        data_norm=data_normalisation(cfg),
+        thresholds=thresholds,
+        threshold_source=source,
+        weights_sha256=weights_digest(state),
+        checkpoint=checkpoint_file(path),
+        epoch=int(state["epoch"]),
+    )
 
 
 def student_from_model(model: torch.nn.Module, classes: list[str], config, thresholds=None) -> Student:
@@ -85,11 +96,19 @@ def student_from_model(model: torch.nn.Module, classes: list[str], config, thres
     weights = copy.deepcopy(model.state_dict())
     model.eval().reparameterize()
     q = len(classes)
-    return Student(net=InferenceNet(model, data_normalisation(config)), weights=weights, classes=list(classes),
-                   config=config, img_size=int(config.data.img_size), data_norm=data_normalisation(config),
-                   thresholds=list(thresholds) if thresholds is not None else [DEFAULT_THRESHOLD] * q,
-                   threshold_source="given" if thresholds is not None else f"default {DEFAULT_THRESHOLD}",
-                   weights_sha256="-", checkpoint=Path("memory"), epoch=0)
+    return Student(
+        net=InferenceNet(model, data_normalisation(config)),
+        weights=weights,
+        classes=list(classes),
+        config=config,
+        img_size=int(config.data.img_size),
+        data_norm=data_normalisation(config),
+        thresholds=list(thresholds) if thresholds is not None else [DEFAULT_THRESHOLD] * q,
+        threshold_source="given" if thresholds is not None else f"default {DEFAULT_THRESHOLD}",
+        weights_sha256="-",
+        checkpoint=Path("memory"),
+        epoch=0,
+    )
 
 
 def fixed_batch(batch: int, img_size: int, seed: int = 0) -> torch.Tensor:

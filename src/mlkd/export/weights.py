@@ -33,12 +33,17 @@ def export_safetensors(student: Student, out: str | Path, tolerance: float = 1e-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     config = {
-        "format": FORMAT, "mlkd_version": __version__, "model": student.model_config,
-        "classes": student.classes, "img_size": student.img_size,
+        "format": FORMAT,
+        "mlkd_version": __version__,
+        "model": student.model_config,
+        "classes": student.classes,
+        "img_size": student.img_size,
         "input": "float32 [batch, 3, S, S], RGB in [0, 1], resized to S x S",
         "data_normalization": [list(v) for v in student.data_norm] if student.data_norm else None,
-        "thresholds": student.thresholds, "thresholds_source": student.threshold_source,
-        "weights_sha256": student.weights_sha256, "epoch": student.epoch,
+        "thresholds": student.thresholds,
+        "thresholds_source": student.threshold_source,
+        "weights_sha256": student.weights_sha256,
+        "epoch": student.epoch,
         "rebuild": "from mlkd.export.weights import load_safetensors; net, config = load_safetensors(FOLDER)",
     }
     tmp = {name: out / f".{name}.{os.getpid()}.tmp" for name in (WEIGHTS, CONFIG)}
@@ -65,8 +70,9 @@ def torch_outputs_of(net: InferenceNet, images):
     return logits.numpy(), probs.numpy()
 
 
-def load_safetensors(folder: str | Path, weights: str | Path | None = None,
-                     config: str | Path | None = None) -> tuple[InferenceNet, dict[str, Any]]:
+def load_safetensors(
+    folder: str | Path, weights: str | Path | None = None, config: str | Path | None = None
+) -> tuple[InferenceNet, dict[str, Any]]:
     """(InferenceNet in eval mode with RepVGG branches fused, the config dict) from a folder
     written by ``mlkd export --format safetensors``."""
     from safetensors.torch import load_file
@@ -87,4 +93,3 @@ def load_safetensors(folder: str | Path, weights: str | Path | None = None,
     model.reparameterize()
     norm = info.get("data_normalization")
     return InferenceNet(model, tuple(tuple(v) for v in norm) if norm else None), info
-

@@ -40,6 +40,4 @@ def check_same_shape(name: str, student: Tensor, teacher: Tensor) -> None:
 def check_targets(name: str, targets: Tensor, batch: int, classes: int) -> None:
     """Raise ValueError unless ``targets`` is [B, q] for the given B and q."""
     if targets.dim() != 2 or tuple(targets.shape) != (batch, classes):
-        raise ValueError(
-            f"{name}: targets must be [B, q] = [{batch}, {classes}], got {tuple(targets.shape)}"
-        )
+        raise ValueError(f"{name}: targets must be [B, q] = [{batch}, {classes}], got {tuple(targets.shape)}")

@@ -69,9 +69,7 @@ def _check(student: Tensor, teacher: Tensor, targets: Tensor, variant: str) -> N
             f"got {tuple(student.shape)} and {tuple(teacher.shape)}"
         )
     if tuple(targets.shape) != tuple(student.shape[:2]):
-        raise ValueError(
-            f"CD/ID: targets must be [B, q] = {list(student.shape[:2])}, got {list(targets.shape)}"
-        )
+        raise ValueError(f"CD/ID: targets must be [B, q] = {list(student.shape[:2])}, got {list(targets.shape)}")
 
 
 def _groups(pos: Tensor, with_cd: bool, with_id: bool) -> tuple[Tensor, Tensor]:
@@ -100,8 +98,7 @@ def _unordered_pairs(counts: Tensor, n_members: int) -> tuple[Tensor, Tensor, Te
     Returns (first [N], second [N], group [N]); first/second index the member list.
     """
     dev = counts.device
-    group_of = torch.repeat_interleave(torch.arange(counts.numel(), device=dev), counts,
-                                       output_size=n_members)
+    group_of = torch.repeat_interleave(torch.arange(counts.numel(), device=dev), counts, output_size=n_members)
     start = counts.cumsum(0) - counts
     rank = torch.arange(n_members, device=dev) - start[group_of]
     n_after = counts[group_of] - 1 - rank  # members after this one in its group
@@ -204,17 +201,25 @@ def pair_plan(targets: Tensor, with_cd: bool = True, with_id: bool = True) -> Pa
 
 
 def _check_plan(plan: PairPlan, targets: Tensor, with_cd: bool, with_id: bool) -> PairPlan:
-    if (plan.shape != tuple(targets.shape) or plan.with_cd != with_cd
-            or plan.with_id != with_id):
-        raise ValueError(f"CD/ID: the pair plan was built for targets {list(plan.shape)} with "
-                         f"cd={plan.with_cd}, id={plan.with_id}; this call needs "
-                         f"{list(targets.shape)} with cd={with_cd}, id={with_id}")
+    if plan.shape != tuple(targets.shape) or plan.with_cd != with_cd or plan.with_id != with_id:
+        raise ValueError(
+            f"CD/ID: the pair plan was built for targets {list(plan.shape)} with "
+            f"cd={plan.with_cd}, id={plan.with_id}; this call needs "
+            f"{list(targets.shape)} with cd={with_cd}, id={with_id}"
+        )
     return plan.to(targets.device)
 
 
 @torch.compiler.disable
-def _group_losses(student: Tensor, teacher: Tensor, targets: Tensor, variant: str,
-                  with_cd: bool, with_id: bool, plan: PairPlan | None = None) -> Tensor:
+def _group_losses(
+    student: Tensor,
+    teacher: Tensor,
+    targets: Tensor,
+    variant: str,
+    with_cd: bool,
+    with_id: bool,
+    plan: PairPlan | None = None,
+) -> Tensor:
     """Huber loss of every group, [G] (q class groups then B image groups, as requested).
 
     Runs eagerly under ``torch.compile`` (its sizes depend on the labels: compiling it would
@@ -241,8 +246,9 @@ def _group_losses(student: Tensor, teacher: Tensor, targets: Tensor, variant: st
         return torch.zeros_like(size).index_add_(0, group, huber * scale[group])
 
 
-def cd_id_losses(student_emb: Tensor, teacher_emb: Tensor, targets: Tensor,
-                 variant: str = "official", plan: PairPlan | None = None) -> tuple[Tensor, Tensor]:
+def cd_id_losses(
+    student_emb: Tensor, teacher_emb: Tensor, targets: Tensor, variant: str = "official", plan: PairPlan | None = None
+) -> tuple[Tensor, Tensor]:
     """(CD, ID) computed together in one pass (shared positives, pairs and distances).
 
     student_emb [B, q, D], teacher_emb [B, q, D'] (constant), targets [B, q] 0/1; ``plan``:
@@ -254,8 +260,9 @@ def cd_id_losses(student_emb: Tensor, teacher_emb: Tensor, targets: Tensor,
     return losses[:q].sum(), losses[q:].sum()
 
 
-def cd_loss(student_emb: Tensor, teacher_emb: Tensor, targets: Tensor,
-            variant: str = "official", plan: PairPlan | None = None) -> Tensor:
+def cd_loss(
+    student_emb: Tensor, teacher_emb: Tensor, targets: Tensor, variant: str = "official", plan: PairPlan | None = None
+) -> Tensor:
     """Class-aware distillation: Huber between distance matrices per class, summed over classes.
 
     student_emb [B, q, D], teacher_emb [B, q, D'], targets [B, q] -> scalar; ``plan``:
@@ -264,8 +271,9 @@ def cd_loss(student_emb: Tensor, teacher_emb: Tensor, targets: Tensor,
     return _group_losses(student_emb, teacher_emb, targets, variant, True, False, plan).sum()
 
 
-def id_loss(student_emb: Tensor, teacher_emb: Tensor, targets: Tensor,
-            variant: str = "official", plan: PairPlan | None = None) -> Tensor:
+def id_loss(
+    student_emb: Tensor, teacher_emb: Tensor, targets: Tensor, variant: str = "official", plan: PairPlan | None = None
+) -> Tensor:
     """Instance-aware distillation: Huber between distance matrices per image, summed over images.
 
     student_emb [B, q, D], teacher_emb [B, q, D'], targets [B, q] -> scalar; ``plan``:
@@ -274,9 +282,15 @@ def id_loss(student_emb: Tensor, teacher_emb: Tensor, targets: Tensor,
     return _group_losses(student_emb, teacher_emb, targets, variant, False, True, plan).sum()
 
 
-def led_loss(student_emb: Tensor, teacher_emb: Tensor, targets: Tensor,
-             cd_weight: float = 100.0, id_weight: float = 1000.0,
-             variant: str = "official", plan: PairPlan | None = None) -> Tensor:
+def led_loss(
+    student_emb: Tensor,
+    teacher_emb: Tensor,
+    targets: Tensor,
+    cd_weight: float = 100.0,
+    id_weight: float = 1000.0,
+    variant: str = "official",
+    plan: PairPlan | None = None,
+) -> Tensor:
     """Label-wise embedding distillation ``cd_weight * CD + id_weight * ID`` in one pass.
 
     Defaults are the paper's weights (100, 1000). student_emb [B, q, D], teacher_emb

@@ -19,8 +19,10 @@ HCL_LEVELS = (4, 2, 1)
 
 def _check_pooled(name: str, student: Tensor, teacher: Tensor) -> None:
     if student.dim() != 2 or teacher.dim() != 2 or student.shape[0] != teacher.shape[0]:
-        raise ValueError(f"{name}: features must be [B, F] and [B, F'] with the same B, got "
-                         f"{tuple(student.shape)} and {tuple(teacher.shape)}")
+        raise ValueError(
+            f"{name}: features must be [B, F] and [B, F'] with the same B, got "
+            f"{tuple(student.shape)} and {tuple(teacher.shape)}"
+        )
 
 
 def _normalised_distances(x: Tensor) -> Tensor:
@@ -47,13 +49,18 @@ def _angles(x: Tensor) -> Tensor:
 
 #: RKD variants: (distance weight, angle weight, distance reduction).
 RKD_VARIANTS: dict[str, tuple[float, float, str]] = {
-    "original": (25.0, 50.0, "mean"),   # Park et al. 2019: means over the B x B / B^3 entries
+    "original": (25.0, 50.0, "mean"),  # Park et al. 2019: means over the B x B / B^3 entries
     "official": (10.0, 10.0, "batch"),  # the official L2D code: RKD(x=10, y=10), distance sum / B
 }
 
 
-def rkd_loss(student_feat: Tensor, teacher_feat: Tensor, distance_weight: float = 25.0,
-             angle_weight: float = 50.0, distance_reduction: str = "mean") -> Tensor:
+def rkd_loss(
+    student_feat: Tensor,
+    teacher_feat: Tensor,
+    distance_weight: float = 25.0,
+    angle_weight: float = 50.0,
+    distance_reduction: str = "mean",
+) -> Tensor:
     """Relational KD (Park et al. 2019) on pooled features [B, F] and [B, F'] -> scalar.
 
     distance term: pairwise distances, each divided by its off-diagonal mean, smooth-L1
@@ -70,8 +77,7 @@ def rkd_loss(student_feat: Tensor, teacher_feat: Tensor, distance_weight: float 
         loss = s.new_zeros(())
         if distance_weight:
             reduction = "mean" if distance_reduction == "mean" else "sum"
-            dist = F.smooth_l1_loss(_normalised_distances(s), _normalised_distances(t), beta=1.0,
-                                    reduction=reduction)
+            dist = F.smooth_l1_loss(_normalised_distances(s), _normalised_distances(t), beta=1.0, reduction=reduction)
             loss = loss + distance_weight * (dist if distance_reduction == "mean" else dist / len(s))
         if angle_weight:
             angle = F.smooth_l1_loss(_angles(s), _angles(t), beta=1.0)
@@ -86,8 +92,7 @@ def _kernel_probabilities(x: Tensor, eps: float) -> Tensor:
     return kernel / kernel.sum(dim=1, keepdim=True)
 
 
-def pkt_loss(student_feat: Tensor, teacher_feat: Tensor, eps: float = 1e-7,
-             reduction: str = "mean") -> Tensor:
+def pkt_loss(student_feat: Tensor, teacher_feat: Tensor, eps: float = 1e-7, reduction: str = "mean") -> Tensor:
     """Probabilistic knowledge transfer (Passalis & Tefas 2018) on [B, F] and [B, F'] -> scalar.
 
     Features are L2-normalised (norm + eps), cosine kernels (cos + 1) / 2 are row-normalised
@@ -104,8 +109,9 @@ def pkt_loss(student_feat: Tensor, teacher_feat: Tensor, eps: float = 1e-7,
         return kl.mean() if reduction == "mean" else kl.sum()
 
 
-def hcl_loss(student_feats: Sequence[Tensor], teacher_feats: Sequence[Tensor],
-             levels: Sequence[int] = HCL_LEVELS) -> Tensor:
+def hcl_loss(
+    student_feats: Sequence[Tensor], teacher_feats: Sequence[Tensor], levels: Sequence[int] = HCL_LEVELS
+) -> Tensor:
     """Hierarchical context loss of ReviewKD, summed over stages -> scalar.
 
     student_feats, teacher_feats: lists of [B, C, H, W] maps of equal shapes per stage. For
@@ -145,13 +151,11 @@ class ABF(nn.Module):
 
     def __init__(self, in_channels: int, mid_channels: int, out_channels: int, fuse: bool):
         super().__init__()
-        self.conv1 = nn.Sequential(nn.Conv2d(in_channels, mid_channels, 1, bias=False),
-                                   nn.BatchNorm2d(mid_channels))
+        self.conv1 = nn.Sequential(nn.Conv2d(in_channels, mid_channels, 1, bias=False), nn.BatchNorm2d(mid_channels))
         self.conv2 = nn.Sequential(
-            nn.Conv2d(mid_channels, out_channels, 3, padding=1, bias=False),
-            nn.BatchNorm2d(out_channels))
-        self.att_conv = (nn.Sequential(nn.Conv2d(2 * mid_channels, 2, 1), nn.Sigmoid())
-                         if fuse else None)
+            nn.Conv2d(mid_channels, out_channels, 3, padding=1, bias=False), nn.BatchNorm2d(out_channels)
+        )
+        self.att_conv = nn.Sequential(nn.Conv2d(2 * mid_channels, 2, 1), nn.Sigmoid()) if fuse else None
         nn.init.kaiming_uniform_(self.conv1[0].weight, a=1)  # type: ignore[arg-type]  # Sequential items are Modules
         nn.init.kaiming_uniform_(self.conv2[0].weight, a=1)  # type: ignore[arg-type]
 
@@ -182,19 +186,20 @@ class ReviewKD(nn.Module):
     :func:`pooled_as_map` appended for ``official``.
     """
 
-    def __init__(self, student_channels: Sequence[int], teacher_channels: Sequence[int],
-                 mid_channel: int = 256):
+    def __init__(self, student_channels: Sequence[int], teacher_channels: Sequence[int], mid_channel: int = 256):
         super().__init__()
         if len(student_channels) != len(teacher_channels) or not student_channels:
             raise ValueError(
                 f"ReviewKD: student and teacher need the same number (>0) of stages, got "
-                f"{list(student_channels)} and {list(teacher_channels)}")
+                f"{list(student_channels)} and {list(teacher_channels)}"
+            )
         self.student_channels = list(student_channels)
         self.teacher_channels = list(teacher_channels)
         last = len(student_channels) - 1
         self.abfs = nn.ModuleList(
             ABF(c_s, mid_channel, c_t, fuse=i < last)
-            for i, (c_s, c_t) in enumerate(zip(student_channels, teacher_channels)))
+            for i, (c_s, c_t) in enumerate(zip(student_channels, teacher_channels))
+        )
 
     def review(self, student_feats: Sequence[Tensor], sizes: Sequence) -> list[Tensor]:
         """ABF outputs, shallow to deep, each at the matching teacher stage's size."""
@@ -212,7 +217,8 @@ class ReviewKD(nn.Module):
         if len(student_feats) != len(self.abfs) or len(teacher_feats) != len(self.abfs):
             raise ValueError(
                 f"ReviewKD: expected {len(self.abfs)} stage maps from student and teacher, got "
-                f"{len(student_feats)} and {len(teacher_feats)}")
+                f"{len(student_feats)} and {len(teacher_feats)}"
+            )
         for f in (*student_feats, *teacher_feats):
             if f.dim() != 4:
                 raise ValueError(f"ReviewKD: stage maps must be NCHW, got {tuple(f.shape)}")

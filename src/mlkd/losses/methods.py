@@ -38,8 +38,9 @@ class Method:
         return dict(self.terms)
 
 
-def register_method(key: str, label: str, terms: Union[Mapping[str, float], tuple],
-                    order: Optional[float] = None, bounded: bool = False) -> Method:
+def register_method(
+    key: str, label: str, terms: Union[Mapping[str, float], tuple], order: Optional[float] = None, bounded: bool = False
+) -> Method:
     """Register method ``key`` with table row ``label`` and {term: default weight};
     ``order`` (default: after every method registered so far) places its row in tables;
     ``bounded``: the method runs under ``distill.balance: bounded`` whatever the config says."""
@@ -56,7 +57,8 @@ def register_method(key: str, label: str, terms: Union[Mapping[str, float], tupl
 # Chen et al. and the official code); PKT, MSE and PS use 1.0 (the authors' code applies no
 # extra factor). L2D weights are the paper's: 10 MLD, 100 CD, 1000 ID. The order is the
 # paper's row order (Table 1 / Table 4).
-for _order, (_key, _label, _terms) in enumerate((
+for _order, (_key, _label, _terms) in enumerate(
+    (
         ("vanilla", "Student", {"bce": 1.0}),
         ("rkd", "RKD", {"bce": 1.0, "rkd": 1.0}),
         ("pkt", "PKT", {"bce": 1.0, "pkt": 1.0}),
@@ -66,7 +68,9 @@ for _order, (_key, _label, _terms) in enumerate((
         ("mld", "MLD", {"bce": 1.0, "mld": 10.0}),
         ("mld+cd", "MLD+CD", {"bce": 1.0, "mld": 10.0, "cd": 100.0}),
         ("mld+id", "MLD+ID", {"bce": 1.0, "mld": 10.0, "id": 1000.0}),
-        ("l2d", "L2D", {"bce": 1.0, "mld": 10.0, "cd": 100.0, "id": 1000.0}))):
+        ("l2d", "L2D", {"bce": 1.0, "mld": 10.0, "cd": 100.0, "id": 1000.0}),
+    )
+):
     register_method(_key, _label, _terms, float(_order + 1))
 # L2D (the paper's weights) under bounded term weights: no term's gradient on the student outputs
 # it reads runs above distill.balance_ratio x BCE's (mlkd.engine.balance).
@@ -74,7 +78,7 @@ register_method("l2d-bounded", "L2D bounded", METHODS.get("l2d").weights, 10.5, 
 
 
 def unknown_name(kind: str, name: object, known: Sequence[str]) -> str:
-    """"unknown <kind> 'x'; choose one of: a, b, c" (+ "did you mean 'l2d'?" for a near miss)."""
+    """ "unknown <kind> 'x'; choose one of: a, b, c" (+ "did you mean 'l2d'?" for a near miss)."""
     near = [k for k in known if isinstance(name, str) and k.lower() == name.lower()]
     near = near or difflib.get_close_matches(str(name), list(known), n=1)
     hint = f" (did you mean {near[0]!r}?)" if near else ""
@@ -97,8 +101,7 @@ def get_method(key: str) -> Method:
 def _check_terms(what: str, names) -> None:
     unknown = [n for n in names if n not in LOSS_TERMS]
     if unknown:
-        raise ConfigError(f"unknown loss term(s) {unknown} in {what}; choose from: "
-                          f"{', '.join(LOSS_TERMS.names())}")
+        raise ConfigError(f"unknown loss term(s) {unknown} in {what}; choose from: {', '.join(LOSS_TERMS.names())}")
 
 
 def method_weights(method: str, weights: Optional[Mapping[str, float]] = None) -> dict[str, float]:
@@ -127,8 +130,7 @@ def format_number(value: float) -> str:
 def row_label(method: str, weights: Optional[Mapping[str, float]] = None) -> str:
     """A table row's label: the method's label, with any weight overrides in brackets
     (``L2D (cd=1, id=10)``); ``teacher`` -> ``Teacher``; an unregistered key stays itself."""
-    base = TEACHER_LABEL if method == "teacher" else (
-        METHODS.get(method).label if method in METHODS else method)
+    base = TEACHER_LABEL if method == "teacher" else (METHODS.get(method).label if method in METHODS else method)
     suffix = ", ".join(f"{k}={format_number(v)}" for k, v in sorted((weights or {}).items()))
     return f"{base} ({suffix})" if suffix else base
 

@@ -48,8 +48,9 @@ class Objective(nn.Module):
             term.method = method
             unknown = [f for f in term.requires() if f not in _FIELDS]
             if unknown:
-                raise ConfigError(f"{term.where()} requires {unknown}, which ModelOutput lacks "
-                                  f"(its fields: {', '.join(_FIELDS)})")
+                raise ConfigError(
+                    f"{term.where()} requires {unknown}, which ModelOutput lacks (its fields: {', '.join(_FIELDS)})"
+                )
             key = term.group_key()
             if key is not None:
                 compute = getattr(type(term).compute_group, "__func__", type(term).compute_group)
@@ -60,13 +61,23 @@ class Objective(nn.Module):
     def needs_teacher(self) -> bool:
         return any(term.needs_teacher for term in self.terms.values())
 
-    def forward(self, student: ModelOutput, teacher: Optional[ModelOutput], targets: Tensor,
-                host_targets: Optional[Tensor] = None) -> tuple[Tensor, dict[str, Tensor]]:
+    def forward(
+        self,
+        student: ModelOutput,
+        teacher: Optional[ModelOutput],
+        targets: Tensor,
+        host_targets: Optional[Tensor] = None,
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         values = self.term_values(student, teacher, targets, host_targets)
         return self.weighted_sum(values), {name: value.detach() for name, value in values.items()}
 
-    def term_values(self, student: ModelOutput, teacher: Optional[ModelOutput], targets: Tensor,
-                    host_targets: Optional[Tensor] = None) -> dict[str, Tensor]:
+    def term_values(
+        self,
+        student: ModelOutput,
+        teacher: Optional[ModelOutput],
+        targets: Tensor,
+        host_targets: Optional[Tensor] = None,
+    ) -> dict[str, Tensor]:
         """{term name: unweighted scalar value}, still attached to the autograd graph."""
         _check_inputs(student, teacher, targets, host_targets)
         values: dict[str, Tensor] = {}
@@ -81,8 +92,9 @@ class Objective(nn.Module):
                 values[name] = term(student, teacher, targets, prepared)
         return values
 
-    def weighted_sum(self, values: Mapping[str, Tensor],
-                     weights: Optional[Mapping[str, Union[float, Tensor]]] = None) -> Tensor:
+    def weighted_sum(
+        self, values: Mapping[str, Tensor], weights: Optional[Mapping[str, Union[float, Tensor]]] = None
+    ) -> Tensor:
         """The total loss: sum of weight x value over the terms. ``weights``: {term: weight}
         (a float or a 0-d tensor, e.g. ``WeightBalancer.step_weights()``) in force instead of
         the configured ones for the terms it names."""
@@ -93,8 +105,7 @@ class Objective(nn.Module):
         return f"method={self.method!r}, weights={self.weights}"
 
 
-_EXPECTED = ("mlkd.ModelOutput (e.g. ModelOutput(logits=z, label_embeddings=E) with z [B, q], "
-             "E [B, q, D])")
+_EXPECTED = "mlkd.ModelOutput (e.g. ModelOutput(logits=z, label_embeddings=E) with z [B, q], E [B, q, D])"
 
 
 def _check_inputs(student: Any, teacher: Any, targets: Any, host_targets: Any) -> None:
@@ -102,19 +113,19 @@ def _check_inputs(student: Any, teacher: Any, targets: Any, host_targets: Any) -
     for role, value in (("student", student), ("teacher", teacher)):
         if not isinstance(value, ModelOutput) and not (role == "teacher" and value is None):
             none = " or None (methods without a teacher term)" if role == "teacher" else ""
-            raise TypeError(f"Objective: {role} must be a {_EXPECTED}{none}, got "
-                            f"{type(value).__name__}; wrap the model's outputs in a ModelOutput")
+            raise TypeError(
+                f"Objective: {role} must be a {_EXPECTED}{none}, got "
+                f"{type(value).__name__}; wrap the model's outputs in a ModelOutput"
+            )
     for role, value in (("targets", targets), ("host_targets", host_targets)):
         if not isinstance(value, Tensor) and not (role == "host_targets" and value is None):
-            raise TypeError(f"Objective: {role} must be a tensor [B, q] of 0/1 labels, got "
-                            f"{type(value).__name__}")
+            raise TypeError(f"Objective: {role} must be a tensor [B, q] of 0/1 labels, got {type(value).__name__}")
 
 
 def _check_names(what: str, names: Sequence[str]) -> None:
     unknown = [n for n in names if n not in LOSS_TERMS]
     if unknown:
-        raise ConfigError(f"unknown loss term(s) {unknown} in {what}; choose from: "
-                          f"{', '.join(LOSS_TERMS.names())}")
+        raise ConfigError(f"unknown loss term(s) {unknown} in {what}; choose from: {', '.join(LOSS_TERMS.names())}")
 
 
 def build_term(name: str, kwargs: Mapping[str, Any]) -> LossTerm:
@@ -122,12 +133,16 @@ def build_term(name: str, kwargs: Mapping[str, Any]) -> LossTerm:
     try:
         return cls(**kwargs)
     except TypeError as err:
-        raise OptionError(f"bad options for loss term {name!r}: {dict(kwargs)} ({err}); "
-                          f"see {cls.__name__}.__init__ for the accepted options", (name,)) from None
+        raise OptionError(
+            f"bad options for loss term {name!r}: {dict(kwargs)} ({err}); "
+            f"see {cls.__name__}.__init__ for the accepted options",
+            (name,),
+        ) from None
 
 
-def _shapes(shapes: Optional[OutputShapes], channels: Optional[Sequence[int]],
-            pooled_dim: Optional[int]) -> Optional[OutputShapes]:
+def _shapes(
+    shapes: Optional[OutputShapes], channels: Optional[Sequence[int]], pooled_dim: Optional[int]
+) -> Optional[OutputShapes]:
     """``shapes`` with the legacy ``*_channels`` / ``*_pooled_dim`` arguments filled in."""
     if channels is None and pooled_dim is None:
         return shapes
@@ -139,14 +154,18 @@ def _shapes(shapes: Optional[OutputShapes], channels: Optional[Sequence[int]],
     return shapes
 
 
-def build_objective(method: str, weights: Optional[Mapping[str, float]] = None,
-                    options: Optional[Mapping[str, Mapping[str, Any]]] = None,
-                    student_channels: Optional[Sequence[int]] = None,
-                    teacher_channels: Optional[Sequence[int]] = None,
-                    student_pooled_dim: Optional[int] = None,
-                    teacher_pooled_dim: Optional[int] = None, *,
-                    student_shapes: Optional[OutputShapes] = None,
-                    teacher_shapes: Optional[OutputShapes] = None) -> Objective:
+def build_objective(
+    method: str,
+    weights: Optional[Mapping[str, float]] = None,
+    options: Optional[Mapping[str, Mapping[str, Any]]] = None,
+    student_channels: Optional[Sequence[int]] = None,
+    teacher_channels: Optional[Sequence[int]] = None,
+    student_pooled_dim: Optional[int] = None,
+    teacher_pooled_dim: Optional[int] = None,
+    *,
+    student_shapes: Optional[OutputShapes] = None,
+    teacher_shapes: Optional[OutputShapes] = None,
+) -> Objective:
     """The Objective of a named method (see ``mlkd.losses.methods``).
 
     weights: {term: weight} overrides; naming a term the method lacks adds it, a weight of 0
@@ -162,8 +181,10 @@ def build_objective(method: str, weights: Optional[Mapping[str, float]] = None,
     chosen = method_weights(method, weights)
     stray = [name for name in options if name not in chosen]
     if stray:
-        raise ConfigError(f"options given for loss term(s) {stray} that method {method!r} does "
-                          f"not use (its terms: {list(chosen)}); add them with a weight")
+        raise ConfigError(
+            f"options given for loss term(s) {stray} that method {method!r} does "
+            f"not use (its terms: {list(chosen)}); add them with a weight"
+        )
     student_shapes = _shapes(student_shapes, student_channels, student_pooled_dim)
     teacher_shapes = _shapes(teacher_shapes, teacher_channels, teacher_pooled_dim)
     terms = {}

@@ -34,8 +34,7 @@ def group_loss(student: Tensor, teacher: Tensor, variant: str) -> Tensor:
     return F.smooth_l1_loss(d_s, d_t, reduction="sum", beta=1.0) / n
 
 
-def cd_loss_loop(student: Tensor, teacher: Tensor, targets: Tensor,
-                 variant: str = "official") -> Tensor:
+def cd_loss_loop(student: Tensor, teacher: Tensor, targets: Tensor, variant: str = "official") -> Tensor:
     """CD by a loop over classes. student [B, q, D], teacher [B, q, D'], targets [B, q]."""
     total = student.new_zeros(())
     for k in range(targets.shape[1]):
@@ -45,8 +44,7 @@ def cd_loss_loop(student: Tensor, teacher: Tensor, targets: Tensor,
     return total
 
 
-def id_loss_loop(student: Tensor, teacher: Tensor, targets: Tensor,
-                 variant: str = "official") -> Tensor:
+def id_loss_loop(student: Tensor, teacher: Tensor, targets: Tensor, variant: str = "official") -> Tensor:
     """ID by a loop over images. student [B, q, D], teacher [B, q, D'], targets [B, q]."""
     total = student.new_zeros(())
     for i in range(targets.shape[0]):
@@ -56,8 +54,15 @@ def id_loss_loop(student: Tensor, teacher: Tensor, targets: Tensor,
     return total
 
 
-def led_loss_loop(student: Tensor, teacher: Tensor, targets: Tensor, cd_weight: float = 100.0,
-                  id_weight: float = 1000.0, variant: str = "official") -> Tensor:
+def led_loss_loop(
+    student: Tensor,
+    teacher: Tensor,
+    targets: Tensor,
+    cd_weight: float = 100.0,
+    id_weight: float = 1000.0,
+    variant: str = "official",
+) -> Tensor:
     """cd_weight * CD + id_weight * ID by the two loops above."""
-    return (cd_weight * cd_loss_loop(student, teacher, targets, variant)
-            + id_weight * id_loss_loop(student, teacher, targets, variant))
+    return cd_weight * cd_loss_loop(student, teacher, targets, variant) + id_weight * id_loss_loop(
+        student, teacher, targets, variant
+    )

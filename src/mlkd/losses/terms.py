@@ -22,18 +22,25 @@ from mlkd.registries import LOSS_TERMS
 #: field -> (its shape, how a model provides it), for the errors of a term missing a field.
 _NEEDS = {
     "logits": ("[B, q]", "every model gives logits"),
-    "label_embeddings": ("[B, q, D]", "a linear head has none — use mlkd.models.LabelWiseHead "
-                         "(model.head: label_wise in a config)"),
+    "label_embeddings": (
+        "[B, q, D]",
+        "a linear head has none — use mlkd.models.LabelWiseHead (model.head: label_wise in a config)",
+    ),
     "pooled": ("[B, F]", "give the globally pooled backbone features (MultiLabelNet does)"),
-    "features": ("(a list of NCHW stage maps)", "give the backbone's stage feature maps "
-                 "(MultiLabelNet does)"),
+    "features": ("(a list of NCHW stage maps)", "give the backbone's stage feature maps (MultiLabelNet does)"),
     "attention": ("[B, q, T]", "request the head's attention weights (LabelWiseHead.keep_attention)"),
 }
 _FIELDS = tuple(f.name for f in dataclasses.fields(ModelOutput))
 
 
-def check_option(term: str, key: str, value: Any, choices: Sequence[str] = (),
-                 minimum: Optional[float] = None, positive: bool = False) -> Any:
+def check_option(
+    term: str,
+    key: str,
+    value: Any,
+    choices: Sequence[str] = (),
+    minimum: Optional[float] = None,
+    positive: bool = False,
+) -> Any:
     """Validate one loss-term option when the objective is built (not at the first step).
 
     ``choices``: the allowed strings; otherwise the value must be a real number (not a bool),
@@ -99,35 +106,44 @@ class LossTerm(nn.Module):
         return None
 
     @classmethod
-    def compute_group(cls, terms: Mapping[str, LossTerm], student: ModelOutput,
-                      teacher: Optional[ModelOutput], targets: Tensor,
-                      prepared: Any = None) -> dict[str, Tensor]:
+    def compute_group(
+        cls,
+        terms: Mapping[str, LossTerm],
+        student: ModelOutput,
+        teacher: Optional[ModelOutput],
+        targets: Tensor,
+        prepared: Any = None,
+    ) -> dict[str, Tensor]:
         """{name: scalar} for every term of a group (see ``group_key``): the two models'
         ModelOutputs, targets [B, q], ``prepared`` from ``prepare_group`` (None without host labels)."""
         raise NotImplementedError(f"{cls.__name__} declares a group_key but no compute_group")
 
     def where(self) -> str:
-        """"the 't' term (method 'm')" (for error messages)."""
+        """ "the 't' term (method 'm')" (for error messages)."""
         return f"the {self.name!r} term" + (f" (method {self.method!r})" if self.method else "")
 
     def inputs(self, output: Optional[ModelOutput], role: str) -> Any:
         """The ``requires()`` fields of ``output`` (one: its value; several: {field: value});
         a ConfigError (a ValueError) names the term, the field and the model that lacks it."""
         if output is None:
-            raise ConfigError(f"{self.where()} needs the teacher's ModelOutput, but teacher is None; "
-                              "pass the frozen teacher's outputs or choose a method without this term")
+            raise ConfigError(
+                f"{self.where()} needs the teacher's ModelOutput, but teacher is None; "
+                "pass the frozen teacher's outputs or choose a method without this term"
+            )
         values = {}
         for name in self.requires():
             value = getattr(output, name)
             if value is None or (isinstance(value, (list, tuple)) and not value):
                 shape, fix = _NEEDS.get(name, ("", "give that field"))
-                raise ConfigError(f"{self.where()} needs ModelOutput.{name} {shape} from the {role}, "
-                                  f"which has none; {fix}")
+                raise ConfigError(
+                    f"{self.where()} needs ModelOutput.{name} {shape} from the {role}, which has none; {fix}"
+                )
             values[name] = value
         return next(iter(values.values())) if len(values) == 1 else values
 
-    def forward(self, student: ModelOutput, teacher: Optional[ModelOutput],
-                targets: Tensor, prepared: Any = None) -> Tensor:
+    def forward(
+        self, student: ModelOutput, teacher: Optional[ModelOutput], targets: Tensor, prepared: Any = None
+    ) -> Tensor:
         s = self.inputs(student, "student")
         t = self.inputs(teacher, "teacher") if self.needs_teacher else None
         if prepared is None:  # terms without ``prepare`` may define compute(s, t, targets)
@@ -192,8 +208,10 @@ class LabelEmbeddingTerm(LossTerm):
     def __init__(self, variant: str = "official"):
         super().__init__()
         if variant not in ("official", "paper"):
-            raise OptionError(f"loss term {self.name!r}: option 'variant' must be 'official' or "
-                              f"'paper', got {variant!r}", (self.name, "variant"))
+            raise OptionError(
+                f"loss term {self.name!r}: option 'variant' must be 'official' or 'paper', got {variant!r}",
+                (self.name, "variant"),
+            )
         self.variant = variant
 
     def requires(self) -> tuple[str, ...]:
@@ -214,8 +232,10 @@ class LabelEmbeddingTerm(LossTerm):
         first = next(iter(terms.values()))
         s, t = first.inputs(student, "student"), first.inputs(teacher, "teacher")
         cd, id_ = cd_id_losses(s, t, targets, first.variant, prepared)
-        return {**{name: cd for name, term in terms.items() if term.with_cd},
-                **{name: id_ for name, term in terms.items() if term.with_id}}
+        return {
+            **{name: cd for name, term in terms.items() if term.with_cd},
+            **{name: id_ for name, term in terms.items() if term.with_id},
+        }
 
 
 @LOSS_TERMS.register("cd")
@@ -244,15 +264,18 @@ class RKDTerm(LossTerm):
     distance / 50 angle, means) or ``official`` (the official L2D code: 10 / 10, the distance
     term summed / B); ``distance_weight`` / ``angle_weight`` override the variant's weights."""
 
-    def __init__(self, variant: str = "original", distance_weight: Optional[float] = None,
-                 angle_weight: Optional[float] = None):
+    def __init__(
+        self, variant: str = "original", distance_weight: Optional[float] = None, angle_weight: Optional[float] = None
+    ):
         super().__init__()
         self.variant = check_option("rkd", "variant", variant, tuple(RKD_VARIANTS))
         default_distance, default_angle, self.distance_reduction = RKD_VARIANTS[variant]
-        self.distance_weight = check_option("rkd", "distance_weight", default_distance
-                                            if distance_weight is None else distance_weight, minimum=0)
-        self.angle_weight = check_option("rkd", "angle_weight", default_angle
-                                         if angle_weight is None else angle_weight, minimum=0)
+        self.distance_weight = check_option(
+            "rkd", "distance_weight", default_distance if distance_weight is None else distance_weight, minimum=0
+        )
+        self.angle_weight = check_option(
+            "rkd", "angle_weight", default_angle if angle_weight is None else angle_weight, minimum=0
+        )
 
     def requires(self) -> tuple[str, ...]:
         return ("pooled",)
@@ -289,10 +312,15 @@ class ReviewKDTerm(LossTerm):
     the options ``student_channels`` ... ``teacher_pooled_dim`` override them.
     """
 
-    def __init__(self, student_channels: Optional[Sequence[int]] = None,
-                 teacher_channels: Optional[Sequence[int]] = None, mid_channel: int = 256,
-                 variant: str = "stages", student_pooled_dim: Optional[int] = None,
-                 teacher_pooled_dim: Optional[int] = None):
+    def __init__(
+        self,
+        student_channels: Optional[Sequence[int]] = None,
+        teacher_channels: Optional[Sequence[int]] = None,
+        mid_channel: int = 256,
+        variant: str = "stages",
+        student_pooled_dim: Optional[int] = None,
+        teacher_pooled_dim: Optional[int] = None,
+    ):
         super().__init__()
         self.variant = check_option("reviewkd", "variant", variant, ("stages", "official"))
         self.mid_channel = mid_channel
@@ -307,16 +335,20 @@ class ReviewKDTerm(LossTerm):
         s_ch = s_ch if s_ch is not None else getattr(student, "stage_channels", None)
         t_ch = t_ch if t_ch is not None else getattr(teacher, "stage_channels", None)
         if s_ch is None or t_ch is None:
-            raise ConfigError(f"{self.where()} needs the stage channel lists of student and teacher: "
-                              "build the objective with both models' OutputShapes (or pass "
-                              "student_channels and teacher_channels)")
+            raise ConfigError(
+                f"{self.where()} needs the stage channel lists of student and teacher: "
+                "build the objective with both models' OutputShapes (or pass "
+                "student_channels and teacher_channels)"
+            )
         s_ch, t_ch = list(s_ch), list(t_ch)
         if self.variant == "official":
             s_dim = s_dim if s_dim is not None else getattr(student, "pooled_dim", None)
             t_dim = t_dim if t_dim is not None else getattr(teacher, "pooled_dim", None)
             if s_dim is None or t_dim is None:
-                raise ConfigError("loss term 'reviewkd': variant 'official' needs the pooled feature "
-                                  "dims of student and teacher (student_pooled_dim, teacher_pooled_dim)")
+                raise ConfigError(
+                    "loss term 'reviewkd': variant 'official' needs the pooled feature "
+                    "dims of student and teacher (student_pooled_dim, teacher_pooled_dim)"
+                )
             s_ch.append(int(s_dim))
             t_ch.append(int(t_dim))
         self.review = ReviewKD(s_ch, t_ch, self.mid_channel)

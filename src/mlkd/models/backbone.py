@@ -16,8 +16,9 @@ from mlkd.errors import ConfigError
 from mlkd.models.weights import PretrainedArg, create_with_hub_weights, load_backbone_weights
 
 
-def create_timm_model(timm_name: str, hub_weights: bool = False, img_size: Optional[int] = None,
-                      **kwargs: Any) -> nn.Module:
+def create_timm_model(
+    timm_name: str, hub_weights: bool = False, img_size: Optional[int] = None, **kwargs: Any
+) -> nn.Module:
     """A timm model without classifier; ``img_size`` is passed on to models that accept it.
 
     Models whose constructor has no ``img_size`` (ResNets, RepVGG, MobileNetV2) take any input
@@ -69,8 +70,9 @@ class Backbone(nn.Module):
         hub = pretrained is True
         self.model = create_timm_model(timm_name, hub_weights=hub, img_size=img_size, **timm_kwargs)
         if not hasattr(self.model, "forward_intermediates"):
-            raise ConfigError(f"model.name: timm model {timm_name!r} has no forward_intermediates; "
-                              "pick another backbone")
+            raise ConfigError(
+                f"model.name: timm model {timm_name!r} has no forward_intermediates; pick another backbone"
+            )
         if pretrained not in (None, False, True):
             classifier = self.model.pretrained_cfg.get("classifier") or ()
             classifier = (classifier,) if isinstance(classifier, str) else tuple(classifier)
@@ -92,5 +94,5 @@ class Backbone(nn.Module):
         if final.ndim == 4 and self.final_fmt == "NHWC":
             final = final.permute(0, 3, 1, 2)
         elif final.ndim == 3:
-            final = final[:, self.num_prefix_tokens:]
+            final = final[:, self.num_prefix_tokens :]
         return final, list(stages)

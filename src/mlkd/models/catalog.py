@@ -88,6 +88,8 @@ def format_catalog(rows: list[dict[str, Any]]) -> str:
             f"| {r.get('weights', '?')} | {r.get('official_weights', '-')} |"
         )
     lines.append("")
-    lines.append("`pretrained: true` takes timm's default tag of the timm name; configs/recipes/official.yaml "
-                 "selects the tag of the official code's weights instead (models.<name>.name).")
+    lines.append(
+        "`pretrained: true` takes timm's default tag of the timm name; configs/recipes/official.yaml "
+        "selects the tag of the official code's weights instead (models.<name>.name)."
+    )
     return "\n".join(lines)

@@ -86,9 +86,7 @@ class LabelWiseHead(nn.Module):
         memory = F.relu(self.proj(to_tokens(feats)))
         query = self.query_embed.weight.unsqueeze(0).expand(memory.shape[0], -1, -1).to(memory.dtype)
         query = self.query_norm(query + self.query_dropout(query))
-        context, attn = self.attn(
-            query, memory, memory, need_weights=return_attention, average_attn_weights=True
-        )
+        context, attn = self.attn(query, memory, memory, need_weights=return_attention, average_attn_weights=True)
         emb = self.norm1(query + self.dropout1(context))
         emb = self.norm2(emb + self.dropout2(self.ffn(emb)))
         return emb, (attn if return_attention else None)

@@ -31,8 +31,10 @@ class InputNorm(nn.Module):
         super().__init__()
         self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
-        self.spec: tuple[tuple[float, ...], tuple[float, ...]] = (tuple(float(m) for m in mean),
-                                                                  tuple(float(s) for s in std))
+        self.spec: tuple[tuple[float, ...], tuple[float, ...]] = (
+            tuple(float(m) for m in mean),
+            tuple(float(s) for s in std),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)

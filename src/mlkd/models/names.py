@@ -29,8 +29,11 @@ PRETRAINED_ALIASES: dict[str, str] = {f"efficientnet_lite{k}": f"tf_efficientnet
 
 #: Small timm models for tests and CPU demos (any input size >= 32; ~0.4-5 M parameters).
 #: ``tiny`` = timm's ``test_resnet`` (0.5 M params, a ResNet with 5 stages and 96 final channels).
-CHEAP_ALIASES: dict[str, str] = {"tiny": "test_resnet", "tiny_byobnet": "test_byobnet",
-                                 "tiny_effnet": "test_efficientnet"}
+CHEAP_ALIASES: dict[str, str] = {
+    "tiny": "test_resnet",
+    "tiny_byobnet": "test_byobnet",
+    "tiny_effnet": "test_efficientnet",
+}
 CHEAP_MODELS: tuple[str, ...] = ("tiny", "test_resnet", "test_byobnet", "test_efficientnet", "resnet10t")
 
 ALIASES: dict[str, str] = {**PAPER_ALIASES, **CHEAP_ALIASES, **PRETRAINED_ALIASES}

@@ -26,8 +26,9 @@ class MultiLabelNet(nn.Module):
     (mean, std), or None).
     """
 
-    def __init__(self, backbone: Backbone, head: nn.Module, num_classes: int, backbone_name: str,
-                 input_norm: NormSpec = None):
+    def __init__(
+        self, backbone: Backbone, head: nn.Module, num_classes: int, backbone_name: str, input_norm: NormSpec = None
+    ):
         super().__init__()
         self.input_norm = InputNorm(*input_norm) if input_norm else nn.Identity()
         self.input_normalization: NormSpec = input_norm
@@ -112,8 +113,13 @@ def build_model(
         resolve_model_name(name), pretrained=pretrained, img_size=img_size, feature_stages=feature_stages, **timm_kwargs
     )
     head_module = head_cls(
-        backbone.pooled_dim, num_classes, embed_dim=embed_dim, num_heads=num_heads,
-        ffn_dim=ffn_dim, dropout=dropout, learnable_queries=learnable_queries,
+        backbone.pooled_dim,
+        num_classes,
+        embed_dim=embed_dim,
+        num_heads=num_heads,
+        ffn_dim=ffn_dim,
+        dropout=dropout,
+        learnable_queries=learnable_queries,
     )
     norm = default_input_norm(name, pretrained) if input_norm == "auto" else cast(NormSpec, input_norm)
     return MultiLabelNet(backbone, head_module, num_classes, name, input_norm=norm)

@@ -15,9 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-SAME = "same release"            # timm's tag points at the official code's source release
-PORT = "port, unverified"        # timm's only tag says it is ported from that release
-NO_EQUAL = "no timm equal"       # timm holds other weights only: pass a file to match
+SAME = "same release"  # timm's tag points at the official code's source release
+PORT = "port, unverified"  # timm's only tag says it is ported from that release
+NO_EQUAL = "no timm equal"  # timm holds other weights only: pass a file to match
 
 
 @dataclass(frozen=True)
@@ -42,19 +42,30 @@ OFFICIAL_WEIGHTS: dict[str, OfficialWeights] = {
     "wrn50": OfficialWeights(_TV.format(file="wide_resnet50_2-95faca4d.pth"), "wide_resnet50_2.tv_in1k", SAME),
     "wrn101": OfficialWeights(_TV.format(file="wide_resnet101_2-32ee1156.pth"), "wide_resnet101_2.tv_in1k", SAME),
     "repvgg_a0": OfficialWeights(
-        "RepVGG's release (RepVGG-A0-train.pth)", "repvgg_a0.rvgg_in1k", PORT,
-        "timm's only RepVGG-A0 tag; timm credits DingXiaoH/RepVGG for it, not checked to be the same file"),
+        "RepVGG's release (RepVGG-A0-train.pth)",
+        "repvgg_a0.rvgg_in1k",
+        PORT,
+        "timm's only RepVGG-A0 tag; timm credits DingXiaoH/RepVGG for it, not checked to be the same file",
+    ),
     "repvgg_a2": OfficialWeights(
-        "RepVGG's release (RepVGG-A2-train.pth)", "repvgg_a2.rvgg_in1k", PORT,
-        "timm's only RepVGG-A2 tag; timm credits DingXiaoH/RepVGG for it, not checked to be the same file"),
-    "swin_t": OfficialWeights(_SWIN.format(file="swin_tiny_patch4_window7_224.pth"),
-                              "swin_tiny_patch4_window7_224.ms_in1k", SAME),
-    "swin_s": OfficialWeights(_SWIN.format(file="swin_small_patch4_window7_224.pth"),
-                              "swin_small_patch4_window7_224.ms_in1k", SAME),
+        "RepVGG's release (RepVGG-A2-train.pth)",
+        "repvgg_a2.rvgg_in1k",
+        PORT,
+        "timm's only RepVGG-A2 tag; timm credits DingXiaoH/RepVGG for it, not checked to be the same file",
+    ),
+    "swin_t": OfficialWeights(
+        _SWIN.format(file="swin_tiny_patch4_window7_224.pth"), "swin_tiny_patch4_window7_224.ms_in1k", SAME
+    ),
+    "swin_s": OfficialWeights(
+        _SWIN.format(file="swin_small_patch4_window7_224.pth"), "swin_small_patch4_window7_224.ms_in1k", SAME
+    ),
     "mobilenetv2": OfficialWeights(
-        "d-li14's MobileNetV2 1.0 (mobilenetv2_1.0-f2a8633.pth.tar)", None, NO_EQUAL,
+        "d-li14's MobileNetV2 1.0 (mobilenetv2_1.0-f2a8633.pth.tar)",
+        None,
+        NO_EQUAL,
         "timm has only its own mobilenetv2_100.ra_in1k; to match, convert d-li14's file to timm's "
-        "keys and pass it: models.mobilenetv2.pretrained=/path/file.safetensors"),
+        "keys and pass it: models.mobilenetv2.pretrained=/path/file.safetensors",
+    ),
 }
 
 

@@ -52,6 +52,9 @@ def output_shapes(model: Optional[torch.nn.Module]) -> Optional[OutputShapes]:
     if model is None:
         return None
     channels = getattr(model, "feature_channels", None)
-    return OutputShapes(getattr(model, "num_classes", None), getattr(model, "embed_dim", None),
-                        getattr(model, "pooled_dim", None),
-                        None if channels is None else tuple(int(c) for c in channels))
+    return OutputShapes(
+        getattr(model, "num_classes", None),
+        getattr(model, "embed_dim", None),
+        getattr(model, "pooled_dim", None),
+        None if channels is None else tuple(int(c) for c in channels),
+    )

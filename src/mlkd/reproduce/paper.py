@@ -62,8 +62,14 @@ def paper_table(table_id: str) -> ResultTable:
     title = f"paper {table_id}: {data['title']} ({data['source']})"
     if data.get("kind") == "per_class":
         metrics = tuple(data["classes"]) + ("mAP (printed)", "mean of APs")
-        table = ResultTable(title=title, protocol="AP", rows=list(data["rows"]), metrics=metrics,
-                            columns=[Column(data["dataset"], data["teacher"], data["student"])], published=True)
+        table = ResultTable(
+            title=title,
+            protocol="AP",
+            rows=list(data["rows"]),
+            metrics=metrics,
+            columns=[Column(data["dataset"], data["teacher"], data["student"])],
+            published=True,
+        )
         for row, entry in data["rows"].items():
             values = list(entry["ap"]) + [entry["printed_mAP"], float(np.mean(entry["ap"]))]
             for metric, value in zip(metrics, values):
@@ -74,8 +80,14 @@ def paper_table(table_id: str) -> ResultTable:
     rows: list[str] = []
     for pair in data["pairs"]:
         rows += [row for row in pair["rows"] if row not in rows]
-    table = ResultTable(title=title, protocol=f"mAP; OF1/CF1 under {data.get('f1_protocol', 'oracle-k-strict')}",
-                        columns=columns, rows=rows, metrics=tuple(data["metrics"]), published=True)
+    table = ResultTable(
+        title=title,
+        protocol=f"mAP; OF1/CF1 under {data.get('f1_protocol', 'oracle-k-strict')}",
+        columns=columns,
+        rows=rows,
+        metrics=tuple(data["metrics"]),
+        published=True,
+    )
     for index, pair in enumerate(data["pairs"]):
         for row, values in pair["rows"].items():
             for metric, value in zip(data["metrics"], values):
@@ -100,8 +112,10 @@ def attach_paper(table: ResultTable, table_id: str) -> Optional[ResultTable]:
     matched = False
     for index, col in enumerate(table.columns):
         for p_index, p_col in enumerate(published.columns):
-            if ((_canonical(col.teacher), _canonical(col.student))
-                    != (_canonical(p_col.teacher), _canonical(p_col.student))):
+            if (_canonical(col.teacher), _canonical(col.student)) != (
+                _canonical(p_col.teacher),
+                _canonical(p_col.student),
+            ):
                 continue
             matched = True
             for row in published.rows:
@@ -114,6 +128,8 @@ def attach_paper(table: ResultTable, table_id: str) -> Optional[ResultTable]:
         return published
     f1 = data.get("f1_protocol", "oracle-k-strict")
     if table.protocol != f1:
-        table.notes.append(f"the paper's OF1/CF1 are under {f1} (ours: {table.protocol}); "
-                           f"pass --protocol {f1} to compare F1 like for like (mAP does not depend on it)")
+        table.notes.append(
+            f"the paper's OF1/CF1 are under {f1} (ours: {table.protocol}); "
+            f"pass --protocol {f1} to compare F1 like for like (mAP does not depend on it)"
+        )
     return None

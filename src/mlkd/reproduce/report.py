@@ -22,9 +22,15 @@ def default_protocol(paper: Optional[str] = None) -> str:
     return (paper_f1_protocol(paper) if paper else None) or "thr@0.5"
 
 
-def tables_for(paths: Sequence[str], protocol: Optional[str] = None, paper: Optional[str] = None,
-               overrides: Sequence[str] = (), out: Optional[str] = None,
-               title: Optional[str] = None, paired: Optional[str] = None) -> list[ResultTable]:
+def tables_for(
+    paths: Sequence[str],
+    protocol: Optional[str] = None,
+    paper: Optional[str] = None,
+    overrides: Sequence[str] = (),
+    out: Optional[str] = None,
+    title: Optional[str] = None,
+    paired: Optional[str] = None,
+) -> list[ResultTable]:
     """One table per grid file in ``paths`` and one for all the run / sweep folders together;
     with ``paper``, the published values beside matching pairs (or the published table after);
     with ``paired``, each table is followed by its rows minus that row, paired by seed.
@@ -60,9 +66,16 @@ def tables_for(paths: Sequence[str], protocol: Optional[str] = None, paper: Opti
     return tables + extra
 
 
-def table_text(paths: Sequence[str], protocol: Optional[str] = None, fmt: str = "md",
-               paper: Optional[str] = None, overrides: Sequence[str] = (), out: Optional[str] = None,
-               title: Optional[str] = None, paired: Optional[str] = None) -> str:
+def table_text(
+    paths: Sequence[str],
+    protocol: Optional[str] = None,
+    fmt: str = "md",
+    paper: Optional[str] = None,
+    overrides: Sequence[str] = (),
+    out: Optional[str] = None,
+    title: Optional[str] = None,
+    paired: Optional[str] = None,
+) -> str:
     """The rendered tables (``md``, ``csv`` or ``latex``), separated by blank lines."""
     tables = tables_for(paths, protocol, paper, overrides, out, title, paired)
     return "\n\n".join(render(table, fmt).rstrip("\n") for table in tables) + "\n"

@@ -47,7 +47,8 @@ def run_status(run: RunSpec) -> str:
             if changed:
                 raise ConfigError(
                     f"{run.run_dir} is finished but was trained with another config ({', '.join(changed)} "
-                    f"differ from the grid's); sweep into another --out, or delete that run folder")
+                    f"differ from the grid's); sweep into another --out, or delete that run folder"
+                )
         return "done"
     if (run.run_dir / "checkpoints" / "last.pt").exists() or (run.run_dir / "checkpoints" / "prev.pt").exists():
         return "partial"
@@ -101,8 +102,9 @@ class SweepReport:
         return text
 
 
-def run_sweep(grid: Grid, keep_going: bool = False, max_runs: Optional[int] = None,
-              fit_fn: Optional[Callable[..., dict]] = None) -> SweepReport:
+def run_sweep(
+    grid: Grid, keep_going: bool = False, max_runs: Optional[int] = None, fit_fn: Optional[Callable[..., dict]] = None
+) -> SweepReport:
     """Train the grid's runs in order (teachers first). Finished runs are skipped.
 
     keep_going: log a failed run and go on (its students are ``blocked``) instead of raising.
@@ -111,8 +113,10 @@ def run_sweep(grid: Grid, keep_going: bool = False, max_runs: Optional[int] = No
     """
     if grid.missing:
         keys = ", ".join(grid.missing)
-        raise ConfigError(f"{grid.path}: set {keys} first, e.g. mlkd sweep {grid.path} "
-                          + " ".join(f"{key}=/path" for key in grid.missing))
+        raise ConfigError(
+            f"{grid.path}: set {keys} first, e.g. mlkd sweep {grid.path} "
+            + " ".join(f"{key}=/path" for key in grid.missing)
+        )
     if max_runs is not None and max_runs < 1:
         raise ConfigError(f"--max-runs {max_runs}: must be 1 or more (leave it out to train every run)")
     if fit_fn is None:
@@ -127,16 +131,24 @@ def run_sweep(grid: Grid, keep_going: bool = False, max_runs: Optional[int] = No
     return report
 
 
-def _run_all(grid: Grid, report: SweepReport, fit_fn: Callable[..., dict], keep_going: bool,
-             max_runs: Optional[int], stop: StopRequest) -> None:
+def _run_all(
+    grid: Grid,
+    report: SweepReport,
+    fit_fn: Callable[..., dict],
+    keep_going: bool,
+    max_runs: Optional[int],
+    stop: StopRequest,
+) -> None:
     """The sweep's loop; a stop signal between runs (``stop``) ends it with Preempted."""
     failed: set[Path] = set()
     trained = 0
     for index, run in enumerate(grid.runs, 1):
         if stop.signum is not None:
             stop.handled = True
-            raise Preempted(f"stopped by {stop.name} before run {index} of {len(grid.runs)} (the runs "
-                            "before it are finished): rerun the sweep to continue")
+            raise Preempted(
+                f"stopped by {stop.name} before run {index} of {len(grid.runs)} (the runs "
+                "before it are finished): rerun the sweep to continue"
+            )
         where = f"[{index}/{len(grid.runs)}] {run.role} {run.label} {run.model} seed {run.seed}"
         if run.teacher_run is not None and run.teacher_run in failed:
             report.status[run.run_dir] = "blocked"
@@ -157,8 +169,7 @@ def _run_all(grid: Grid, report: SweepReport, fit_fn: Callable[..., dict], keep_
         trained += outcome == "trained"
 
 
-def _train_one(run: RunSpec, where: str, fit_fn: Callable[..., dict], keep_going: bool,
-               report: SweepReport) -> str:
+def _train_one(run: RunSpec, where: str, fit_fn: Callable[..., dict], keep_going: bool, report: SweepReport) -> str:
     """Train (or resume) one run unless it is finished: ``skipped`` | ``trained`` | ``failed``."""
     status = run_status(run)
     if status == "done":
@@ -203,8 +214,19 @@ def format_plan(grid: Grid) -> str:
         except ConfigError:
             status = "CONFLICT"
         epochs = f"{run.config.optim.final_epoch}/{run.config.optim.epochs}"
-        rows.append((str(index), status, run.role, run.label, run.model, str(run.seed), epochs, str(run.run_dir),
-                     ", ".join(run.pairs)))
+        rows.append(
+            (
+                str(index),
+                status,
+                run.role,
+                run.label,
+                run.model,
+                str(run.seed),
+                epochs,
+                str(run.run_dir),
+                ", ".join(run.pairs),
+            )
+        )
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines.append("")
     for row in [header, *rows]:

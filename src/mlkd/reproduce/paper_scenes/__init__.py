@@ -18,5 +18,15 @@ from mlkd.reproduce.paper_scenes.driver import full_scale, run_paper_scenes, smo
 from mlkd.reproduce.paper_scenes.pack import check_device_pack, write_device_pack
 from mlkd.reproduce.paper_scenes.sizing import Measured, Plan, Scale, plan_sizes, plan_students
 
-__all__ = ["Measured", "Plan", "Scale", "check_device_pack", "full_scale", "plan_sizes",
-           "plan_students", "run_paper_scenes", "smoke_scale", "write_device_pack"]
+__all__ = [
+    "Measured",
+    "Plan",
+    "Scale",
+    "check_device_pack",
+    "full_scale",
+    "plan_sizes",
+    "plan_students",
+    "run_paper_scenes",
+    "smoke_scale",
+    "write_device_pack",
+]

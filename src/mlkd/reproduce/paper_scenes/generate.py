@@ -28,16 +28,22 @@ _WORKER: dict[str, Any] = {}
 
 def _init(split: str, opts: dict) -> None:
     """Worker set-up: the split's options, label sets, positions and sprites (once each)."""
-    _WORKER.update(split=split, opts=opts, labels=load_label_sets(), index=scenes.split_indices(split, opts),
-                   sets=scenes.sprite_sets(opts["fonts"], opts.get("glyph_pack")))
+    _WORKER.update(
+        split=split,
+        opts=opts,
+        labels=load_label_sets(),
+        index=scenes.split_indices(split, opts),
+        sets=scenes.sprite_sets(opts["fonts"], opts.get("glyph_pack")),
+    )
 
 
 def _draw_chunk(start: int) -> tuple[int, np.ndarray]:
     """(start, images uint8 [n, S, S, 3]) of positions start .. start + _CHUNK - 1."""
     w = _WORKER
     stop = min(start + _CHUNK, len(w["index"]))
-    images = [scenes.draw(w["split"], i, w["labels"][w["index"][i]], w["opts"], w["sets"]).image
-              for i in range(start, stop)]
+    images = [
+        scenes.draw(w["split"], i, w["labels"][w["index"][i]], w["opts"], w["sets"]).image for i in range(start, stop)
+    ]
     return start, np.stack(images)
 
 
@@ -51,15 +57,18 @@ def draw_split(split: str, opts: dict, processes: int) -> dict[str, np.ndarray]:
         _init(split, opts)
         chunks = map(_draw_chunk, starts)
         for start, part in chunks:
-            images[start:start + len(part)] = part
+            images[start : start + len(part)] = part
     else:
         with multiprocessing.get_context("fork").Pool(processes, _init, (split, opts)) as pool:
             for start, part in pool.imap_unordered(_draw_chunk, starts):
-                images[start:start + len(part)] = part
+                images[start : start + len(part)] = part
     index = scenes.split_indices(split, opts)
     label_sets = load_label_sets()
-    return {"images": images, "labels": label_matrix([label_sets[s] for s in index]),
-            "source_index": index.astype(np.int64)}
+    return {
+        "images": images,
+        "labels": label_matrix([label_sets[s] for s in index]),
+        "source_index": index.astype(np.int64),
+    }
 
 
 def ensure_split(split: str, options: dict, processes: int) -> tuple[Path, float, bool]:
@@ -73,6 +82,13 @@ def ensure_split(split: str, options: dict, processes: int) -> tuple[Path, float
     arrays = draw_split(split, opts, processes)
     save_npz(path, arrays, "coco_scenes")
     seconds = time.perf_counter() - start
-    log.info("drew %d %s scenes at %d px with %d processes in %.1f s -> %s", opts[f"num_{split}"],
-             split, opts["img_size"], processes, seconds, path)
+    log.info(
+        "drew %d %s scenes at %d px with %d processes in %.1f s -> %s",
+        opts[f"num_{split}"],
+        split,
+        opts["img_size"],
+        processes,
+        seconds,
+        path,
+    )
     return path, seconds, True

@@ -36,9 +36,21 @@ def _bench(teacher: str, student: str, methods: list[str], scale: Scale, channel
     threads = torch.get_num_threads()
     torch.set_num_threads(scale.threads)
     try:
-        rows = bench_step(teacher, student, scale.img_size, scale.batch_size, NUM_CLASSES, POSITIVES,
-                          methods, scale.bench_repeats, scale.bench_warmup, scale.device, scale.amp,
-                          channels_last, num_batches=1)
+        rows = bench_step(
+            teacher,
+            student,
+            scale.img_size,
+            scale.batch_size,
+            NUM_CLASSES,
+            POSITIVES,
+            methods,
+            scale.bench_repeats,
+            scale.bench_warmup,
+            scale.device,
+            scale.amp,
+            channels_last,
+            num_batches=1,
+        )
     finally:
         torch.set_num_threads(threads)
     return {row["method"]: row["ms"] / 1e3 for row in rows}
@@ -57,21 +69,23 @@ def measure_steps(teacher: str, student: str, scale: Scale, channels_last: bool)
     """Seconds per training step of each run: {"teacher", "student", "mld", "l2d"}."""
     students = _bench(teacher, student, ["vanilla", "mld", "l2d"], scale, channels_last)
     alone = _bench(teacher, teacher, ["vanilla"], scale, channels_last)
-    return {"teacher": alone["vanilla"], "student": students["vanilla"], "mld": students["mld"],
-            "l2d": students["l2d"]}
+    return {"teacher": alone["vanilla"], "student": students["vanilla"], "mld": students["mld"], "l2d": students["l2d"]}
 
 
 def measure_loader(data: DataConfig, batches: int) -> float:
     """Seconds per training image of the engine's training loader for ``data`` (its dataset,
     recipe and workers), over at most ``batches`` batches after each worker's first one."""
     options = {**data.options, "img_size": data.img_size}
-    dataset = build_dataset(data.name, "train", build_transform(data.recipe, data.img_size, True,
-                                                                data.normalize), **options)
+    dataset = build_dataset(
+        data.name, "train", build_transform(data.recipe, data.img_size, True, data.normalize), **options
+    )
     loader = train_loader(dataset, data, DistInfo(), seed=0, pin=torch.cuda.is_available())
     warm = max(1, data.num_workers)
     if len(loader) <= warm:
-        raise ConfigError(f"loader timing: {len(dataset)} probe scenes give {len(loader)} batches; "
-                         f"need more than {warm} (one per worker)")
+        raise ConfigError(
+            f"loader timing: {len(dataset)} probe scenes give {len(loader)} batches; "
+            f"need more than {warm} (one per worker)"
+        )
     images, start = 0, None
     for k, batch in enumerate(loader):
         if k + 1 == warm:
@@ -91,5 +105,9 @@ def machine_notes(device: str) -> dict:
     import timm
 
     name = torch.cuda.get_device_name() if device == "cuda" and torch.cuda.is_available() else platform.processor()
-    return {"python": platform.python_version(), "torch": torch.__version__, "timm": timm.__version__,
-            "device": name or device}
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+        "device": name or device,
+    }

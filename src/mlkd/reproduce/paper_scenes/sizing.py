@@ -36,16 +36,16 @@ class Scale:
     min_train: int
     max_train: int
     max_epochs: int
-    budget_s: float          # wall seconds from the command's start to its end
-    reserve_s: float         # kept free at the end (tables, copies, margin)
+    budget_s: float  # wall seconds from the command's start to its end
+    reserve_s: float  # kept free at the end (tables, copies, margin)
     run_overhead_s: float
     epoch_overhead_s: float
     safety: float = 1.05
     device: str = "cuda"
     amp: str = "bf16"
-    workers: int = 8         # DataLoader workers
-    threads: int = 4         # torch CPU threads of the runs and of the step timing
-    processes: int = 8       # scene-drawing processes
+    workers: int = 8  # DataLoader workers
+    threads: int = 4  # torch CPU threads of the runs and of the step timing
+    processes: int = 8  # scene-drawing processes
     diagnostics_every: int = 20
     probe_scenes: int = 4096  # training scenes the loader is timed on
     bench_repeats: int = 5
@@ -86,8 +86,7 @@ class Plan:
 def run_seconds(run: str, num_train: int, epochs: int, m: Measured, scale: Scale) -> float:
     """Predicted wall seconds of one run (see the module docstring)."""
     img = m.image_s(run, scale)
-    return (scale.run_overhead_s + scale.num_test * img / 3
-            + epochs * (num_train * img + scale.epoch_overhead_s))
+    return scale.run_overhead_s + scale.num_test * img / 3 + epochs * (num_train * img + scale.epoch_overhead_s)
 
 
 def total_seconds(num_train: int, epochs: int, m: Measured, scale: Scale) -> float:
@@ -125,6 +124,7 @@ def plan_sizes(budget_s: float, m: Measured, scale: Scale) -> Plan:
 def plan_students(remaining_s: float, plan: Plan, m: Measured, scale: Scale, ratio: float) -> Plan:
     """``plan`` with the students' epochs sized again for ``remaining_s`` seconds, their
     predicted times multiplied by ``ratio`` (the teacher's measured / predicted seconds)."""
+
     def cost(e: int) -> float:
         return ratio * sum(run_seconds(r, plan.num_train, e, m, scale) for r in STUDENTS)
 
@@ -137,9 +137,11 @@ def plan_students(remaining_s: float, plan: Plan, m: Measured, scale: Scale, rat
 def describe(plan: Plan, m: Measured, scale: Scale) -> str:
     """One line naming the chosen sizes and what they rest on."""
     steps = ", ".join(f"{r} {1e3 * m.step_s[r]:.0f} ms" for r in RUNS)
-    return (f"sizing: {plan.num_train} training scenes, epochs: teacher {plan.teacher_epochs}, "
-            f"students {plan.student_epochs}; {scale.num_test} test scenes at {scale.img_size} px; "
-            f"predicted {sum(plan.predicted_s.values()):.0f} s of the {plan.budget_s:.0f} s left"
-            f"{'' if plan.fits else ' (OVER BUDGET: the minimum sizes do not fit)'}; "
-            f"step per batch of {scale.batch_size}: {steps}; loader {1e3 * m.loader_s:.2f} ms/image; "
-            f"drawing {1e3 * m.gen_s:.2f} ms/scene; channels_last {m.channels_last}")
+    return (
+        f"sizing: {plan.num_train} training scenes, epochs: teacher {plan.teacher_epochs}, "
+        f"students {plan.student_epochs}; {scale.num_test} test scenes at {scale.img_size} px; "
+        f"predicted {sum(plan.predicted_s.values()):.0f} s of the {plan.budget_s:.0f} s left"
+        f"{'' if plan.fits else ' (OVER BUDGET: the minimum sizes do not fit)'}; "
+        f"step per batch of {scale.batch_size}: {steps}; loader {1e3 * m.loader_s:.2f} ms/image; "
+        f"drawing {1e3 * m.gen_s:.2f} ms/scene; channels_last {m.channels_last}"
+    )
