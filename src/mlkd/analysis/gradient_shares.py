@@ -61,7 +61,8 @@ def gradient_share_chart(runs: Mapping[str, Sequence[Mapping]], path: str | Path
         ax.stackplot(epochs, *shares.values(), labels=list(shares), colors=colours if all(colours) else None)
         ax.set_title(label, fontsize=9)
         ax.set_xlabel("epoch")
-        ax.set_xlim(min(epochs), max(epochs))
+        if len(epochs) > 1:
+            ax.set_xlim(min(epochs), max(epochs))
         ax.set_ylim(0, 1)
         ax.legend(loc="lower left", fontsize=7)
     axes[0][0].set_ylabel("share of the gradient")

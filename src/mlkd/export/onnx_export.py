@@ -57,6 +57,10 @@ def _quiet():
     stack.enter_context(contextlib.redirect_stderr(io.StringIO()))
     stack.enter_context(warnings.catch_warnings())
     warnings.simplefilter("ignore")
+    for name in ("onnx_ir", "onnxscript", "torch.onnx"):  # their log lines go to handlers set up earlier
+        logger = logging.getLogger(name)
+        stack.callback(logger.setLevel, logger.level)
+        logger.setLevel(logging.ERROR)
     return stack
 
 
