@@ -129,7 +129,7 @@ def test_options_reach_the_terms():
 
 
 def test_unknown_names_are_config_errors():
-    with pytest.raises(ConfigError, match="^unknown method 'l3d'.*; choose one of: vanilla, .*, l2d$"):
+    with pytest.raises(ConfigError, match="^unknown method 'l3d'.*; choose one of: vanilla, .*, l2d, l2d-bounded$"):
         build_objective("l3d")
     with pytest.raises(ValueError, match=r"^unknown method 'L2D' \(did you mean 'l2d'\?\); choose one of"):
         build_objective("L2D")
