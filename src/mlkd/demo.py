@@ -212,9 +212,10 @@ def _figure(setting: Setting, out_dir: Path, seed: int) -> str:
 def _gradient_shares(runs: dict[str, Path], out_dir: Path) -> str:
     """The chart of the distilled students' per-term gradient shares and the bounded runs'
     effective weights (last epoch); the report's markdown."""
-    from mlkd.analysis.gradient_shares import effective_weights, gradient_share_chart, run_records
+    from mlkd.analysis.gradient_shares import effective_weights, gradient_share_chart
+    from mlkd.runrecord import epoch_records
 
-    records = {label: run_records(run_dir) for label, run_dir in runs.items()}
+    records = {label: epoch_records(run_dir) for label, run_dir in runs.items()}
     if not gradient_share_chart(records, out_dir / "gradient_shares.png", "each term's share of the gradient"):
         return ""
     text = (

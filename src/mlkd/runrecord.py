@@ -22,6 +22,15 @@ METRICS_FILE = "metrics.jsonl"
 EXPERIMENT_FILE = "experiment.json"
 
 
+def epoch_records(run_dir: str | Path) -> list[dict]:
+    """Every record of ``run_dir/metrics.jsonl``, oldest first (empty when the file is absent)."""
+    path = Path(run_dir) / METRICS_FILE
+    if not path.is_file():
+        return []
+    with open(path) as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
 def final_epoch(config: Mapping[str, Any]) -> int:
     """The epoch a run ends at, from a raw config dict (a saved ``config.yaml``); the rule of
     ``OptimConfig.final_epoch`` (``optim.epochs`` absent counts as 0)."""

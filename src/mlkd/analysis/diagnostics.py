@@ -14,8 +14,7 @@ from typing import Optional
 
 import numpy as np
 
-from mlkd.engine.logs import read_jsonl
-from mlkd.runrecord import METRICS_FILE
+from mlkd.runrecord import epoch_records
 
 
 def _figures(record: dict) -> dict[str, float]:
@@ -28,10 +27,7 @@ def _figures(record: dict) -> dict[str, float]:
 
 def run_diagnostics(run_dir) -> Optional[tuple[int, dict, int, dict]]:
     """(first epoch, its figures, last epoch, its figures) of a run's records with diagnostics."""
-    path = run_dir / METRICS_FILE
-    if not path.is_file():
-        return None
-    records = [r for r in read_jsonl(path) if r.get("diagnostics")]
+    records = [r for r in epoch_records(run_dir) if r.get("diagnostics")]
     if not records:
         return None
     return records[0]["epoch"], _figures(records[0]), records[-1]["epoch"], _figures(records[-1])

@@ -14,17 +14,9 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from mlkd import optional
-from mlkd.engine.logs import read_jsonl
-from mlkd.runrecord import METRICS_FILE
 
 #: A colour per built-in term (plugin terms get the cycle's next colours).
 TERM_COLOURS = {"bce": "#555555", "mld": "#4c72b0", "cd": "#dd8452", "id": "#c44e52", "rkd": "#55a868"}
-
-
-def run_records(run_dir: str | Path) -> list[dict]:
-    """The epoch records of ``run_dir/metrics.jsonl`` (empty when absent)."""
-    path = Path(run_dir) / METRICS_FILE
-    return read_jsonl(path) if path.is_file() else []
 
 
 def gradient_shares(records: Sequence[Mapping]) -> tuple[list[int], dict[str, list[float]]]:
