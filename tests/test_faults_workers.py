@@ -99,3 +99,14 @@ def test_resume_mid_epoch_with_workers_is_bit_identical(uninterrupted, tmp_path,
     monkeypatch.undo()
     fit(augmented_config(tmp_path / "run"), resume=True)
     assert_same_tensors(load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["model"], uninterrupted["model"])
+
+
+@pytest.mark.parametrize("workers", [0, 3])
+def test_the_number_of_workers_does_not_change_the_run(uninterrupted, tmp_path, workers):
+    """The same config with 0 (the main process) or 3 workers instead of 2: every item's
+    augmentation is seeded by (seed, epoch, index), so the weights end bit-identical, and so do
+    the logged losses and metrics."""
+    cfg = augmented_config(tmp_path / "run")
+    cfg.data.num_workers = workers
+    fit(cfg)
+    assert_same_tensors(load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["model"], uninterrupted["model"])

@@ -59,8 +59,8 @@ def ignore_stop_signals(worker_id: int = 0) -> None:
 class ItemSeeded(DatasetView):
     """The training set read through ``(index, epoch)`` keys, each item's random draws seeded by
     (seed, epoch, index) (``mlkd.data.views.seeded``; the worker's streams are restored after
-    it). Used with DataLoader workers: an item's augmentation then does not depend on which
-    worker loads it, on what that worker loaded before (persistent workers keep their RNG
+    it). An item's augmentation then does not depend on the number of workers, on which worker
+    loads it, on what that worker loaded before (persistent workers keep their RNG
     across epochs), or on whether the process was resumed. Other attributes are the dataset's."""
 
     def __init__(self, dataset, seed: int):
@@ -101,9 +101,9 @@ def _loader(
 
 def train_loader(dataset, cfg: DataConfig, info: DistInfo, seed: int, pin: bool, wrap_sampler=None) -> DataLoader:
     """Shuffled with (seed, epoch) via DistributedSampler.set_epoch; last partial batch dropped.
-    With ``num_workers > 0`` augmentation is a function of (seed, epoch, item) (``ItemSeeded``):
-    a resumed run, stopped at an epoch's end or mid-epoch, draws exactly what an uninterrupted one
-    does, and so does a run with another number of workers (but not one with ``num_workers: 0``).
+    Augmentation is a function of (seed, epoch, item) (``ItemSeeded``) whatever ``num_workers``
+    is (0 included): a resumed run, stopped at an epoch's end or mid-epoch, draws exactly what an
+    uninterrupted one does, and so does a run with another number of workers.
 
     Each rank takes ``batch_size // world_size`` images, so the global batch is ``batch_size``.
     ``wrap_sampler``: optional ``sampler -> sampler`` (the teacher cache's view sampler). The
@@ -116,11 +116,9 @@ def train_loader(dataset, cfg: DataConfig, info: DistInfo, seed: int, pin: bool,
     drop_last = len(sampler) >= per_rank
     if wrap_sampler is not None:
         sampler = wrap_sampler(sampler)
-    if cfg.num_workers == 0:
-        return _loader(dataset, per_rank, ResumableSampler(sampler), 0, drop_last, pin)
-    # With workers: per-item seeds (ItemSeeded; the teacher cache's views are seeded already) and
-    # a generator of the loader's own for the base seed iter() draws, so that the global RNG
-    # (dropout) is drawn by the model only.
+    # Per-item seeds whatever the number of workers (ItemSeeded; the teacher cache's views are
+    # seeded already) and a generator of the loader's own for the base seed iter() draws, so
+    # that the global RNG (dropout) is drawn by the model only.
     tag = wrap_sampler is None
     return _loader(
         ItemSeeded(dataset, seed) if tag else dataset,

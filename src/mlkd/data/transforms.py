@@ -17,9 +17,8 @@ Recipes, train side:
 Eval side, every recipe: Resize((s, s)) -> ToTensor, deterministic. ``normalize=True`` appends
 the ImageNet mean/std normalisation (for pretrained weights that expect it). Randomness comes
 from torch's global RNG (Cutout, the official RandAugment, flip) and Python's / torch's
-(torchvision's RandAugment); with DataLoader
-workers the training loader seeds them per item by (seed, epoch, index)
-(``mlkd.data.loaders.ItemSeeded``), without workers they are the main process's streams.
+(torchvision's RandAugment); the training loader seeds them per item by (seed, epoch, index)
+(``mlkd.data.loaders.ItemSeeded``), with or without DataLoader workers.
 """
 
 from __future__ import annotations
