@@ -142,6 +142,26 @@ def test_head_matches_hand_written_attention():
         assert head(feats).attention is not None
 
 
+def test_sdpa_cross_attention_trains_like_multihead_attention():
+    """In training mode (dropout off to compare) the single SDPA call gives nn.MultiheadAttention's
+    outputs and parameter gradients; the parameters (and so old checkpoints) are the MHA's."""
+    torch.manual_seed(4)
+    head = LabelWiseHead(in_dim=12, num_classes=5, embed_dim=32, num_heads=4, ffn_dim=40, dropout=0.0).train()
+    query, memory = torch.randn(3, 5, 32), torch.randn(3, 7, 32)
+    grads = []
+    for attend in (
+        lambda: head.attn(query, memory, memory, need_weights=False)[0],
+        lambda: head.cross_attend(query, memory),
+    ):
+        head.zero_grad()
+        out = attend()
+        (out * torch.linspace(-1, 1, 32)).sum().backward()
+        grads.append((out.detach(), head.attn.in_proj_weight.grad.clone(), head.attn.out_proj.weight.grad.clone()))
+    for want, got in zip(*grads):
+        assert torch.allclose(got, want, atol=1e-5)
+    assert {"attn.in_proj_weight", "attn.in_proj_bias", "attn.out_proj.weight"} <= set(head.state_dict())
+
+
 def test_gradients_and_frozen_queries():
     torch.manual_seed(3)
     model = build_model("tiny", num_classes=4, **SMALL).train()

@@ -43,8 +43,10 @@ class LabelWiseHead(nn.Module):
     self-attention; it only normalises the (frozen) queries.
 
     Set ``keep_attention = True`` (or pass ``return_attention=True``) to also get the
-    cross-attention weights [B,q,T] averaged over heads; otherwise the fused attention path
-    is used. Request them in eval mode: in train mode they are the dropped-out weights.
+    cross-attention weights [B,q,T] averaged over heads (through ``nn.MultiheadAttention``);
+    otherwise one ``F.scaled_dot_product_attention`` call (``cross_attend``) computes the same
+    attention with the same parameters, in training and evaluation. Request the weights in eval
+    mode: in train mode they are the dropped-out weights.
     """
 
     def __init__(
@@ -86,10 +88,25 @@ class LabelWiseHead(nn.Module):
         memory = F.relu(self.proj(to_tokens(feats)))
         query = self.query_embed.weight.unsqueeze(0).expand(memory.shape[0], -1, -1).to(memory.dtype)
         query = self.query_norm(query + self.query_dropout(query))
-        context, attn = self.attn(query, memory, memory, need_weights=return_attention, average_attn_weights=True)
+        if return_attention:
+            context, attn = self.attn(query, memory, memory, need_weights=True, average_attn_weights=True)
+        else:
+            context, attn = self.cross_attend(query, memory), None
         emb = self.norm1(query + self.dropout1(context))
         emb = self.norm2(emb + self.dropout2(self.ffn(emb)))
         return emb, (attn if return_attention else None)
+
+    def cross_attend(self, query: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
+        """``self.attn(query, memory, memory)`` without its weights, through one
+        ``F.scaled_dot_product_attention`` call (fused kernels where the device has them; the
+        MHA's own parameters and dropout). query [B,q,D], memory [B,T,D] -> [B,q,D]."""
+        mha, dim = self.attn, self.embed_dim
+        heads = mha.num_heads
+        q = F.linear(query, mha.in_proj_weight[:dim], mha.in_proj_bias[:dim])
+        k, v = F.linear(memory, mha.in_proj_weight[dim:], mha.in_proj_bias[dim:]).chunk(2, dim=-1)
+        q, k, v = (t.unflatten(-1, (heads, dim // heads)).transpose(1, 2) for t in (q, k, v))
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=mha.dropout if self.training else 0.0)
+        return mha.out_proj(out.transpose(1, 2).flatten(2))
 
     def classify(self, emb: torch.Tensor) -> torch.Tensor:
         """E [B,q,D] -> logits [B,q]: z_k = <E_k, w_k> + b_k (one einsum)."""
