@@ -14,5 +14,6 @@ BENCHES = {
     "memory": "mlkd.bench.memory",
     "hostsync": "mlkd.bench.hostsync",
     "finetune": "mlkd.bench.finetune",
+    "precision": "mlkd.bench.precision",
     "export": "mlkd.bench.export",
 }

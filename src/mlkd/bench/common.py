@@ -79,14 +79,15 @@ def bench_config(
     amp: str,
     channels_last: bool,
     head: Optional[dict] = None,
+    compile: bool = False,
 ) -> Config:
     """A Config for the benchmarks; ``head``: model-section overrides (embed_dim, ffn_dim, ...;
-    default: the paper's label-wise head)."""
+    default: the paper's label-wise head); ``compile``: ``train.compile``."""
     return Config.model_validate(
         {
             "data": {"img_size": img_size, "batch_size": batch_size},
             "model": {"name": student, **(head or {})},
-            "train": {"device": device, "amp": amp, "channels_last": channels_last},
+            "train": {"device": device, "amp": amp, "channels_last": channels_last, "compile": compile},
         }
     )
 
