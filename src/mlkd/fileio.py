@@ -1,7 +1,9 @@
-"""Temporary files for atomic writes (write, fsync, ``os.replace``) that follow the umask."""
+"""Temporary files for atomic writes (write, fsync, ``os.replace``) that follow the umask, and a
+streaming SHA-256 of a file."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -28,3 +30,12 @@ def make_temporary(path: Path, prefix: str) -> tuple[int, str]:
         os.unlink(tmp)
         raise
     return fd, tmp
+
+
+def sha256_file(path: str | os.PathLike, block: int = 1 << 20) -> str:
+    """SHA-256 (hex) of the file at ``path``, read in ``block``-byte pieces."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()

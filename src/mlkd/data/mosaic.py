@@ -21,14 +21,14 @@ so weights or lambdas can be chosen on that split without touching the test set.
 index the split's own pool (the kept or the held-out items).
 
 Generation is deterministic given the options: the stream is ``SeedSequence([seed, split])``
-(train 0, test 1). The result is cached as ``.npz`` named by a hash of the options and
-``FORMAT_VERSION``, written atomically; a corrupt cache file is regenerated with a warning.
+(train 0, test 1). The result is cached as ``.npz`` (:mod:`mlkd.data.npz_cache`) named by a hash
+of its key (:func:`cache_key`: the options, the source files' SHA-256 or scikit-learn's release,
+``FORMAT_VERSION`` and numpy's release), which the file holds with a digest of its arrays; a file
+made with another key, damaged or truncated is regenerated with a warning naming it.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import time
@@ -40,7 +40,7 @@ import torch
 
 from mlkd.data import sources
 from mlkd.data.holdout import holdout_positions
-from mlkd.data.npz_cache import load_npz, save_npz
+from mlkd.data.npz_cache import cached_arrays, file_sha256, key_name, release
 from mlkd.data.protocol import BaseDataset
 from mlkd.errors import ConfigError
 from mlkd.registries import DATASETS
@@ -221,23 +221,35 @@ def resolve_options(**options: Any) -> dict[str, Any]:
     return opts
 
 
-def cache_key(opts: dict[str, Any], split: str) -> str:
-    """Hex hash of everything that determines one split's mosaics, plus ``FORMAT_VERSION``."""
-    keyed = {k: v for k, v in opts.items() if k not in ("cache_dir", "num_train", "num_test")}
-    keyed.update(split=split, num=opts[f"num_{split}"], format=FORMAT_VERSION)
-    return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:16]
+def source_identity(opts: dict[str, Any], split: str) -> dict[str, str]:
+    """What identifies the items of ``split``'s pool: each IDX file's SHA-256 (the train files
+    under holdout), or for ``digits`` scikit-learn's release and the fixed split's parameters."""
+    if opts["source"] == "digits":
+        fixed = f"test_fraction={sources.DIGITS_TEST_FRACTION}, random_state={sources.DIGITS_SPLIT_SEED}"
+        return {"scikit-learn": release("scikit-learn"), "split": fixed}
+    files = sources.idx_paths(opts["source_dir"], "train" if opts["holdout"] else split)
+    return {path.name: file_sha256(path) for path in files}
 
 
-def _check_cache(num: int, side: int) -> Callable[[dict], None]:
+def cache_key(opts: dict[str, Any], split: str) -> dict[str, Any]:
+    """Everything that determines one split's mosaics: the options but ``cache_dir``, the split
+    and its size, the source's identity, ``FORMAT_VERSION`` and numpy's release."""
+    key = {k: v for k, v in opts.items() if k not in ("cache_dir", "num_train", "num_test")}
+    key.update(split=split, num=opts[f"num_{split}"], format=FORMAT_VERSION)
+    key.update(source_files=source_identity(opts, split), numpy=release("numpy"))
+    return key
+
+
+def _check_cache(num: int, side: int, cells: int) -> Callable[[dict], None]:
     def check(arrays: dict) -> None:
-        images, labels, cells = arrays["images"], arrays["labels"], arrays["cells"]
+        images, labels = arrays["images"], arrays["labels"]
         if (
             images.shape != (num, side, side)
             or images.dtype != np.uint8
             or labels.shape != (num, len(arrays["classes"]))
-            or len(cells) != num
+            or arrays["cells"].shape != (num, cells)
         ):
-            raise ValueError(f"unexpected shapes {images.shape}, {labels.shape}, {cells.shape}")
+            raise ValueError(f"unexpected shapes {images.shape}, {labels.shape}, {arrays['cells'].shape}")
 
     return check
 
@@ -270,22 +282,22 @@ def build_mosaic_arrays(split: str, opts: dict[str, Any]) -> tuple[dict[str, np.
     Returns {"images": uint8 [N, H, W], "labels": uint8 [N, q], "cells": int32 [N, grid*grid],
     "classes": str [q]} and the cache path.
     """
-    num, side = opts[f"num_{split}"], opts["grid"] * opts["cell_size"]
-    path = opts["cache_dir"] / f"mosaic-{opts['source']}-{split}-{cache_key(opts, split)}.npz"
-    arrays = load_npz(path, _KEYS, _check_cache(num, side), "mosaic")
-    if arrays is not None:
-        log.debug("loaded %d %s mosaics from %s", num, split, path)
-        return arrays, path
-    start = time.perf_counter()
-    src = source_pool(split, opts)
-    rng = np.random.default_rng(np.random.SeedSequence([opts["seed"], _SPLIT_CODE[split]]))
-    images, labels, cells = generate_mosaics(
-        src.images, src.labels, len(src.classes), num, opts["grid"], opts["min_items"], opts["max_items"], rng
-    )
-    arrays = {"images": images, "labels": labels, "cells": cells, "classes": np.array(src.classes)}
-    log.info("generated %d %s mosaics from %s in %.2fs", num, split, opts["source"], time.perf_counter() - start)
-    save_npz(path, arrays, "mosaic")
-    return arrays, path
+    num, grid = opts[f"num_{split}"], opts["grid"]
+    key = cache_key(opts, split)
+    path = opts["cache_dir"] / f"mosaic-{opts['source']}-{split}-{key_name(key)}.npz"
+
+    def generate() -> dict[str, np.ndarray]:
+        start = time.perf_counter()
+        src = source_pool(split, opts)
+        rng = np.random.default_rng(np.random.SeedSequence([opts["seed"], _SPLIT_CODE[split]]))
+        images, labels, cells = generate_mosaics(
+            src.images, src.labels, len(src.classes), num, grid, opts["min_items"], opts["max_items"], rng
+        )
+        log.info("generated %d %s mosaics from %s in %.2fs", num, split, opts["source"], time.perf_counter() - start)
+        return {"images": images, "labels": labels, "cells": cells, "classes": np.array(src.classes)}
+
+    check = _check_cache(num, grid * opts["cell_size"], grid * grid)
+    return cached_arrays(path, _KEYS, check, "mosaic", key, generate), path
 
 
 @DATASETS.register("mosaic")

