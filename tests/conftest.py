@@ -1,7 +1,14 @@
 """Suite-wide fixtures."""
 
+import os
+
 import pytest
 import torch
+
+# train.amp=auto resolves to full precision on every CPU in the suite (and its subprocesses),
+# so a run's numbers do not depend on whether the machine has AMX; tests of the bf16 choice
+# set the variable themselves.
+os.environ["MLKD_CPU_BF16"] = "0"
 
 
 @pytest.fixture(autouse=True, scope="session")

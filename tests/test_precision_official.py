@@ -26,6 +26,46 @@ def test_official_is_fp16_with_a_scaler_on_cuda_and_full_precision_elsewhere():
         resolve_precision("fp16", CPU)  # the message names the CPU-safe choices
 
 
+@pytest.fixture
+def cpu_bf16(monkeypatch):
+    """Set MLKD_CPU_BF16 for one test (the detection is cached: cleared before and after)."""
+    from mlkd.engine import runtime
+
+    def force(value: str) -> None:
+        monkeypatch.setenv("MLKD_CPU_BF16", value)
+        runtime.cpu_has_native_bf16.cache_clear()
+
+    yield force
+    monkeypatch.undo()
+    runtime.cpu_has_native_bf16.cache_clear()
+
+
+def test_auto_is_bf16_on_a_cpu_with_native_bf16_and_full_precision_without(cpu_bf16):
+    cpu_bf16("1")
+    assert resolve_precision("auto", CPU) == Precision(torch.bfloat16, False)
+    assert resolve_precision("off", CPU) == Precision(None, False)  # off stays exact
+    assert resolve_precision("official", CPU) == Precision(None, False)
+    cpu_bf16("0")
+    assert resolve_precision("auto", CPU) == Precision(None, False)
+    assert resolve_precision("auto", torch.device("mps")) == Precision(None, False)
+    cpu_bf16("yes")
+    with pytest.raises(ConfigError, match="MLKD_CPU_BF16='yes'"):
+        resolve_precision("auto", CPU)
+
+
+def test_native_bf16_detection_reads_the_cpu_flags(cpu_bf16, monkeypatch):
+    """Without the override the answer is torch's CPU capability probes (AMX or AVX-512 BF16)."""
+    from mlkd.engine import runtime
+
+    cpu_bf16("")
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
+    assert runtime.cpu_has_native_bf16()
+    runtime.cpu_has_native_bf16.cache_clear()
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    assert not runtime.cpu_has_native_bf16()
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="auto's choice depends on the GPU")
 def test_auto_prefers_bf16_without_scaler_where_supported():
     expected = Precision(torch.bfloat16, False) if torch.cuda.is_bf16_supported() else Precision(torch.float16, True)

@@ -301,8 +301,9 @@ class TrainConfig(_Section):
     amp: Literal["auto", "off", "fp16", "bf16", "official"] = Field(
         "auto",
         description=(
-            "Mixed precision: auto (bf16 on CUDA where supported, else fp16 + GradScaler; full precision off "
-            "CUDA), official (fp16 + GradScaler on CUDA), fp16, bf16 or off."
+            "Mixed precision: auto (bf16 on CUDA where supported, else fp16 + GradScaler; bf16 on a CPU with "
+            "native bf16 matrix support, AMX or AVX-512 BF16, overridden by MLKD_CPU_BF16=0/1; full precision "
+            "elsewhere), official (fp16 + GradScaler on CUDA, full precision elsewhere), fp16, bf16 or off (exact)."
         ),
     )
     seed: int = Field(0, ge=0, lt=2**32, description="Seed of Python, NumPy, torch and the samplers (32 bits).")

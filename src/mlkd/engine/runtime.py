@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import logging
 import os
 import random
 from dataclasses import dataclass
@@ -11,6 +13,8 @@ import numpy as np
 import torch
 
 from mlkd.errors import ConfigError
+
+log = logging.getLogger("mlkd")
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
@@ -58,11 +62,28 @@ class Precision:
         return torch.autocast(device_type=device.type, dtype=self.dtype)
 
 
+@functools.cache
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 matrices natively (AMX tiles or AVX-512 BF16), where
+    bf16 autocast speeds training up; checked (and logged) once per process. The environment
+    variable ``MLKD_CPU_BF16`` (``0`` / ``1``) overrides the detection, e.g. to keep one
+    precision across machines."""
+    forced = os.environ.get("MLKD_CPU_BF16", "").strip()
+    if forced not in ("", "0", "1"):
+        raise ConfigError(f"MLKD_CPU_BF16={forced!r}: use 0 (full precision) or 1 (bf16) for train.amp=auto on CPU")
+    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    native = forced == "1" if forced else any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+    if native:
+        log.info("this CPU has native bf16 matrix support (AMX / AVX-512 BF16): train.amp=auto uses bf16 autocast")
+    return native
+
+
 def resolve_precision(amp: str, device: torch.device) -> Precision:
     """The autocast dtype and GradScaler use of ``train.amp`` on ``device``.
 
     - ``auto``: bf16 without a scaler on CUDA with bf16 support, else fp16 + GradScaler on CUDA;
-      full precision elsewhere.
+      bf16 on a CPU with native bf16 matrix support (``cpu_has_native_bf16``: AMX or AVX-512
+      BF16); full precision elsewhere.
     - ``official`` (the official L2D code: ``torch.cuda.amp.autocast()`` + ``GradScaler()``):
       fp16 + GradScaler on CUDA, whatever bf16 support; full precision elsewhere (the official
       code runs on CUDA only), so a config naming it still runs on a CPU.
@@ -75,6 +96,8 @@ def resolve_precision(amp: str, device: torch.device) -> Precision:
     """
     if amp == "official":
         return Precision(torch.float16, True) if device.type == "cuda" else Precision(None, False)
+    if amp == "auto" and device.type == "cpu" and cpu_has_native_bf16():
+        return Precision(torch.bfloat16, False)
     if amp == "off" or (amp == "auto" and device.type != "cuda"):
         return Precision(None, False)
     if amp == "auto":
