@@ -156,7 +156,8 @@ def test_a_plugin_in_a_config_is_imported_and_a_bad_one_named(tmp_path, monkeypa
         sys.modules.pop("my_kd.cosine", None)
     for bad, message in (
         (["no_such_kd"], "plugins: module 'no_such_kd' cannot be imported"),
-        (["../my_kd.py"], "not module names"),
+        (["../my_kd.py"], "is a file name, not a module name: give my_kd"),
+        (["my kd"], "not module names"),
         ("my_kd", "must be a list"),
     ):
         path.write_text(yaml.safe_dump({"plugins": bad}))

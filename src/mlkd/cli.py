@@ -598,6 +598,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     except MLKDError as err:  # a --plugin that cannot be imported
         print(f"mlkd: error: {_one_line(str(err))}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as err:  # Ctrl-C while a --plugin imports
+        print(f"mlkd: {_interrupted(err)}", file=sys.stderr)
+        return 130
     logging.basicConfig(
         level=logging.WARNING if args.quiet else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -613,8 +616,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             raise
         print(f"mlkd: error: {_one_line(str(err))}", file=sys.stderr)  # may quote a multi-line cause
         return 2
-    except KeyboardInterrupt:
-        print("mlkd: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as err:  # (PluginInterrupted: while a config's plugin imports)
+        print(f"mlkd: {_interrupted(err)}", file=sys.stderr)
         return 130
     except Exception as err:  # an unexpected failure: one line, the traceback with --debug
         if args.debug:
@@ -625,6 +628,11 @@ def main(argv: Optional[list[str]] = None) -> int:
             file=sys.stderr,
         )
         return 1
+
+
+def _interrupted(err: KeyboardInterrupt) -> str:
+    """ "interrupted", or the message of a PluginInterrupted (which names the module)."""
+    return _one_line(str(err)) if str(err) else "interrupted"
 
 
 def _one_line(text: str) -> str:

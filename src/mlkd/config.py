@@ -384,7 +384,7 @@ class Config(_Section):
     def _plugin_names(cls, value: list[str]) -> list[str]:
         from mlkd.plugins import check_plugin_names
 
-        return check_plugin_names(value, "plugins")
+        return check_plugin_names(value, "", "")  # the error names the key
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

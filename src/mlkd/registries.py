@@ -54,7 +54,10 @@ class Registry:
         def add(obj: T) -> T:
             for key in (name, *aliases):
                 if key in self._entries:
-                    raise ValueError(f"{self.kind} {key!r} is registered twice")
+                    raise ConfigError(
+                        f"{self.kind} {key!r} is already registered (a built-in or an earlier module's); "
+                        "register yours under another name"
+                    )
                 self._entries[key] = obj
             if self.name_attr:
                 setattr(obj, self.name_attr, name)
@@ -117,3 +120,13 @@ DATASETS = Registry(
     "dataset",
     builtins=tuple(f"mlkd.data.{module}" for module in ("mosaic", "voc", "coco", "nuswide", "listfile", "scenes")),
 )
+
+_ALL = (LOSS_TERMS, METHODS, HEADS, RECIPES, OPTIMIZERS, DATASETS)
+
+
+def load_all_builtins() -> None:
+    """Import every registry's built-in entries: called before any plugin module is imported,
+    so that a plugin registering a built-in's name fails while it imports (naming itself)
+    rather than at a later lookup."""
+    for registry in _ALL:
+        registry.load_builtins()

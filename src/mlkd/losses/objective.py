@@ -12,7 +12,7 @@ from typing import Any, Hashable, Mapping, Optional, Sequence, Union, cast
 
 from torch import Tensor, nn
 
-from mlkd.errors import ConfigError, OptionError
+from mlkd.errors import ConfigError, OptionError, quote
 from mlkd.losses.methods import method_weights
 from mlkd.losses.terms import _FIELDS, LOSS_TERMS, LossTerm
 from mlkd.models.output import ModelOutput, OutputShapes
@@ -56,6 +56,7 @@ class Objective(nn.Module):
                 compute = getattr(type(term).compute_group, "__func__", type(term).compute_group)
                 groups.setdefault((compute, key), []).append(name)
         self._groups = [names for names in groups.values() if len(names) > 1]
+        self._unchecked = set(self.terms)  # terms whose first value is still to be checked
 
     @property
     def needs_teacher(self) -> bool:
@@ -90,7 +91,29 @@ class Objective(nn.Module):
             if name not in values:
                 prepared = None if host_targets is None else term.prepare(host_targets)
                 values[name] = term(student, teacher, targets, prepared)
+        if self._unchecked:
+            self._check_values(values)
         return values
+
+    def _check_values(self, values: Mapping[str, Any]) -> None:
+        """A TypeError naming the term whose (first) value is not a 0-d tensor. Run once per
+        term: shape and type are metadata, so the check makes no host sync."""
+        for name in sorted(self._unchecked):
+            value = values.get(name)
+            if isinstance(value, Tensor) and value.dim() == 0:
+                self._unchecked.discard(name)
+                continue
+            if isinstance(value, Tensor):
+                got = f"a tensor of shape [{', '.join(str(n) for n in value.shape)}]"
+            elif name not in values:
+                got = "nothing (its group's compute_group gave no value for it)"
+            else:
+                got = f"a {type(value).__name__} ({quote(value)})"
+            raise TypeError(
+                f"{self.terms[name].where()} returned {got}; a loss term must return a 0-d tensor (reduce "
+                "a per-sample [B] value with .mean() or .sum(); keep it a tensor, no .item(), so it carries "
+                "the gradient)"
+            )
 
     def weighted_sum(
         self, values: Mapping[str, Tensor], weights: Optional[Mapping[str, Union[float, Tensor]]] = None
