@@ -40,14 +40,14 @@ typecheck: $(STAMP)
 docs: $(STAMP)
 	$(BIN)/mkdocs build --strict
 
-# The mosaic demo prefers real Fashion-MNIST (Debian package); it falls back to scikit-learn digits.
+# The mosaic demo prefers real Fashion-MNIST (Debian package); it falls back to the digits packaged with mlkd.
 fashion-mnist:
 	@if ls $(FMNIST)/*.gz >/dev/null 2>&1; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		(apt-get install -y -qq dataset-fashion-mnist || \
 		 (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist)) >/dev/null \
-		|| echo "mlkd: could not install dataset-fashion-mnist; the demo will use scikit-learn digits"; \
-	else echo "mlkd: dataset-fashion-mnist is absent and apt-get needs root; the demo will use scikit-learn digits (install it with: sudo apt-get install dataset-fashion-mnist)"; fi
+		|| echo "mlkd: could not install dataset-fashion-mnist; the demo will use the packaged digits"; \
+	else echo "mlkd: dataset-fashion-mnist is absent and apt-get needs root; the demo will use the packaged digits (install it with: sudo apt-get install dataset-fashion-mnist)"; fi
 
 # coco_scenes draws with OpenMoji (a pip dependency); Noto Color Emoji adds a second style.
 noto-emoji:

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from mlkd import optional
@@ -53,8 +54,8 @@ def test_a_missing_module_names_the_extra():
 
 
 def test_the_error_names_the_distribution_not_the_module():
-    err = optional.missing("sklearn.datasets", extra="digits", purpose="the mosaic's digits source")
-    assert str(err) == "mlkd needs scikit-learn for the mosaic's digits source: pip install 'mlkd[digits]'"
+    err = optional.missing("sklearn.datasets", extra="dev", purpose="deriving the packaged digits")
+    assert str(err) == "mlkd needs scikit-learn for deriving the packaged digits: pip install 'mlkd[dev]'"
 
 
 def test_the_coco_loader_without_pycocotools(monkeypatch, tmp_path):
@@ -67,11 +68,25 @@ def test_the_coco_loader_without_pycocotools(monkeypatch, tmp_path):
 
 
 def test_the_digits_source_without_sklearn(monkeypatch):
+    """The digits ship with mlkd: the core install reads them (tests/test_default_dataset.py
+    checks they equal scikit-learn's)."""
     from mlkd.data.sources import load_digits_split
 
-    monkeypatch.setitem(sys.modules, "sklearn.datasets", None)
-    with pytest.raises(MissingDependencyError, match=r"scikit-learn .*pip install 'mlkd\[digits\]'"):
-        load_digits_split("train")
+    for module in ("sklearn", "sklearn.datasets", "sklearn.model_selection"):
+        monkeypatch.setitem(sys.modules, module, None)
+    images, labels = load_digits_split("train")
+    assert images.shape == (1257, 8, 8) and np.bincount(labels).tolist() == [
+        124,
+        127,
+        124,
+        128,
+        127,
+        127,
+        127,
+        125,
+        122,
+        126,
+    ]
 
 
 def test_figures_without_matplotlib(monkeypatch, tmp_path):

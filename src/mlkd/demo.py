@@ -16,19 +16,16 @@ it already has.
 from __future__ import annotations
 
 import copy
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mlkd.analysis.tables import bar_chart, markdown_table, metrics_row
 from mlkd.config import config_from_dict
-from mlkd.data.sources import fashion_mnist_available
+from mlkd.data.sources import default_source
 from mlkd.engine.teacher_cache import cache_can_serve
 from mlkd.engine.trainer import fit
 from mlkd.errors import ConfigError
-
-log = logging.getLogger("mlkd")
 
 # L2D with the weights chosen on a validation split of the embedded mosaics
 # (configs/demo_sensitivity.yaml: CD and ID x0.01 was the best of 16 settings over 3 seeds).
@@ -117,16 +114,9 @@ def mosaic_setting(source: str) -> Setting:
 
 
 def pick_source(source: str) -> str:
-    """``auto`` -> fashion-mnist when its files are installed, else digits (logged)."""
-    if source != "auto":
-        return source
-    if fashion_mnist_available():
-        return "fashion-mnist"
-    log.warning(
-        "Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist); "
-        "the demo uses scikit-learn's digits instead"
-    )
-    return "digits"
+    """``auto`` -> fashion-mnist when its files are installed, else the packaged digits (logged):
+    the mosaic dataset's own default (``mlkd.data.sources.default_source``)."""
+    return default_source() if source == "auto" else source
 
 
 def setting_for(data: str, source: str) -> tuple[str, Setting]:

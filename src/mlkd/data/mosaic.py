@@ -7,7 +7,9 @@ items' classes (a class placed twice is one positive). Train mosaics use only th
 split, test mosaics only its test split. Sources and their splits: ``mlkd.data.sources``.
 
 Options (``data.options``) and defaults:
-``source="fashion-mnist"`` (or ``"mnist"``, ``"digits"``), ``source_dir`` (default
+``source="auto"`` (``"fashion-mnist"`` where its files are installed or ``source_dir`` is given,
+else the packaged ``"digits"``: ``sources.default_source``; or name one: ``"fashion-mnist"``,
+``"mnist"``, ``"digits"``), ``source_dir`` (default
 ``/usr/share/datasets/fashion-mnist``; alias ``root``), ``num_train=6000``, ``num_test=2000``,
 ``grid=2``, ``cell_size`` (28 for fashion-mnist/mnist, 16 for digits), ``min_items=1``,
 ``max_items=grid*grid`` (4 at grid 2), ``seed=0``, ``holdout=0`` (a fraction in [0, 1), see
@@ -179,9 +181,11 @@ def resolve_options(**options: Any) -> dict[str, Any]:
         raise ConfigError(f"unknown mosaic option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
     if options.get("root") is not None and options.get("source_dir") is not None:
         raise ConfigError("give the mosaic source folder as source_dir or root, not both")
-    source = options.get("source", "fashion-mnist")
+    source = options.get("source", "auto")
+    if source == "auto":  # fashion-mnist where installed (or source_dir given), else the packaged digits
+        source = sources.default_source(options.get("source_dir") or options.get("root"))
     if source not in sources.SOURCES:
-        raise ConfigError(f"unknown mosaic source {source!r}; known: {', '.join(sorted(sources.SOURCES))}")
+        raise ConfigError(f"unknown mosaic source {source!r}; known: auto, {', '.join(sorted(sources.SOURCES))}")
     opts = {
         "source": source,
         "source_dir": options.get("source_dir") or options.get("root"),

@@ -7,9 +7,10 @@ uint8 grayscale ``[M, cell_size, cell_size]`` and whose labels are int64 ``[M]``
   ``train-labels-idx1-ubyte.gz``, ``t10k-images-idx3-ubyte.gz``, ``t10k-labels-idx1-ubyte.gz``;
   uncompressed copies without ``.gz`` are accepted too) in ``source_dir``; "train" is the
   60,000-image train file, "test" the 10,000-image t10k file.
-- ``digits``: scikit-learn's bundled ``load_digits`` (1,797 8x8 images, values 0..16, scaled to
+- ``digits``: scikit-learn's ``load_digits`` (1,797 8x8 images, values 0..16, scaled to
   0..255), split by a fixed stratified 70/30 split (``random_state=0``) into 1,257 train and
-  540 test images.
+  540 test images; shipped with mlkd as ``assets/digits.npz`` (``derive_digits_splits``), so it
+  needs no scikit-learn and no download.
 
 Resizing (only when ``cell_size`` differs from the native size) is bilinear with half-pixel
 centres and edge clamping, the same as ``torch.nn.functional.interpolate(mode="bilinear",
@@ -19,6 +20,7 @@ align_corners=False)`` (no antialiasing), rounded to uint8.
 from __future__ import annotations
 
 import gzip
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +29,8 @@ import numpy as np
 
 from mlkd.errors import ConfigError, DataError
 from mlkd.optional import optional_import
+
+log = logging.getLogger(__name__)
 
 FASHION_MNIST_CLASSES = [
     "T-shirt/top",
@@ -46,6 +50,8 @@ NATIVE_SIZE = {"fashion-mnist": 28, "mnist": 28, "digits": 8}
 DEFAULT_SOURCE_DIR = "/usr/share/datasets/fashion-mnist"
 DIGITS_TEST_FRACTION = 0.3
 DIGITS_SPLIT_SEED = 0
+#: scikit-learn's digits, split and scaled (``derive_digits_splits``), shipped with mlkd.
+DIGITS_ASSET = Path(__file__).with_name("assets") / "digits.npz"
 
 _IDX_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -146,20 +152,66 @@ def fashion_mnist_available(source_dir: str | os.PathLike | None = None) -> bool
     return all(_find(folder, stem) is not None for stems in _IDX_FILES.values() for stem in stems)
 
 
-def load_digits_split(split: str) -> tuple[np.ndarray, np.ndarray]:
-    """One split of scikit-learn's digits: images uint8 [M, 8, 8] in 0..255, labels int64 [M]."""
-    purpose = "the mosaic's digits source"
-    datasets = optional_import("sklearn.datasets", extra="digits", purpose=purpose)
-    model_selection = optional_import("sklearn.model_selection", extra="digits", purpose=purpose)
+_ANNOUNCED: set[tuple[str, str]] = set()
+
+
+def default_source(source_dir: str | os.PathLike | None = None) -> str:
+    """The mosaic's source when a config names none (``source: auto``): ``fashion-mnist`` when
+    ``source_dir`` is given or ``DEFAULT_SOURCE_DIR`` holds its four IDX files, else the packaged
+    ``digits``, which need nothing beyond the core install. Which one is logged (once a process),
+    with how to get Fashion-MNIST when it is the digits."""
+    if source_dir is not None:
+        return "fashion-mnist"
+    folder = str(Path(DEFAULT_SOURCE_DIR).expanduser())
+    source = "fashion-mnist" if fashion_mnist_available(folder) else "digits"
+    if (source, folder) not in _ANNOUNCED:
+        _ANNOUNCED.add((source, folder))
+        if source == "digits":
+            log.warning(
+                "mosaic source: Fashion-MNIST is not installed (no IDX files in %s), so the mosaics use the "
+                "digits packaged with mlkd (scikit-learn's 8x8 digits); for Fashion-MNIST: apt-get install "
+                "dataset-fashion-mnist (make fashion-mnist), or set data.options.source_dir to a folder with its "
+                "four IDX .gz files (data.options.source: digits keeps the digits without this message)",
+                folder,
+            )
+        else:
+            log.info("mosaic source: fashion-mnist (%s)", folder)
+    return source
+
+
+def derive_digits_splits() -> dict[str, np.ndarray]:
+    """The packaged digits (``DIGITS_ASSET``) from scikit-learn's ``load_digits``: 0..16 scaled to
+    uint8 0..255, split by a stratified 70/30 ``train_test_split`` (``random_state=0``).
+    {"train_images" uint8 [1257, 8, 8], "train_labels" uint8 [1257], "test_images" uint8 [540, 8, 8],
+    "test_labels" uint8 [540]}. Run by ``scripts/derive_digits.py``; needs scikit-learn."""
+    purpose = "deriving the packaged digits"
+    datasets = optional_import("sklearn.datasets", extra="dev", purpose=purpose)
+    model_selection = optional_import("sklearn.model_selection", extra="dev", purpose=purpose)
 
     digits = datasets.load_digits()
     index = np.arange(len(digits.target))
     train_idx, test_idx = model_selection.train_test_split(
         index, test_size=DIGITS_TEST_FRACTION, random_state=DIGITS_SPLIT_SEED, stratify=digits.target
     )
-    chosen = np.sort(train_idx if split == "train" else test_idx)
-    images = np.rint(digits.images[chosen] * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)
-    return images, digits.target[chosen].astype(np.int64)
+    arrays = {}
+    for split, chosen in (("train", np.sort(train_idx)), ("test", np.sort(test_idx))):
+        arrays[f"{split}_images"] = np.rint(digits.images[chosen] * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)
+        arrays[f"{split}_labels"] = digits.target[chosen].astype(np.uint8)
+    return arrays
+
+
+def load_digits_split(split: str, path: str | os.PathLike = DIGITS_ASSET) -> tuple[np.ndarray, np.ndarray]:
+    """One split of the packaged digits (no scikit-learn needed): images uint8 [M, 8, 8] in
+    0..255, labels int64 [M]."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            images, labels = data[f"{split}_images"], data[f"{split}_labels"]
+    except (OSError, KeyError, ValueError) as err:
+        raise DataError(
+            f"cannot read the packaged digits {path} ({err}); reinstall mlkd, or rebuild the file with "
+            "scripts/derive_digits.py"
+        ) from None
+    return images, labels.astype(np.int64)
 
 
 def _interp_matrix(size_in: int, size_out: int) -> np.ndarray:
