@@ -13,7 +13,8 @@ import pytest
 
 from mlkd.cli import main
 from mlkd.data import sources
-from mlkd.data.mosaic import cache_key, resolve_options
+from mlkd.data.mosaic import cache_key, resolve_options, source_identity
+from mlkd.fileio import sha256_file
 
 
 @pytest.fixture
@@ -80,6 +81,9 @@ def test_with_fashion_mnist_installed_the_default_is_unchanged(fresh_install, mo
 
 
 def test_the_packaged_digits_are_scikit_learns():
+    # the mosaics cached from them are keyed by the file (not by scikit-learn's release)
+    digest = sha256_file(sources.DIGITS_ASSET)
+    assert source_identity(resolve_options(source="digits"), "test") == {"digits.npz": digest}
     pytest.importorskip("sklearn")
     derived = sources.derive_digits_splits()
     for split, count in (("train", 1257), ("test", 540)):

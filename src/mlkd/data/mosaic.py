@@ -24,8 +24,8 @@ index the split's own pool (the kept or the held-out items).
 
 Generation is deterministic given the options: the stream is ``SeedSequence([seed, split])``
 (train 0, test 1). The result is cached as ``.npz`` (:mod:`mlkd.data.npz_cache`) named by a hash
-of its key (:func:`cache_key`: the options, the source files' SHA-256 or scikit-learn's release,
-``FORMAT_VERSION`` and numpy's release), which the file holds with a digest of its arrays; a file
+of its key (:func:`cache_key`: the options, the SHA-256 of the source files (IDX or the packaged
+digits), ``FORMAT_VERSION`` and numpy's release), which the file holds with a digest of its arrays; a file
 made with another key, damaged or truncated is regenerated with a warning naming it.
 """
 
@@ -227,10 +227,9 @@ def resolve_options(**options: Any) -> dict[str, Any]:
 
 def source_identity(opts: dict[str, Any], split: str) -> dict[str, str]:
     """What identifies the items of ``split``'s pool: each IDX file's SHA-256 (the train files
-    under holdout), or for ``digits`` scikit-learn's release and the fixed split's parameters."""
+    under holdout), or for ``digits`` the SHA-256 of the packaged file (both splits, fixed)."""
     if opts["source"] == "digits":
-        fixed = f"test_fraction={sources.DIGITS_TEST_FRACTION}, random_state={sources.DIGITS_SPLIT_SEED}"
-        return {"scikit-learn": release("scikit-learn"), "split": fixed}
+        return {sources.DIGITS_ASSET.name: file_sha256(sources.DIGITS_ASSET)}
     files = sources.idx_paths(opts["source_dir"], "train" if opts["holdout"] else split)
     return {path.name: file_sha256(path) for path in files}
 
