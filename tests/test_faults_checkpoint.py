@@ -137,3 +137,23 @@ def test_disk_full_while_saving_keeps_both_checkpoints(runs, tmp_path, capsys):
         load_checkpoint(folder / "last.pt")["model"],
         load_checkpoint(runs / "full" / "checkpoints" / "last.pt")["model"],
     )
+
+
+def test_resume_on_a_dataset_with_other_classes_is_refused(tmp_path, monkeypatch):
+    """A run folder resumed where the same config builds a dataset with other class names (the
+    default mosaics read Fashion-MNIST on one machine and the packaged digits on another: 10
+    classes each) stops naming the checkpoint, instead of training on under the old names."""
+    from mlkd.data.mosaic import MosaicDataset
+
+    fit(tiny_config(tmp_path / "run", CACHE, epochs=2, optim={"stop_epoch": 1}))
+    init = MosaicDataset.__init__
+
+    def renamed(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        self.classes = [f"class {c}" for c in self.classes]
+
+    monkeypatch.setattr(MosaicDataset, "__init__", renamed)
+    with pytest.raises(
+        CheckpointError, match=r"--resume: the checkpoint .*last\.pt was trained on 10 classes.*different"
+    ):
+        fit(tiny_config(tmp_path / "run", CACHE, epochs=2), resume=True)

@@ -140,6 +140,7 @@ def restore(run: Run) -> bool:
             f"--resume: the config differs from the checkpoint's in {', '.join(changed)}; "
             f"resume with the same config or start a new run_dir"
         )
+    ckpt.check_classes(state["classes"], run.classes, f"--resume: the checkpoint {state.get('path')}")
     run.student.load_state_dict(state["model"])
     _objective(run).load_state_dict(state["objective"])
     run.optimizer.load_state_dict(state["optimizer"])
