@@ -14,7 +14,6 @@ Layout of the pack folder:
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import json
 import logging
@@ -25,6 +24,7 @@ from typing import Sequence
 from mlkd.data import scenes, sprites
 from mlkd.data.glyph_pack import write_pack
 from mlkd.errors import ConfigError
+from mlkd.fileio import file_problem, file_record
 from mlkd.models.packaged import PACKAGED, packaged_file
 
 log = logging.getLogger(__name__)
@@ -34,14 +34,6 @@ SITE = "site"
 MANIFEST = "manifest.json"
 MODELS = ("efficientnet_lite0", "efficientnet_lite2")
 CARRY_LIMIT = 64 * 2**20  # bytes the device tool carries, all carried folders together
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def copy_package(package: str, site: Path) -> list[Path]:
@@ -85,11 +77,7 @@ def write_device_pack(folder: str | Path, models: Sequence[str] = MODELS) -> dic
             raise ConfigError(f"device pack: no weight package for {alias!r}; known: {', '.join(PACKAGED)}")
         packaged_file(PACKAGED[alias])  # a ConfigError naming the package when it is missing
         copy_package(PACKAGED[alias].package, folder / SITE)
-    files = {
-        str(p.relative_to(folder)): {"bytes": p.stat().st_size, "sha256": _sha256(p)}
-        for p in sorted(folder.rglob("*"))
-        if p.is_file()
-    }
+    files = {str(p.relative_to(folder)): file_record(p) for p in sorted(folder.rglob("*")) if p.is_file()}
     manifest = {
         "fonts": fonts,
         "font_versions": versions,
@@ -115,7 +103,7 @@ def check_device_pack(folder: str | Path, models: Sequence[str] = MODELS) -> Pat
         raise ConfigError(f"device pack {folder} is missing or incomplete (no {MANIFEST} / {GLYPHS}); {how}")
     for name, entry in json.loads((folder / MANIFEST).read_text())["files"].items():
         path = folder / name
-        if not path.is_file() or path.stat().st_size != entry["bytes"] or _sha256(path) != entry["sha256"]:
+        if not path.is_file() or file_problem(path, entry):
             raise ConfigError(f"device pack {folder}: {name} is missing or differs from its manifest; {how}")
     site = (folder / SITE).resolve()
     for alias in models:
