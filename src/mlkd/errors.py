@@ -75,6 +75,11 @@ class DataError(MLKDError, ValueError):
     """A dataset file is missing, malformed or inconsistent."""
 
 
+class CacheCorruptError(DataError):
+    """A derived cache's files are missing, truncated, damaged or carry no digest to check them
+    by: rebuilt where the caller can (the teacher at hand), else raised naming the file."""
+
+
 class CheckpointError(MLKDError, ValueError):
     """A checkpoint is missing, unreadable, refused, corrupt or does not match the run."""
 

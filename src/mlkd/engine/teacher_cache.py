@@ -36,10 +36,24 @@ Correctness: the folder's ``meta.json`` holds a fingerprint of what produced it:
 (a SHA-256 of its weights, its class list and the autocast dtype of its forward), the dataset
 (name, options, number of images, classes, a digest of the label matrix) and the view (the
 transform's description, the policy, the number of views and the seed). Opening a folder whose
-fingerprint differs is a ConfigError naming the parts that differ. A cache is written to a
-temporary folder next to the target and renamed into place when complete, so a crash never
-leaves a half-written cache under the target name. Under torchrun every rank builds its shard
-of the images into the same temporary folder; rank 0 renames it; barriers separate the phases.
+fingerprint differs is a ConfigError naming the parts that differ (never rebuilt over). A cache
+is written to a temporary folder next to the target and renamed into place when complete, so a
+crash never leaves a half-written cache under the target name. Under torchrun every rank builds
+its shard of the images into the same temporary folder; rank 0 renames it; barriers separate
+the phases.
+
+Integrity (``mlkd.engine.cache_files``): the fingerprint says what a cache was built for, not
+that its bytes are still those written. When a build completes, ``meta.json`` records the size
+and SHA-256 of every array file (``files``: the fields, their ``offset_*`` and ``written``);
+opening a cache checks each file against them, streamed in 1 MiB reads, once per file per
+process (``mlkd.fileio.file_sha256``). A file that is missing, truncated, longer, or whose
+digest differs (a flipped bit, another teacher's arrays copied in), and a ``meta.json`` without
+digests (an earlier mlkd), is derived data gone bad: ``open_or_build`` (a run with its teacher
+at hand; under torchrun rank 0 checks and every rank follows) logs one line naming the file and
+what is wrong, removes the folder and rebuilds it; ``TeacherCache`` opened on a folder by itself
+raises a CacheCorruptError naming the file and saying to delete the folder. Checking costs one
+read of the cache per process.
+
 Cached values equal the live teacher outputs for the same view up to float16 rounding of the
 deviations (error <= 2**-11 x |output - reference|); they are served as float32.
 """
@@ -52,7 +66,6 @@ import logging
 import os
 import shutil
 import time
-import uuid
 from pathlib import Path
 from typing import Optional
 
@@ -63,8 +76,9 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from mlkd.data.batch import collate
 from mlkd.data.views import SeededViews, ViewSampler, view_dataset
+from mlkd.engine.cache_files import META, damage, discard, make_temporary, publish
 from mlkd.engine.distributed import DistInfo, ShardSampler, barrier
-from mlkd.errors import ConfigError, DataError
+from mlkd.errors import CacheCorruptError, ConfigError, DataError
 from mlkd.models.output import ModelOutput
 
 log = logging.getLogger("mlkd")
@@ -73,7 +87,6 @@ FORMAT_VERSION = 1
 VIEW_POLICIES = ("eval", "train")
 #: ModelOutput fields a cache can serve (ReviewKD's ``features`` are not stored).
 SERVABLE = ("logits", "label_embeddings", "pooled")
-_META = "meta.json"
 
 
 # ---------------------------------------------------------------- fingerprint
@@ -155,31 +168,45 @@ def auto_folder(fp: dict) -> Path:
     return base / "teacher" / _digest(fp)[:20]
 
 
+# ---------------------------------------------------------------- the folder's files
+def read_meta(folder: Path, expected: Optional[dict] = None) -> dict:
+    """A cache folder's meta.json, checked against the fingerprint ``expected`` (if given)."""
+    try:
+        meta = json.loads((folder / META).read_text())
+    except FileNotFoundError:
+        raise DataError(
+            f"teacher cache {folder} is incomplete (no {META}): delete the folder and it is rebuilt"
+        ) from None
+    except (OSError, ValueError) as err:
+        raise DataError(f"teacher cache {folder}: unreadable {META} ({err}); delete the folder") from None
+    if expected is not None and meta.get("fingerprint") != expected:
+        parts = _differences(meta.get("fingerprint") or {}, expected)
+        raise ConfigError(
+            f"distill.cache: {folder} was built for another {', '.join(parts)}; it cannot "
+            "serve this run. Use distill.cache=auto (one folder per fingerprint), another folder, "
+            "or delete this one to rebuild it"
+        )
+    return meta
+
+
 # ---------------------------------------------------------------- the cache
 class TeacherCache:
-    """A complete cache folder, opened read-only (memory-mapped).
+    """A complete cache folder, opened read-only (memory-mapped). ``expected``: the fingerprint
+    it must have (ConfigError naming the parts that differ); ``verify``: check every file against
+    its digest first (CacheCorruptError naming the file; False where that was just done).
 
     ``lookup(index [B] long, view, device) -> ModelOutput`` (logits [B, q], label_embeddings
     [B, q, D] or None, pooled [B, F], float32 on ``device``; no stage features).
     """
 
-    def __init__(self, folder: str | Path, expected: Optional[dict] = None):
+    def __init__(self, folder: str | Path, expected: Optional[dict] = None, verify: bool = True):
         self.folder = Path(folder)
-        meta_path = self.folder / _META
-        try:
-            self.meta = json.loads(meta_path.read_text())
-        except FileNotFoundError:
-            raise DataError(
-                f"teacher cache {self.folder} is incomplete (no {_META}): delete the folder and it is rebuilt"
-            ) from None
-        except (OSError, ValueError) as err:
-            raise DataError(f"teacher cache {self.folder}: unreadable {_META} ({err}); delete the folder") from None
-        if expected is not None and self.meta.get("fingerprint") != expected:
-            parts = _differences(self.meta.get("fingerprint") or {}, expected)
-            raise ConfigError(
-                f"distill.cache: {self.folder} was built for another {', '.join(parts)}; it cannot "
-                "serve this run. Use distill.cache=auto (one folder per fingerprint), another folder, "
-                "or delete this one to rebuild it"
+        self.meta = read_meta(self.folder, expected)
+        problem = damage(self.folder, self.meta) if verify else None
+        if problem:
+            raise CacheCorruptError(
+                f"teacher cache {self.folder}: {problem}; delete the folder (a run with distill.cache "
+                "set to it and its teacher rebuilds it)"
             )
         self.views = int(self.meta["views"])
         self.policy = self.meta["fingerprint"]["view"]["policy"]
@@ -233,12 +260,13 @@ def _shapes(teacher: nn.Module) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def _broadcast_name(name: Optional[str], info: DistInfo) -> str:
+def _from_rank0(value, info: DistInfo):
+    """Rank 0's ``value`` on every rank (a picklable object)."""
     if not info.enabled:
-        return name  # type: ignore[return-value]
+        return value
     import torch.distributed as dist
 
-    box = [name]
+    box = [value]
     dist.broadcast_object_list(box, src=0)
     return box[0]
 
@@ -307,28 +335,20 @@ def build_cache(
     folder = Path(folder)
     shapes, n = _shapes(teacher), len(dataset)
     policy = fp["view"]["policy"]
-    tmp = None
-    if info.is_main:
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        need = sum(views * n * int(np.prod(s)) * 2 for s in shapes.values()) + views * n
-        free = shutil.disk_usage(folder.parent).free
-        if need > free:
-            raise DataError(
-                f"teacher cache: {need / 2**30:.1f} GiB needed at {folder.parent}, "
-                f"{free / 2**30:.1f} GiB free; choose another distill.cache folder"
-            )
-        tmp = folder.parent / f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}"
-        tmp.mkdir()
-        for name, shape in shapes.items():
-            np.lib.format.open_memmap(tmp / f"{name}.npy", "w+", np.float16, (views, n, *shape)).flush()
-        np.lib.format.open_memmap(tmp / "written.npy", "w+", np.uint8, (views, n)).flush()
-        log.info("teacher cache: building %s (%d images x %d view(s), %.2f GiB)", folder, n, views, need / 2**30)
-    tmp = Path(_broadcast_name(str(tmp) if tmp else None, info))
-    barrier(info)
+    need = sum(views * n * int(np.prod(s)) * 2 for s in shapes.values()) + views * n
+    published = False
+    tmp = make_temporary(folder, need) if info.is_main else None
+    tmp = Path(_from_rank0(str(tmp) if tmp else None, info))
     start = time.perf_counter()
     was_training = teacher.training
     teacher.eval()
     try:
+        if info.is_main:
+            for name, shape in shapes.items():
+                np.lib.format.open_memmap(tmp / f"{name}.npy", "w+", np.float16, (views, n, *shape)).flush()
+            np.lib.format.open_memmap(tmp / "written.npy", "w+", np.uint8, (views, n)).flush()
+            log.info("teacher cache: building %s (%d images x %d view(s), %.2f GiB)", folder, n, views, need / 2**30)
+        barrier(info)
         offsets = _offsets(teacher, dataset, shapes, policy, device, precision)
         if info.is_main:
             for name, offset in offsets.items():
@@ -351,22 +371,15 @@ def build_cache(
                 "build_seconds": round(time.perf_counter() - start, 3),
                 "complete": True,
             }
-            with open(tmp / _META, "w") as handle:
-                json.dump(meta, handle, indent=1)
-                handle.flush()
-                os.fsync(handle.fileno())
-            try:
-                os.rename(tmp, folder)
-                tmp = None
-            except OSError:  # built concurrently by another run: keep theirs if it matches
-                log.info("teacher cache: %s appeared while building; using it", folder)
+            published = publish(tmp, folder, meta)
     finally:
         teacher.train(was_training)
-        if info.is_main and tmp is not None and tmp.exists():
+        if info.is_main and not published and tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+    published = _from_rank0(published, info)
     barrier(info)
     log.info("teacher cache: %s ready in %.1fs", folder, time.perf_counter() - start)
-    return TeacherCache(folder, fp)
+    return TeacherCache(folder, fp, verify=not published)  # its digests were just taken from these bytes
 
 
 def open_or_build(
@@ -382,14 +395,21 @@ def open_or_build(
     workers: int,
 ) -> TeacherCache:
     """``location``: "auto" or a folder. A complete folder is opened (its fingerprint must
-    equal ``fp``); an absent (or empty) one is built."""
+    equal ``fp``, its files their digests); an absent (or empty) one is built, and so is one
+    whose files are missing, truncated, damaged or unverifiable (a log line names the file).
+    Under torchrun rank 0 checks the files and every rank follows its verdict."""
     folder = auto_folder(fp) if location == "auto" else Path(location).expanduser()
-    if folder.is_dir() and any(folder.iterdir()):
-        cache = TeacherCache(folder, fp)
-        log.info("teacher cache: using %s", folder)
-        return cache
     if folder.exists() and not folder.is_dir():
         raise ConfigError(f"distill.cache: {folder} is a file, not a folder")
+    if folder.is_dir() and any(folder.iterdir()):
+        meta = read_meta(folder, fp)  # on every rank: a ConfigError for another fingerprint
+        problem = _from_rank0(damage(folder, meta) if info.is_main else None, info)
+        if problem is None:
+            log.info("teacher cache: using %s", folder)
+            return TeacherCache(folder, fp, verify=False)  # just verified (by rank 0)
+        if info.is_main:
+            log.warning("teacher cache %s: %s; rebuilding it", folder, problem)
+            discard(folder, problem)
     return build_cache(folder, teacher, dataset, fp, views, info, device, precision, batch_size, workers)
 
 
