@@ -1,6 +1,7 @@
 """Faults of the teacher-output cache, performed for real on a tiny built cache: damaged,
 replaced, truncated or deleted array files are rebuilt when the teacher is at hand and refused
-(naming the file) when the cache is opened on its own."""
+(naming the file) when the cache is opened on its own; a killed build's temporary folder is
+removed by the next build, a live build's is kept."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import json
 import os
 import re
 import shutil
+import signal
+import socket
 import time
 
 import numpy as np
@@ -16,6 +19,7 @@ import torch
 
 import mlkd.engine.teacher_cache as tc
 from engine_helpers import tiny_config
+from mlkd.engine.cache_files import remove_stale_builds
 from mlkd.engine.checkpoint import load_checkpoint
 from mlkd.engine.trainer import build_run, fit
 from mlkd.errors import CacheCorruptError, DataError
@@ -193,6 +197,96 @@ def test_a_cache_of_another_teacher_is_still_refused_not_rebuilt(built, tmp_path
     with pytest.raises(ConfigError, match=r"another teacher \(weights_sha256\)"):
         build_run(_cfg(built, tmp_path / "r", folder))
     assert (folder / "meta.json").exists()
+
+
+def test_a_killed_build_leaves_a_folder_the_next_build_removes(built, tmp_path, monkeypatch):
+    folder = tmp_path / "caches" / "c"
+    real_fill = tc._fill
+
+    def killed(*args, **kwargs):
+        real_fill(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGKILL)  # after the teacher pass, before meta.json and the rename
+
+    monkeypatch.setattr(tc, "_fill", killed)
+    pid = os.fork()
+    if pid == 0:  # the child: a real build, killed for real
+        try:
+            build_run(_cfg(built, tmp_path / "r0", folder))
+        finally:
+            os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    monkeypatch.setattr(tc, "_fill", real_fill)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    left = list(folder.parent.iterdir())
+    assert len(left) == 1 and left[0].name.startswith(".c.tmp-"), left  # the fault: its folder is left
+    build_run(_cfg(built, tmp_path / "r1", folder))
+    assert [p.name for p in folder.parent.iterdir()] == ["c"]
+
+
+def test_a_live_build_keeps_its_folder_while_another_build_runs(built, tmp_path, monkeypatch):
+    caches = tmp_path / "caches"
+    real_fill = tc._fill
+    ready_r, ready_w = os.pipe()
+    go_r, go_w = os.pipe()
+
+    def paused(*args, **kwargs):
+        os.write(ready_w, b"1")
+        os.read(go_r, 1)
+        real_fill(*args, **kwargs)
+
+    monkeypatch.setattr(tc, "_fill", paused)
+    pid = os.fork()
+    if pid == 0:  # the child: a build that is alive (paused) while the parent builds another cache
+        code = 1
+        try:
+            build_run(_cfg(built, tmp_path / "r0", caches / "a"))
+            code = 0
+        finally:
+            os._exit(code)
+    monkeypatch.setattr(tc, "_fill", real_fill)
+    try:
+        os.read(ready_r, 1)
+        live = [p.name for p in caches.iterdir()]
+        build_run(_cfg(built, tmp_path / "r1", caches / "b"))
+        assert sorted(p.name for p in caches.iterdir()) == sorted([*live, "b"])
+    finally:
+        os.write(go_w, b"1")
+        _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    assert sorted(p.name for p in caches.iterdir()) == ["a", "b"]
+    tc.TeacherCache(caches / "a")
+
+
+def test_which_left_folders_are_stale(tmp_path):
+    here = socket.gethostname()
+
+    def left(name, lock=None, days=0.0, files=("logits.npy",)):
+        folder = tmp_path / name
+        folder.mkdir()
+        for file in files:
+            (folder / file).write_bytes(b"x")
+        if lock is not None:
+            (folder / ".lock").write_text(lock)  # a lock file nobody holds
+        then = time.time() - days * 86400
+        for path in (*folder.iterdir(), folder):
+            os.utime(path, (then, then))
+
+    left(".a.tmp-00000001", f"pid 1 on {here}")  # its builder on this host ended: removed
+    left(".a.tmp-00000002", "pid 1 on elsewhere", days=6)  # another host, flock may not reach: kept
+    left(".a.tmp-00000003", "pid 1 on elsewhere", days=8)  # another host, a week old: removed
+    left(".a.tmp-00000004", days=6)  # no lock (an earlier mlkd): kept for a week
+    left(".a.tmp-00000005", days=8)  # ... then removed
+    left(".a.tmp-00000006", f"pid 1 on {here}", files=("notes.txt",))  # a file not the cache's: kept
+    left(".a.tmp-0000007", f"pid 1 on {here}")  # not a build's name: kept
+    left("a", f"pid 1 on {here}")  # a cache: kept
+    remove_stale_builds(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".a.tmp-00000002",
+        ".a.tmp-00000004",
+        ".a.tmp-00000006",
+        ".a.tmp-0000007",
+        "a",
+    ]
 
 
 def test_each_file_is_hashed_once_per_process_until_it_changes(built, tmp_path, monkeypatch):

@@ -7,20 +7,26 @@ the removal of a damaged cache before it is rebuilt.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import re
 import shutil
 import uuid
 from pathlib import Path
 from typing import Optional
 
+from mlkd.engine.runlock import LOCK_NAME, run_lock
+from mlkd.engine.stale_builds import remove_stale
 from mlkd.errors import CacheCorruptError, DataError
 from mlkd.fileio import file_problem, file_record
 
 log = logging.getLogger("mlkd")
 
 META = "meta.json"
+#: A build's temporary folder, next to its target: ``.<target>.tmp-<8 hex digits>``.
+TMP = re.compile(r"\..+\.tmp-[0-9a-f]{8}")
 
 
 def array_files(fields) -> list[str]:
@@ -58,9 +64,16 @@ def discard(folder: Path, problem: str) -> None:
     shutil.rmtree(aside, ignore_errors=True)
 
 
-def make_temporary(folder: Path, need: int) -> Path:
-    """Rank 0: check free space and create the temporary folder next to ``folder``."""
+def remove_stale_builds(parent: Path) -> None:
+    """Remove the temporary folders of teacher-cache builds that were killed (see stale_builds)."""
+    remove_stale(parent, TMP, lambda name: name == META or name.endswith(".npy"))
+
+
+def make_temporary(folder: Path, need: int, lock: contextlib.ExitStack) -> Path:
+    """Rank 0: remove the folders of killed builds, check free space, create the temporary
+    folder next to ``folder`` and hold its lock (on ``lock``) until the build ends."""
     folder.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_builds(folder.parent)
     free = shutil.disk_usage(folder.parent).free
     if need > free:
         raise DataError(
@@ -69,6 +82,7 @@ def make_temporary(folder: Path, need: int) -> Path:
         )
     tmp = folder.parent / f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
+    lock.enter_context(run_lock(tmp))  # held until the build ends: a free lock marks a killed build
     return tmp
 
 
@@ -80,6 +94,7 @@ def publish(tmp: Path, folder: Path, meta: dict) -> bool:
         json.dump(meta, handle, indent=1)
         handle.flush()
         os.fsync(handle.fileno())
+    (tmp / LOCK_NAME).unlink(missing_ok=True)  # still held; the published folder has no lock file
     try:
         os.rename(tmp, folder)
     except OSError:  # built concurrently by another run: keep theirs if it matches

@@ -5,7 +5,8 @@ torchrun only rank 0 takes it (the ranks of one job share its folder). It is a `
 open file, so the kernel releases it when the holder exits in any way (a SIGKILLed run never
 leaves a stale lock). The lock is re-entrant within a process (a sweep holds it, then ``fit``
 takes it again). On platforms without ``fcntl`` it does nothing; on a network filesystem without
-lock support it does not protect.
+lock support it does not protect. The teacher cache holds it on its temporary build folder, so
+that a killed build's folder is known by its free lock (``mlkd.engine.stale_builds``).
 """
 
 from __future__ import annotations
@@ -74,6 +75,11 @@ def _release_depth(path: Path) -> None:
     _held[path] -= 1
     if not _held[path]:
         del _held[path]
+
+
+def held_here(run_dir: str | os.PathLike) -> bool:
+    """Whether this process holds ``run_dir``'s lock."""
+    return (Path(run_dir) / LOCK_NAME).resolve() in _held
 
 
 def lock_holder(run_dir: str | os.PathLike) -> str | None:

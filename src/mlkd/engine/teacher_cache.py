@@ -54,12 +54,19 @@ what is wrong, removes the folder and rebuilds it; ``TeacherCache`` opened on a 
 raises a CacheCorruptError naming the file and saying to delete the folder. Checking costs one
 read of the cache per process.
 
+Each build first removes the temporary folders that killed builds left next to its target
+(``mlkd.engine.stale_builds``): a build holds an flock on its folder's ``.lock`` until it ends,
+so a free lock written on this host marks a dead build, removed at once; a live build's folder,
+locked, is never touched (a folder of another host, or one without a lock file, is removed only
+once a week old). Under torchrun rank 0 holds the lock for every rank writing into the folder.
+
 Cached values equal the live teacher outputs for the same view up to float16 rounding of the
 deviations (error <= 2**-11 x |output - reference|); they are served as float32.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -336,8 +343,8 @@ def build_cache(
     shapes, n = _shapes(teacher), len(dataset)
     policy = fp["view"]["policy"]
     need = sum(views * n * int(np.prod(s)) * 2 for s in shapes.values()) + views * n
-    published = False
-    tmp = make_temporary(folder, need) if info.is_main else None
+    lock, published = contextlib.ExitStack(), False
+    tmp = make_temporary(folder, need, lock) if info.is_main else None
     tmp = Path(_from_rank0(str(tmp) if tmp else None, info))
     start = time.perf_counter()
     was_training = teacher.training
@@ -376,6 +383,7 @@ def build_cache(
         teacher.train(was_training)
         if info.is_main and not published and tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+        lock.close()
     published = _from_rank0(published, info)
     barrier(info)
     log.info("teacher cache: %s ready in %.1fs", folder, time.perf_counter() - start)
