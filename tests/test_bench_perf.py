@@ -1,8 +1,9 @@
-"""The step / memory / eval benchmarks run on tiny models (timings are not asserted), and the
-CPU peak-memory measure sees allocations exactly."""
+"""The step / memory / eval benchmarks run on tiny models and the cache benchmark on a tiny
+cache (timings are not asserted), and the CPU peak-memory measure sees allocations exactly."""
 
 import json
 
+import pytest
 import torch
 
 from mlkd.bench import BENCHES
@@ -98,3 +99,24 @@ def test_hostsync_check_runs_every_method_on_the_device_code_path(monkeypatch, c
     assert all(r["deferred_checks"] and not r["checked"] and r["syncs"] == "none" for r in rows)
     assert "not checked on cpu" in hostsync.format_table(rows)
     assert "hostsync" in BENCHES
+
+
+def test_cache_bench_times_the_check_of_a_sealed_cache(tmp_path, capsys, monkeypatch):
+    from mlkd import fileio
+
+    monkeypatch.setattr(fileio, "RACY_S", 0.0)  # no 2 s wait before the digests are remembered
+    run = tmp_path / "run"
+    run.mkdir()
+    records = [
+        {"epoch": e, "train": {"seconds": s}, "data": {"train": {"images": 16}}} for e, s in [(1, 4), (2, 2), (3, 3)]
+    ]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    out = tmp_path / "cache.json"
+    argv = ["cache", "--images", "16", "--classes", "4", "--embed-dim", "8", "--pooled-dim", "8", "--views", "2"]
+    assert bench_main([*argv, "--run", str(run), "--folder", str(tmp_path), "--json", str(out)]) == 0
+    assert "epoch 3.0 s (median of" in capsys.readouterr().out
+    rows = json.loads(out.read_text())
+    assert [r["check"].split(" ")[0] for r in rows] == ["SHA-256", "cold", "warm", "remembered"]
+    for row in rows[1:]:
+        assert row["seconds"] > 0 and row["epoch_ratio"] == pytest.approx(row["seconds"] / 3.0, abs=1e-4)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache.json", "run"]  # the cache folder is removed

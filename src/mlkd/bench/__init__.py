@@ -16,4 +16,5 @@ BENCHES = {
     "finetune": "mlkd.bench.finetune",
     "precision": "mlkd.bench.precision",
     "export": "mlkd.bench.export",
+    "cache": "mlkd.bench.cache",
 }

@@ -52,7 +52,7 @@ digests (an earlier mlkd), is derived data gone bad: ``open_or_build`` (a run wi
 at hand; under torchrun rank 0 checks and every rank follows) logs one line naming the file and
 what is wrong, removes the folder and rebuilds it; ``TeacherCache`` opened on a folder by itself
 raises a CacheCorruptError naming the file and saying to delete the folder. Checking costs one
-read of the cache per process.
+read of the cache per process (``mlkd bench cache`` measures it against an epoch).
 
 Each build first removes the temporary folders that killed builds left next to its target
 (``mlkd.engine.stale_builds``): a build holds an flock on its folder's ``.lock`` until it ends,
