@@ -50,7 +50,8 @@ def test_torchrun_two_processes_evaluates_each_sample_once(tmp_path):
 
 def test_torchrun_builds_the_teacher_cache_in_shards_equal_to_one_process(tmp_path):
     """distill.cache under 2 gloo ranks: each rank fills its shard of one temporary folder, rank 0
-    publishes it; the arrays equal a cache built by a single process (fp16 rounding)."""
+    publishes it; the arrays equal a cache built by a single process (fp16 rounding). A flipped
+    byte is found by rank 0 (one log line) and the cache rebuilt by both ranks."""
     import json
 
     import numpy as np
@@ -105,3 +106,19 @@ def test_torchrun_builds_the_teacher_cache_in_shards_equal_to_one_process(tmp_pa
             atol=1e-4,
             err_msg=path.name,
         )
+    # A damaged file under torchrun: rank 0 finds it, every rank follows its verdict and rebuilds.
+    with open(ddp / "logits.npy", "r+b") as handle:
+        handle.seek(-7, os.SEEK_END)
+        byte = handle.read(1)
+        handle.seek(-7, os.SEEK_END)
+        handle.write(bytes([byte[0] ^ 0x20]))
+    config_file.write_text(yaml.safe_dump({**cfg.to_dict(), "run_dir": str(tmp_path / "ddp-rebuilt")}))
+    done = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stderr.count("logits.npy does not match") == 1 and "rebuilding it" in done.stderr
+    np.testing.assert_allclose(
+        np.load(ddp / "logits.npy").astype(np.float32),
+        np.load(single / "logits.npy").astype(np.float32),
+        rtol=2**-10,
+        atol=1e-4,
+    )
