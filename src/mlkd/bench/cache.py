@@ -134,8 +134,8 @@ def bench_cache(
     return rows
 
 
-def _row(check: str, seconds: tuple[float, float], nbytes: int, coco_gb: float, epoch_seconds: float) -> dict:
-    seconds, cpu = seconds
+def _row(check: str, timing: tuple[float, float], nbytes: int, coco_gb: float, epoch_seconds: float) -> dict:
+    seconds, cpu = timing
     rate = nbytes / seconds / 1e9 if seconds > 0 else float("inf")
     return {
         "check": check,
