@@ -42,9 +42,10 @@ import torch
 
 from mlkd.data import sources
 from mlkd.data.holdout import holdout_positions
-from mlkd.data.npz_cache import cached_arrays, file_sha256, key_name, release
+from mlkd.data.npz_cache import cached_arrays, key_name, release
 from mlkd.data.protocol import BaseDataset
 from mlkd.errors import ConfigError
+from mlkd.fileio import file_sha256
 from mlkd.registries import DATASETS
 
 log = logging.getLogger(__name__)

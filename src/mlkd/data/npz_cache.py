@@ -19,7 +19,6 @@ an older mlkd's). A live build's file is never taken: its pid runs, and it is be
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import importlib.metadata
 import json
@@ -35,7 +34,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from mlkd.errors import DataError, shorten
-from mlkd.fileio import make_temporary, sha256_file
+from mlkd.fileio import make_temporary
 
 log = logging.getLogger(__name__)
 
@@ -58,17 +57,6 @@ def release(package: str) -> str:
         return ".".join(importlib.metadata.version(package).split(".")[:2])
     except importlib.metadata.PackageNotFoundError:
         return "absent"
-
-
-@functools.lru_cache(maxsize=64)
-def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
-    return sha256_file(path)
-
-
-def file_sha256(path: Path) -> str:
-    """SHA-256 of a file, computed once per process per (path, size, mtime)."""
-    stat = path.stat()
-    return _file_sha256(str(path), stat.st_size, stat.st_mtime_ns)
 
 
 def _canonical(key: dict) -> dict:

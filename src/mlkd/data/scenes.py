@@ -43,10 +43,11 @@ from mlkd.data import glyph_pack, sprites
 from mlkd.data.coco import COCO_CLASSES
 from mlkd.data.coco_label_sets import ASSET, label_matrix, load_label_sets
 from mlkd.data.glyphs import CLASS_GLYPHS
-from mlkd.data.npz_cache import cached_arrays, file_sha256, key_name, release
+from mlkd.data.npz_cache import cached_arrays, key_name, release
 from mlkd.data.protocol import BaseDataset
 from mlkd.data.scene_render import Scene, render_scene
 from mlkd.errors import ConfigError
+from mlkd.fileio import file_sha256
 from mlkd.registries import DATASETS
 
 log = logging.getLogger(__name__)
