@@ -72,7 +72,7 @@ def remove_stale(parent: Path, pattern: re.Pattern, own_file: Callable[[str], bo
             if not all(p.is_file() and (p.name == LOCK_NAME or own_file(p.name)) for p in folder.iterdir()):
                 continue
             reason = stale_reason(folder)
-        except FileNotFoundError:  # removed meanwhile (by another build, or its own rename)
+        except OSError:  # removed meanwhile (another build, its own rename), or not ours to read
             continue
         if reason:
             shutil.rmtree(folder, ignore_errors=True)
