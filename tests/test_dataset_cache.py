@@ -94,6 +94,23 @@ def test_mosaic_file_made_with_other_options_of_the_same_shape_is_rebuilt(tmp_pa
     assert all(d in line for d in differs), line
 
 
+def test_a_file_drawn_by_other_drawing_code_is_rebuilt(tmp_path, caplog, monkeypatch):
+    """The key holds a digest of the drawing code's source files: a file drawn by an edited
+    version of the code (here: the same draws, under another code digest) is regenerated."""
+    from mlkd.data import mosaic as mosaic_module
+
+    real = mosaic_module.code_digest
+    monkeypatch.setattr(mosaic_module, "code_digest", lambda *modules: "0123456789abcdef")
+    old = mosaic("train", tmp_path / "old")
+    monkeypatch.setattr(mosaic_module, "code_digest", real)
+    ours = mosaic("train", tmp_path / "a")
+    shutil.copyfile(old.cache_path, ours.cache_path)  # the old code's file under today's name
+    with caplog.at_level(logging.WARNING):
+        mosaic("train", tmp_path / "a")
+    (line,) = warnings_about(caplog, ours.cache_path)
+    assert 'code: "0123456789abcdef" in the file' in line
+
+
 @needs_openmoji
 def test_scenes_train_file_made_with_another_seed_is_rebuilt(tmp_path, caplog):
     mine, other = scenes("train", tmp_path / "a"), scenes("train", tmp_path / "b", seed=6)

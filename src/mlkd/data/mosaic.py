@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -42,7 +43,7 @@ import torch
 
 from mlkd.data import sources
 from mlkd.data.holdout import holdout_positions
-from mlkd.data.npz_cache import cached_arrays, key_name, release
+from mlkd.data.npz_cache import cached_arrays, code_digest, key_name, release
 from mlkd.data.protocol import BaseDataset
 from mlkd.errors import ConfigError
 from mlkd.fileio import file_sha256
@@ -237,10 +238,12 @@ def source_identity(opts: dict[str, Any], split: str) -> dict[str, str]:
 
 def cache_key(opts: dict[str, Any], split: str) -> dict[str, Any]:
     """Everything that determines one split's mosaics: the options but ``cache_dir``, the split
-    and its size, the source's identity, ``FORMAT_VERSION`` and numpy's release."""
+    and its size, the source's identity, ``FORMAT_VERSION``, numpy's release and a digest of the
+    drawing code (this module and ``sources``)."""
     key = {k: v for k, v in opts.items() if k not in ("cache_dir", "num_train", "num_test")}
     key.update(split=split, num=opts[f"num_{split}"], format=FORMAT_VERSION)
     key.update(source_files=source_identity(opts, split), numpy=release("numpy"))
+    key.update(code=code_digest(sys.modules[__name__], sources))
     return key
 
 

@@ -50,6 +50,15 @@ class CacheProblem(Exception):
 
 
 # ------------------------------------------------------------------ key and digest
+def code_digest(*modules) -> str:
+    """SHA-256 (16 hex digits) of the source files of ``modules``: a cache key field, so that a
+    change to the code that draws a dataset regenerates its cache files (any edit counts)."""
+    digest = hashlib.sha256()
+    for module in modules:
+        digest.update(Path(module.__file__).read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def release(package: str) -> str:
     """``major.minor`` of an installed distribution (its random streams, resampling, ... may
     change with it), or "absent"."""

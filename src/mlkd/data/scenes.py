@@ -31,6 +31,7 @@ import importlib.metadata
 import json
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -39,11 +40,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mlkd.data import glyph_pack, sprites
+from mlkd.data import glyph_pack, scene_render, sprites
 from mlkd.data.coco import COCO_CLASSES
 from mlkd.data.coco_label_sets import ASSET, label_matrix, load_label_sets
 from mlkd.data.glyphs import CLASS_GLYPHS
-from mlkd.data.npz_cache import cached_arrays, key_name, release
+from mlkd.data.npz_cache import cached_arrays, code_digest, key_name, release
 from mlkd.data.protocol import BaseDataset
 from mlkd.data.scene_render import Scene, render_scene
 from mlkd.errors import ConfigError
@@ -145,7 +146,8 @@ def font_versions(fonts: list[str], pack: str | None = None) -> dict[str, str]:
 def cache_key(split: str, opts: dict[str, Any]) -> dict[str, Any]:
     """Everything that determines one split's images: the options (not ``cache_dir`` nor the
     glyph pack's path: a pack draws its fonts' pixels), the split and its size, the fonts'
-    versions, the glyph table, the label sets, ``FORMAT_VERSION``, numpy's and Pillow's releases."""
+    versions, the glyph table, the label sets, ``FORMAT_VERSION``, numpy's and Pillow's releases
+    and a digest of the drawing code (this module, scene_render, sprites, glyph_pack)."""
     key = {k: v for k, v in opts.items() if k not in ("cache_dir", "num_train", "num_test", "glyph_pack")}
     glyphs = json.dumps([[name, glyph.codepoint] for name, glyph in CLASS_GLYPHS.items()])
     key.update(split=split, num=opts[f"num_{split}"], format=FORMAT_VERSION)
@@ -155,6 +157,7 @@ def cache_key(split: str, opts: dict[str, Any]) -> dict[str, Any]:
         label_sets=file_sha256(ASSET),
         numpy=release("numpy"),
         pillow=release("pillow"),
+        code=code_digest(sys.modules[__name__], scene_render, sprites, glyph_pack),
     )
     return key
 
