@@ -121,6 +121,12 @@ def test_scenes_demo_uses_pretrained_pairs_the_cache_and_reuses_its_runs(toy_sce
         "official_torchvision",
     )
     assert (l2d.distill.cache, l2d.distill.cache_view, l2d.distill.cache_views) == ("auto", "train", 2)
+    assert (teacher.train.amp, teacher.train.channels_last, l2d.train.amp, l2d.train.channels_last) == (
+        "off",
+        True,
+        "off",
+        True,
+    ), "on a CPU the demo trains in full precision, channels_last (the fastest Lite step measured)"
     assert list((toy_scenes.parent / "cache" / "teacher").iterdir()), "the students read no teacher cache"
     assert_rerun_trains_nothing(monkeypatch, argv, toy_scenes)
 

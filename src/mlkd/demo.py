@@ -23,6 +23,7 @@ from typing import Any
 from mlkd.analysis.tables import bar_chart, markdown_table, metrics_row
 from mlkd.config import config_from_dict
 from mlkd.data.sources import default_source
+from mlkd.engine.runtime import resolve_device
 from mlkd.engine.teacher_cache import cache_can_serve
 from mlkd.engine.trainer import fit
 from mlkd.errors import ConfigError
@@ -49,6 +50,7 @@ class Setting:
     teacher_optim: dict = field(default_factory=dict)  # overrides of ``optim`` for the teacher
     distill: dict = field(default_factory=dict)
     train: dict = field(default_factory=dict)  # extra train keys (the term diagnostics' interval)
+    cpu_train: dict = field(default_factory=dict)  # extra train keys on a CPU (the fastest layout there)
 
     @property
     def methods(self) -> dict[str, tuple[str, ...]]:
@@ -81,6 +83,10 @@ SCENES = Setting(
     teacher_optim={"head_lr_scale": 1.0},
     distill={"cache": "auto", "cache_view": "train"},
     train={"diagnostics_every": 5},
+    # On a CPU, full precision in channels_last is the fastest EfficientNet-Lite step measured
+    # (`mlkd bench precision`: 1.39x / 1.48x over NCHW fp32 for Lite0 / Lite2 at 64 px; bf16:
+    # 1.09x / 1.20x, bf16 + channels_last 1.10x / 1.23x), and it keeps the demo exact.
+    cpu_train={"amp": "off", "channels_last": True},
 )
 
 # Mosaics: mosaic size and the teacher / student networks per source (fixed a priori).
@@ -151,13 +157,16 @@ def demo_config(
     if distill.get("cache_view") == "train":
         distill["cache_views"] = epochs  # a new augmentation of every image in every epoch
     optim = {**setting.optim, **(optim or {}), "epochs": epochs}
+    train = {"seed": seed, "device": device, "eval_every": 0, "log_interval": 20, **setting.train}
+    if resolve_device(device).type == "cpu":
+        train.update(setting.cpu_train)
     return {
         "run_dir": str(run_dir),
         "data": data,
         "model": copy.deepcopy(model),
         "optim": optim,
         "distill": distill,
-        "train": {"seed": seed, "device": device, "eval_every": 0, "log_interval": 20, **setting.train},
+        "train": train,
     }
 
 
