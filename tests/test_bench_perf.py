@@ -120,3 +120,19 @@ def test_cache_bench_times_the_check_of_a_sealed_cache(tmp_path, capsys, monkeyp
     for row in rows[1:]:
         assert row["seconds"] > 0 and row["epoch_ratio"] == pytest.approx(row["seconds"] / 3.0, abs=1e-4)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache.json", "run"]  # the cache folder is removed
+
+
+def test_bench_precision_and_finetune_time_every_variant_in_one_run():
+    """The precision benchmark times each variant against fp32 in the same interleaved rounds
+    (fp32 always included, its own speedup exactly 1); bad variants are refused by name."""
+    from mlkd.bench.finetune import bench_finetune
+    from mlkd.bench.precision import bench_precision, format_table
+
+    rows = bench_precision(["tiny:32"], ["bf16", "fp32+cl"], batch_size=4, num_classes=5, repeats=2, warmup=0)
+    assert [r["variant"] for r in rows] == ["fp32", "bf16", "fp32+cl"]
+    assert rows[0]["speedup"] == 1.0 and all(r["ms"] > 0 and len(r["wall_s"]) == 2 for r in rows)
+    assert "| tiny | 32 | bf16 |" in format_table(rows)
+    with pytest.raises(ValueError, match="fp16"):
+        bench_precision(["tiny:32"], ["fp16"], repeats=1, warmup=0)
+    rows = bench_finetune(["tiny"], [32], batch_size=4, num_classes=5, repeats=2, warmup=0, reference="tiny")
+    assert len(rows) == 1 and rows[0]["speed_vs_ref"] == 1.0 and len(rows[0]["cpu_s"]) == 2

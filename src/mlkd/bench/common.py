@@ -194,3 +194,25 @@ def step_parser(prog: str, description: str) -> argparse.ArgumentParser:
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--json", type=Path, help="also write the rows to this JSON file")
     return parser
+
+
+def interleaved_rounds(
+    runs: dict, batches: Sequence[dict], repeats: int, warmup: int, device: torch.device
+) -> dict[str, tuple[list[float], list[float]]]:
+    """name -> (wall seconds, CPU seconds) of each timed ``train_step`` round: every round runs
+    one step of every run in turn (the order reversed every other round, so none always runs
+    first), cycling through ``batches``; the ``warmup`` rounds first are not kept."""
+    from mlkd.engine.step import NonFiniteGuard, defers_checks, train_step
+
+    guards = {m: NonFiniteGuard(r.cfg.train.nonfinite, defers_checks(device), r.optimizer) for m, r in runs.items()}
+    names = list(runs)
+    times: dict[str, tuple[list[float], list[float]]] = {m: ([], []) for m in names}
+    for r in range(warmup + repeats):
+        for m in names if r % 2 == 0 else names[::-1]:
+            w, c = timed(lambda m=m, r=r: train_step(runs[m], batches[r % len(batches)], guards[m]), device)
+            if r >= warmup:
+                times[m][0].append(w)
+                times[m][1].append(c)
+    for m, run in runs.items():
+        guards[m].check(run)
+    return times

@@ -23,14 +23,13 @@ from mlkd.bench.common import (
     SyntheticImages,
     batches_of,
     bench_config,
+    interleaved_rounds,
     machine,
     make_run,
     median,
     parse_args,
     report,
-    timed,
 )
-from mlkd.engine.step import NonFiniteGuard, defers_checks, train_step
 
 MODELS = ("efficientnet_lite0", "efficientnet_lite2", "resnet18", "mobilenetv2")
 
@@ -53,17 +52,7 @@ def bench_size(
     dev = torch.device(device)
     batches = batches_of(SyntheticImages(2 * batch_size, img_size, num_classes, 2.9), batch_size)
     runs = {m: _run(m, img_size, batch_size, num_classes, device) for m in models}
-    guards = {m: NonFiniteGuard(r.cfg.train.nonfinite, defers_checks(dev), r.optimizer) for m, r in runs.items()}
-    times: dict[str, tuple[list[float], list[float]]] = {m: ([], []) for m in models}
-    for r in range(warmup + repeats):
-        for m in models if r % 2 == 0 else list(models)[::-1]:
-            w, c = timed(lambda m=m, r=r: train_step(runs[m], batches[r % len(batches)], guards[m]), dev)
-            if r >= warmup:
-                times[m][0].append(w)
-                times[m][1].append(c)
-    for m, run in runs.items():
-        guards[m].check(run)
-    return times
+    return interleaved_rounds(runs, batches, repeats, warmup, dev)
 
 
 def bench_finetune(

@@ -27,14 +27,13 @@ from mlkd.bench.common import (
     SyntheticImages,
     batches_of,
     bench_config,
+    interleaved_rounds,
     machine,
     make_run,
     median,
     parse_args,
     report,
-    timed,
 )
-from mlkd.engine.step import NonFiniteGuard, defers_checks, train_step
 
 CELLS = (
     "efficientnet_lite0:64",
@@ -77,17 +76,7 @@ def bench_cell(
     for v in variants:
         cfg = bench_config(model, img_size, batch_size, device, head=head, **variant_settings(v))
         runs[v] = make_run("vanilla", cfg, num_classes, None)
-    guards = {v: NonFiniteGuard(r.cfg.train.nonfinite, defers_checks(dev), r.optimizer) for v, r in runs.items()}
-    times: dict[str, tuple[list[float], list[float]]] = {v: ([], []) for v in variants}
-    for r in range(warmup + repeats):
-        for v in variants if r % 2 == 0 else list(variants)[::-1]:
-            w, c = timed(lambda v=v, r=r: train_step(runs[v], batches[r % len(batches)], guards[v]), dev)
-            if r >= warmup:
-                times[v][0].append(w)
-                times[v][1].append(c)
-    for v, run in runs.items():
-        guards[v].check(run)
-    return times
+    return interleaved_rounds(runs, batches, repeats, warmup, dev)
 
 
 def bench_precision(
